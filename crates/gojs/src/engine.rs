@@ -1,0 +1,85 @@
+//! The wasm engine configuration shared by every module and instance, and the compile cache.
+
+use std::path::PathBuf;
+
+use crate::Error;
+
+/// Native stack of a guest thread. It must hold [`WASM_MAX_STACK`] plus the host frames above the
+/// outermost wasm entry.
+pub(crate) const GUEST_THREAD_STACK: usize = 256 << 20;
+/// Wasm stack for the whole nested chain Go → JS → Go → … of one entry. Node gives Go 8 MiB of
+/// V8 stack; we give more, since nested callbacks also spend native stack in QuickJS frames.
+pub(crate) const WASM_MAX_STACK: usize = 192 << 20;
+
+/// A configured wasm engine. Cheap to clone; share one across modules.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: wasmtime::Engine,
+    cache: Option<PathBuf>,
+}
+
+impl Engine {
+    /// An engine using the on-disk compile cache (`$GOJS_CACHE_DIR`, else the platform cache
+    /// directory, e.g. `~/.cache/gojs`).
+    ///
+    /// # Errors
+    /// [`Error::Host`] if wasmtime rejects the configuration.
+    pub fn new() -> Result<Engine, Error> {
+        Engine::with_cache(default_cache_dir())
+    }
+
+    /// An engine that compiles every module from scratch.
+    ///
+    /// # Errors
+    /// As [`Engine::new`].
+    pub fn without_cache() -> Result<Engine, Error> {
+        Engine::with_cache(None)
+    }
+
+    fn with_cache(cache: Option<PathBuf>) -> Result<Engine, Error> {
+        let mut config = wasmtime::Config::new();
+        config.max_wasm_stack(WASM_MAX_STACK);
+        // Only checked against max_wasm_stack: we never run wasm on async fibers.
+        config.async_stack_size(WASM_MAX_STACK);
+        config.parallel_compilation(true);
+        let inner = wasmtime::Engine::new(&config).map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+        Ok(Engine { inner, cache })
+    }
+
+    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<wasmtime::Module, Error> {
+        let key = self.cache.as_ref().map(|dir| dir.join(cache_key(&self.inner, wasm)));
+        if let Some(path) = &key
+            && let Some(m) = crate::cache::load(&self.inner, path)
+        {
+            return Ok(m);
+        }
+        let module = wasmtime::Module::new(&self.inner, wasm)
+            .map_err(|e| Error::InvalidModule(format!("invalid WebAssembly module: {e:#}")))?;
+        if let Some(path) = &key {
+            crate::cache::store(&module, path);
+        }
+        Ok(module)
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("GOJS_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("gojs"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("gojs"))
+}
+
+/// The cache file name: module content + everything about the engine that affects code.
+fn cache_key(engine: &wasmtime::Engine, wasm: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = blake3::Hasher::new();
+    h.update(wasm);
+    let mut fp = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut fp);
+    h.update(&fp.finish().to_le_bytes());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    format!("{}.cwasm", h.finalize().to_hex())
+}

@@ -1,0 +1,39 @@
+//! The one error type of the library.
+
+use std::path::PathBuf;
+
+/// Why a Go module could not be loaded or run.
+///
+/// The Go program's own exit (any code, 0 included) is not an error: see
+/// [`crate::Module::run`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The module file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The bytes are not a WebAssembly module, or a damaged one.
+    #[error("{0}")]
+    InvalidModule(String),
+    /// A valid WebAssembly module that was not built with `GOOS=js GOARCH=wasm`.
+    #[error("not a Go js/wasm module: {0}")]
+    NotGoJs(String),
+    /// `args` and `env` don't fit where Go expects them.
+    #[error(transparent)]
+    ArgsTooLong(#[from] crate::abi::ArgsTooLong),
+    /// The guest trapped; the message includes the wasm backtrace with Go function names.
+    #[error("{0}")]
+    Trap(String),
+    /// A JavaScript exception that nothing caught (Node prints it and exits 1).
+    #[error("Uncaught {0}")]
+    UncaughtException(String),
+    /// Setting up the engine or the JS realm failed.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl From<rquickjs::Error> for Error {
+    fn from(e: rquickjs::Error) -> Self {
+        Error::Host(format!("JS realm: {e}"))
+    }
+}

@@ -1,0 +1,195 @@
+//! The host side of the JS realm: the globals Go's runtime and standard library use beyond the
+//! engine's builtins, one module per global, plus the state they share with the imports.
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rquickjs::{Function, Object, qjs};
+
+use crate::event_loop::Timers;
+use crate::realm::{JsCtx, JsValue};
+
+mod console;
+mod crypto;
+mod encoding;
+pub(crate) mod fs;
+pub(crate) mod go;
+mod path;
+mod performance;
+pub(crate) mod process;
+mod timers;
+
+/// Why the guest stopped in a nested call, parked until the event loop picks it up
+/// (see [`crate::reentry`]).
+pub(crate) enum Stop {
+    /// A wasm trap (with its backtrace) in a nested `resume`.
+    Trap(wasmtime::Error),
+    /// A JS exception that nothing caught (Node prints it and exits 1).
+    Uncaught(String),
+}
+
+/// Wall-clock and monotonic time as the guest sees it.
+pub(crate) struct Clock {
+    start: Instant,
+    start_unix_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+        Clock { start: Instant::now(), start_unix_ns: unix }
+    }
+    /// Milliseconds since the instance started (`performance.now()`).
+    pub fn now_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+    /// `runtime.nanotime1`: wall-clock origin plus monotonic elapsed time, in nanoseconds.
+    pub fn nanotime(&self) -> i64 {
+        (self.start_unix_ns + self.start.elapsed().as_nanos() as i128) as i64
+    }
+    /// The instance's time origin in Unix milliseconds (`performance.timeOrigin`).
+    pub fn origin_ms(&self) -> f64 {
+        self.start_unix_ns as f64 / 1e6
+    }
+}
+
+/// Per-instance process state behind the `process` global.
+pub(crate) struct ProcessState {
+    pub cwd: RefCell<String>,
+    pub umask: Cell<u32>,
+    pub argv0: String,
+}
+
+/// State shared by the imports, the host globals and the event loop. Lives on the guest thread.
+pub(crate) struct Host {
+    pub stdin: RefCell<Box<dyn Read>>,
+    pub stdout: RefCell<Box<dyn Write>>,
+    pub stderr: RefCell<Box<dyn Write>>,
+    pub timers: RefCell<Timers>,
+    pub clock: Clock,
+    pub process: ProcessState,
+    /// Go's exit code once `runtime.wasmExit` ran.
+    pub exit_code: Cell<Option<i32>>,
+    pub stop: RefCell<Option<Stop>>,
+    /// The Go object (value id 6), held here rather than by the wrappers (see [`go`]).
+    pub go: RefCell<Option<Object<'static>>>,
+}
+
+impl Host {
+    /// Whether Go exited or a nested call stopped it: imports must unwind.
+    pub fn stopped(&self) -> bool {
+        self.exit_code.get().is_some() || self.stop.borrow().is_some()
+    }
+
+    /// Park a stop reason unless one is already parked (the first reason wins).
+    pub fn park(&self, stop: Stop) {
+        let mut s = self.stop.borrow_mut();
+        if s.is_none() {
+            *s = Some(stop);
+        }
+    }
+
+    /// Write guest output to fd 1 or 2. Other fds are ignored, like Node's `writeSync` on a
+    /// closed fd would fail silently for the runtime's own prints.
+    pub fn write_fd(&self, fd: i64, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = match fd {
+            1 => self.stdout.borrow_mut(),
+            2 => self.stderr.borrow_mut(),
+            _ => return Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        w.write_all(bytes)?;
+        w.flush()
+    }
+
+    pub fn go_object(&self) -> Option<Object<'static>> {
+        self.go.borrow().clone()
+    }
+
+    /// Release every JS value the host holds (before the realm is torn down).
+    pub fn clear(&self) {
+        self.timers.borrow_mut().clear();
+        self.go.borrow_mut().take();
+    }
+}
+
+/// Install every host global on the realm's global object.
+pub(crate) fn install(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<()> {
+    let g = ctx.globals();
+    let native = Object::new(ctx.clone())?;
+    console::install(ctx, host, &native)?;
+    encoding::install(ctx, &native)?;
+    timers::install(ctx, host, &native)?;
+    g.set("fs", fs::object(ctx, host)?)?;
+    g.set("process", process::object(ctx, host)?)?;
+    g.set("path", path::object(ctx, host)?)?;
+    g.set("crypto", crypto::object(ctx)?)?;
+    g.set("performance", performance::object(ctx, host)?)?;
+    g.set("global", g.clone())?;
+    let prelude: Function = ctx.eval(include_str!("prelude.js"))?;
+    prelude.call::<_, ()>((native,))?;
+    Ok(())
+}
+
+/// JS `ToNumber` (never throws to the caller: a throwing `valueOf` gives `NaN`).
+pub(crate) fn to_number(v: &JsValue) -> f64 {
+    if let Some(n) = v.as_number() {
+        return n;
+    }
+    let ctx = v.ctx();
+    let mut out = f64::NAN;
+    let r = unsafe { qjs::JS_ToFloat64(ctx.as_raw().as_ptr(), &mut out, v.as_raw()) };
+    if r < 0 {
+        let _ = ctx.catch();
+        return f64::NAN;
+    }
+    out
+}
+
+/// JS `ToIntegerOrInfinity`, clamped into `i64`.
+pub(crate) fn to_integer(v: &JsValue) -> i64 {
+    let n = to_number(v);
+    if n.is_nan() { 0 } else { n.trunc() as i64 }
+}
+
+/// An `Error` for a host call that failed with an OS error, with Node's `code` (`ENOENT`, …).
+pub(crate) fn io_error(ctx: &JsCtx, err: &std::io::Error, syscall: &str) -> rquickjs::Result<JsValue> {
+    let code = err.raw_os_error().map(errno_code).unwrap_or("EIO");
+    let e = crate::realm::error_with_code(ctx, &format!("{code}: {err}, {syscall}"), code)?;
+    if let Some(o) = e.as_object() {
+        o.set("syscall", syscall)?;
+        if let Some(n) = err.raw_os_error() {
+            o.set("errno", -n)?;
+        }
+    }
+    Ok(e)
+}
+
+/// The Node/POSIX name of an errno value.
+pub(crate) fn errno_code(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::EPIPE => "EPIPE",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ELOOP => "ELOOP",
+        _ => "EIO",
+    }
+}

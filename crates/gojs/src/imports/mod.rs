@@ -1,0 +1,151 @@
+//! The imports of the `gojs` module (`go` before Go 1.21): one table names them all, and
+//! linking, tracing and tests derive from it.
+
+use wasmtime::{Caller, Linker};
+
+use crate::abi::{Frame, Memory, Ref};
+use crate::host::Stop;
+use crate::instance::HostState;
+use crate::realm::JsValue;
+use crate::reentry::{self, Unwind};
+
+mod runtime;
+mod syscall_js;
+
+/// An import implementation: reads its arguments at `sp`, writes its results there.
+type ImportFn = fn(&mut Call<'_, '_>) -> wasmtime::Result<()>;
+
+/// One import of the Go module: its name, the Go declaration it implements, and the function.
+pub(crate) struct Import {
+    pub name: &'static str,
+    pub go: &'static str,
+    func: ImportFn,
+}
+
+macro_rules! imports {
+    ($($name:literal => $func:path, $go:literal;)*) => {
+        /// Every `(func (param i32))` import, by name.
+        pub(crate) const IMPORTS: &[Import] = &[$(Import { name: $name, go: $go, func: $func }),*];
+    };
+}
+
+imports! {
+    "runtime.wasmExit" => runtime::wasm_exit, "func wasmExit(code int32)";
+    "runtime.wasmWrite" => runtime::wasm_write, "func wasmWrite(fd uintptr, p unsafe.Pointer, n int32)";
+    "runtime.resetMemoryDataView" => runtime::reset_memory_data_view, "func resetMemoryDataView()";
+    "runtime.nanotime1" => runtime::nanotime1, "func nanotime1() int64";
+    "runtime.walltime" => runtime::walltime, "func walltime() (sec int64, nsec int32)";
+    "runtime.scheduleTimeoutEvent" => runtime::schedule_timeout_event, "func scheduleTimeoutEvent(delay int64) int32";
+    "runtime.clearTimeoutEvent" => runtime::clear_timeout_event, "func clearTimeoutEvent(id int32)";
+    "runtime.getRandomData" => runtime::get_random_data, "func getRandomData(r []byte)";
+    "syscall/js.finalizeRef" => syscall_js::finalize_ref, "func finalizeRef(v ref)";
+    "syscall/js.stringVal" => syscall_js::string_val, "func stringVal(value string) ref";
+    "syscall/js.valueGet" => syscall_js::value_get, "func valueGet(v ref, p string) ref";
+    "syscall/js.valueSet" => syscall_js::value_set, "func valueSet(v ref, p string, x ref)";
+    "syscall/js.valueDelete" => syscall_js::value_delete, "func valueDelete(v ref, p string)";
+    "syscall/js.valueIndex" => syscall_js::value_index, "func valueIndex(v ref, i int) ref";
+    "syscall/js.valueSetIndex" => syscall_js::value_set_index, "func valueSetIndex(v ref, i int, x ref)";
+    "syscall/js.valueCall" => syscall_js::value_call, "func valueCall(v ref, m string, args []ref) (ref, bool)";
+    "syscall/js.valueInvoke" => syscall_js::value_invoke, "func valueInvoke(v ref, args []ref) (ref, bool)";
+    "syscall/js.valueNew" => syscall_js::value_new, "func valueNew(v ref, args []ref) (ref, bool)";
+    "syscall/js.valueLength" => syscall_js::value_length, "func valueLength(v ref) int";
+    "syscall/js.valuePrepareString" => syscall_js::value_prepare_string, "func valuePrepareString(v ref) (ref, int)";
+    "syscall/js.valueLoadString" => syscall_js::value_load_string, "func valueLoadString(v ref, b []byte)";
+    "syscall/js.valueInstanceOf" => syscall_js::value_instance_of, "func valueInstanceOf(v ref, t ref) bool";
+    "syscall/js.copyBytesToGo" => syscall_js::copy_bytes_to_go, "func copyBytesToGo(dst []byte, src ref) (int, bool)";
+    "syscall/js.copyBytesToJS" => syscall_js::copy_bytes_to_js, "func copyBytesToJS(dst ref, src []byte) (int, bool)";
+}
+
+/// Define every import under `module` (`gojs` or `go`), plus `debug` and the `_gotest` imports
+/// that `syscall/js`'s own tests use.
+pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
+    for import in IMPORTS {
+        let (name, func) = (import.name, import.func);
+        linker.func_wrap(module, name, move |mut caller: Caller<'_, HostState>, sp: i32| {
+            let mut call = Call { caller: &mut caller, sp: sp as u32 };
+            func(&mut call).map_err(|e| if e.is::<Unwind>() { e } else { e.context(format!("in import {name}")) })
+        })?;
+    }
+    runtime::link_extras(linker, module)
+}
+
+/// One import call in progress: the caller, Go's current `sp`, and typed access to both.
+pub(crate) struct Call<'a, 'c> {
+    caller: &'a mut Caller<'c, HostState>,
+    sp: u32,
+}
+
+impl Call<'_, '_> {
+    fn frame(&self) -> Frame {
+        Frame { sp: self.sp }
+    }
+
+    fn state(&mut self) -> &mut HostState {
+        self.caller.data_mut()
+    }
+
+    /// Guest memory and host state, borrowed together.
+    fn split(&mut self) -> wasmtime::Result<(Memory<'_>, &mut HostState)> {
+        let mem = self.caller.data().guest()?.mem;
+        let (bytes, state) = mem.data_and_store_mut(&mut *self.caller);
+        Ok((Memory(bytes), state))
+    }
+
+    fn with_mem<R>(&mut self, f: impl FnOnce(&mut Memory, Frame) -> Result<R, crate::abi::OutOfBounds>) -> wasmtime::Result<R> {
+        let frame = self.frame();
+        let (mut mem, _) = self.split()?;
+        Ok(f(&mut mem, frame)?)
+    }
+
+    /// The JS value of the `ref` at `sp + off` (`loadValue`).
+    fn load(&mut self, off: u32) -> wasmtime::Result<JsValue> {
+        let frame = self.frame();
+        let (mem, state) = self.split()?;
+        let r = frame.r#ref(&mem, off)?;
+        Ok(state.load(r))
+    }
+
+    /// The `[]ref` at `sp + off`, as JS values (`loadSliceOfValues`).
+    fn load_all(&mut self, off: u32) -> wasmtime::Result<Vec<JsValue>> {
+        let frame = self.frame();
+        let (mem, state) = self.split()?;
+        let refs = frame.refs(&mem, off)?;
+        Ok(refs.into_iter().map(|r| state.load(r)).collect())
+    }
+
+    /// The Go string at `sp + off` as a JS string (`loadString`).
+    fn load_string(&mut self, off: u32) -> wasmtime::Result<JsValue> {
+        let bytes = self.with_mem(|m, f| f.bytes(m, off))?;
+        let ctx = self.state().ctx.clone();
+        Ok(crate::realm::string_from_go(&ctx, &bytes)?)
+    }
+
+    /// Store `v` for Go (`storeValue`) and write its ref at `sp + off`.
+    fn store(&mut self, off: u32, v: &JsValue) -> wasmtime::Result<()> {
+        let frame = self.frame();
+        let (mut mem, state) = self.split()?;
+        let r: Ref = state.values.store(v);
+        Ok(frame.set_ref(&mut mem, off, r)?)
+    }
+
+    /// Run JS with this caller published for re-entry; afterwards, unwind if Go stopped in a
+    /// nested call, and re-read `sp` (Go's stack may have moved).
+    fn run_js<R>(&mut self, f: impl FnOnce() -> R) -> wasmtime::Result<R> {
+        let mut store = wasmtime::AsContextMut::as_context_mut(&mut *self.caller);
+        let r = reentry::publish(&mut store, f);
+        if self.caller.data().host.stopped() {
+            return Err(Unwind.into());
+        }
+        let getsp = self.caller.data().guest()?.getsp;
+        self.sp = getsp.call(&mut *self.caller, ())? as u32;
+        Ok(r)
+    }
+
+    /// A JS exception escaped an import that doesn't catch (Node lets it propagate out of the
+    /// wasm call and exits 1): park it and unwind.
+    fn uncaught(&mut self, err: JsValue) -> wasmtime::Result<()> {
+        let msg = crate::realm::describe_error(&err);
+        self.caller.data().host.park(Stop::Uncaught(msg));
+        Err(Unwind.into())
+    }
+}

@@ -1,0 +1,251 @@
+//! `syscall/js.*` imports: the bridge between Go's `js.Value` and the realm
+//! (Go's `syscall/js/js.go`). Semantics are `wasm_exec.js`'s: `Reflect.get/set/deleteProperty/
+//! apply/construct` for property access and calls, so getters, setters, proxies and frozen
+//! objects behave as in Node.
+
+use rquickjs::Value;
+
+use super::Call;
+use crate::realm::{self, JsValue};
+
+fn undefined(c: &mut Call) -> JsValue {
+    Value::new_undefined(c.state().ctx.clone())
+}
+
+/// `func finalizeRef(v ref)`: Go dropped a reference.
+pub(super) fn finalize_ref(c: &mut Call) -> wasmtime::Result<()> {
+    let id = c.with_mem(|m, f| f.u32(m, 8))?;
+    let released = c.state().values.finalize(id);
+    // Freeing the value may run engine finalizers; do it with no borrow of the table held.
+    drop(released);
+    Ok(())
+}
+
+/// `func stringVal(value string) ref`.
+pub(super) fn string_val(c: &mut Call) -> wasmtime::Result<()> {
+    let s = c.load_string(8)?;
+    c.store(24, &s)
+}
+
+/// `func valueGet(v ref, p string) ref`: `Reflect.get(v, p)`.
+pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, p) = (c.load(8)?, c.load_string(16)?);
+    let get = c.state().reflect.get.clone().into_value();
+    let this = undefined(c);
+    match c.run_js(|| realm::call(&get, this, vec![v, p]))? {
+        Ok(r) => c.store(32, &r),
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// `func valueSet(v ref, p string, x ref)`: `Reflect.set(v, p, x)`.
+pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, p, x) = (c.load(8)?, c.load_string(16)?, c.load(32)?);
+    let set = c.state().reflect.set.clone().into_value();
+    let this = undefined(c);
+    match c.run_js(|| realm::call(&set, this, vec![v, p, x]))? {
+        Ok(_) => Ok(()),
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// `func valueDelete(v ref, p string)`: `Reflect.deleteProperty(v, p)`.
+pub(super) fn value_delete(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, p) = (c.load(8)?, c.load_string(16)?);
+    let delete = c.state().reflect.delete_property.clone().into_value();
+    let this = undefined(c);
+    match c.run_js(|| realm::call(&delete, this, vec![v, p]))? {
+        Ok(_) => Ok(()),
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// The JS number `wasm_exec.js`'s `getInt64` produces (`low + high * 2^32`).
+fn index_value(c: &mut Call, off: u32) -> wasmtime::Result<JsValue> {
+    let i = c.with_mem(|m, f| f.i64(m, off))?;
+    Ok(Value::new_number(c.state().ctx.clone(), i as f64))
+}
+
+/// `func valueIndex(v ref, i int) ref`: `Reflect.get(v, i)`.
+pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, i) = (c.load(8)?, index_value(c, 16)?);
+    let get = c.state().reflect.get.clone().into_value();
+    let this = undefined(c);
+    match c.run_js(|| realm::call(&get, this, vec![v, i]))? {
+        Ok(r) => c.store(24, &r),
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// `func valueSetIndex(v ref, i int, x ref)`: `Reflect.set(v, i, x)`.
+pub(super) fn value_set_index(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, i, x) = (c.load(8)?, index_value(c, 16)?, c.load(24)?);
+    let set = c.state().reflect.set.clone().into_value();
+    let this = undefined(c);
+    match c.run_js(|| realm::call(&set, this, vec![v, i, x]))? {
+        Ok(_) => Ok(()),
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// Write a `(ref, bool)` result pair: the value (or the thrown error) and whether it succeeded.
+fn store_outcome(c: &mut Call, off: u32, outcome: Result<JsValue, JsValue>) -> wasmtime::Result<()> {
+    let (v, ok) = match outcome {
+        Ok(v) => (v, 1),
+        Err(e) => (e, 0),
+    };
+    c.store(off, &v)?;
+    c.with_mem(|m, f| f.set_u8(m, off + 8, ok))
+}
+
+/// `func valueCall(v ref, m string, args []ref) (ref, bool)`:
+/// `Reflect.apply(Reflect.get(v, m), v, args)`, catching what it throws.
+pub(super) fn value_call(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, name, args) = (c.load(8)?, c.load_string(16)?, c.load_all(32)?);
+    let (get, apply) = (c.state().reflect.get.clone().into_value(), c.state().reflect.apply.clone().into_value());
+    let ctx = c.state().ctx.clone();
+    let outcome = c.run_js(|| {
+        let undefined = Value::new_undefined(ctx.clone());
+        let method = realm::call(&get, undefined.clone(), vec![v.clone(), name])?;
+        let args = array_of(&ctx, args)?;
+        realm::call(&apply, undefined, vec![method, v, args])
+    })?;
+    store_outcome(c, 56, outcome)
+}
+
+/// `func valueInvoke(v ref, args []ref) (ref, bool)`: `Reflect.apply(v, undefined, args)`.
+pub(super) fn value_invoke(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, args) = (c.load(8)?, c.load_all(16)?);
+    let apply = c.state().reflect.apply.clone().into_value();
+    let ctx = c.state().ctx.clone();
+    let outcome = c.run_js(|| {
+        let undefined = Value::new_undefined(ctx.clone());
+        let args = array_of(&ctx, args)?;
+        realm::call(&apply, undefined.clone(), vec![v, undefined, args])
+    })?;
+    store_outcome(c, 40, outcome)
+}
+
+/// `func valueNew(v ref, args []ref) (ref, bool)`: `Reflect.construct(v, args)`.
+pub(super) fn value_new(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, args) = (c.load(8)?, c.load_all(16)?);
+    let construct = c.state().reflect.construct.clone().into_value();
+    let ctx = c.state().ctx.clone();
+    let outcome = c.run_js(|| {
+        let undefined = Value::new_undefined(ctx.clone());
+        let args = array_of(&ctx, args)?;
+        realm::call(&construct, undefined, vec![v, args])
+    })?;
+    store_outcome(c, 40, outcome)
+}
+
+fn array_of(ctx: &realm::JsCtx, items: Vec<JsValue>) -> Result<JsValue, JsValue> {
+    let a = rquickjs::Array::new(ctx.clone()).map_err(|_| ctx.catch())?;
+    for (i, v) in items.into_iter().enumerate() {
+        a.set(i, v).map_err(|_| ctx.catch())?;
+    }
+    Ok(a.into_value())
+}
+
+/// `func valueLength(v ref) int`: `parseInt(v.length)`.
+pub(super) fn value_length(c: &mut Call) -> wasmtime::Result<()> {
+    let v = c.load(8)?;
+    let get = c.state().reflect.get.clone().into_value();
+    let ctx = c.state().ctx.clone();
+    let outcome = c.run_js(|| {
+        let key = Value::from_string(rquickjs::String::from_str(ctx.clone(), "length").map_err(|_| ctx.catch())?);
+        realm::call(&get, Value::new_undefined(ctx.clone()), vec![v, key])
+    })?;
+    let len = match outcome {
+        Ok(len) => parse_int(&len),
+        Err(e) => return c.uncaught(e),
+    };
+    c.with_mem(|m, f| f.set_i64(m, 16, len))
+}
+
+/// `parseInt(x)` as `setInt64` stores it: non-finite results become 0.
+fn parse_int(v: &JsValue) -> i64 {
+    let text = match v.as_number() {
+        Some(n) if n.is_finite() => return n.trunc() as i64,
+        Some(_) => return 0,
+        None => realm::to_string_lossy(v),
+    };
+    let t = text.trim_start();
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let digits: String = digits.chars().take_while(char::is_ascii_digit).collect();
+    let n: f64 = digits.parse().unwrap_or(0.0);
+    (if neg { -n } else { n }) as i64
+}
+
+/// `func valuePrepareString(v ref) (ref, int)`: the UTF-8 bytes of `String(v)`, held as a
+/// `Uint8Array` until `valueLoadString` copies them.
+pub(super) fn value_prepare_string(c: &mut Call) -> wasmtime::Result<()> {
+    let v = c.load(8)?;
+    let ctx = c.state().ctx.clone();
+    let outcome = c.run_js(|| {
+        let bytes = realm::to_utf8(&v)?;
+        Ok::<_, JsValue>((realm::uint8_array(&ctx, &bytes)?, bytes.len()))
+    })?;
+    match outcome {
+        Ok((array, len)) => {
+            c.store(16, &array)?;
+            c.with_mem(|m, f| f.set_i64(m, 24, len as i64))
+        }
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// `func valueLoadString(v ref, b []byte)`: copy prepared bytes into Go's buffer.
+pub(super) fn value_load_string(c: &mut Call) -> wasmtime::Result<()> {
+    let v = c.load(8)?;
+    c.with_mem(|m, f| {
+        let dst = f.slice(m, 16)?;
+        let src = realm::uint8_bytes(&v).map(|b| b.to_vec()).unwrap_or_default();
+        // `Uint8Array.set` throws if the source is longer than the target; Go always sizes it.
+        let n = src.len().min(dst.len as usize);
+        m.bytes_mut(dst.ptr, n as u64)?.copy_from_slice(&src[..n]);
+        Ok(())
+    })
+}
+
+/// `func valueInstanceOf(v ref, t ref) bool`.
+pub(super) fn value_instance_of(c: &mut Call) -> wasmtime::Result<()> {
+    let (v, t) = (c.load(8)?, c.load(16)?);
+    match c.run_js(|| realm::instance_of(&v, &t))? {
+        Ok(b) => c.with_mem(|m, f| f.set_u8(m, 24, u8::from(b))),
+        Err(e) => c.uncaught(e),
+    }
+}
+
+/// `func copyBytesToGo(dst []byte, src ref) (int, bool)`: from a `Uint8Array`/`Uint8ClampedArray`.
+pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
+    let src = c.load(32)?;
+    c.with_mem(|m, f| {
+        let dst = f.slice(m, 8)?;
+        let Some(bytes) = realm::uint8_bytes(&src) else {
+            return f.set_u8(m, 48, 0);
+        };
+        let n = bytes.len().min(dst.len as usize);
+        m.bytes_mut(dst.ptr, n as u64)?.copy_from_slice(&bytes[..n]);
+        f.set_i64(m, 40, n as i64)?;
+        f.set_u8(m, 48, 1)
+    })
+}
+
+/// `func copyBytesToJS(dst ref, src []byte) (int, bool)`: into a `Uint8Array`/`Uint8ClampedArray`.
+pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
+    let dst = c.load(8)?;
+    c.with_mem(|m, f| {
+        let src = f.slice(m, 16)?;
+        let Some(bytes) = realm::uint8_bytes(&dst) else {
+            return f.set_u8(m, 48, 0);
+        };
+        let n = bytes.len().min(src.len as usize);
+        bytes[..n].copy_from_slice(m.bytes(src.ptr, n as u64)?);
+        f.set_i64(m, 40, n as i64)?;
+        f.set_u8(m, 48, 1)
+    })
+}

@@ -1,0 +1,341 @@
+//! One running Go program: its store, realm and host state, on its own thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::rc::Rc;
+
+use rquickjs::Value;
+use wasmtime::{AsContextMut, Linker, Memory, Store, TypedFunc};
+
+use crate::abi::{Decoded, Ref};
+use crate::event_loop::Due;
+use crate::host::{self, Clock, Host, ProcessState, Stop};
+use crate::realm::{self, JsCtx, JsEngine, JsValue, Reflect};
+use crate::values::ValueTable;
+use crate::{Error, Module, reentry};
+
+/// Where guest output goes.
+pub enum Output {
+    /// The host process's stdout or stderr.
+    Inherit,
+    /// Discard.
+    Null,
+    /// Any writer (e.g. a buffer shared with the embedder).
+    Writer(Box<dyn Write + Send>),
+}
+
+/// Where guest input (`fd 0`) comes from.
+pub enum Input {
+    /// The host process's stdin.
+    Inherit,
+    /// Empty (immediate end of file).
+    Null,
+    /// Any reader.
+    Reader(Box<dyn Read + Send>),
+}
+
+/// How a Go program is run: arguments, environment and stdio.
+///
+/// Defaults deny: no arguments beyond the program name, an empty environment, stdin empty,
+/// stdout and stderr inherited from the host, working directory `/` (nothing of the host
+/// filesystem is visible).
+pub struct Config {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) stdin: Input,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
+    pub(crate) argv0: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            args: vec!["js".into()],
+            env: BTreeMap::new(),
+            stdin: Input::Null,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+            argv0: "gojs".into(),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with the denying defaults listed on [`Config`].
+    pub fn new() -> Self {
+        Config::default()
+    }
+    /// Set `os.Args` (the first element is the program name Go sees as `os.Args[0]`).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Add one environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+    /// Set stdin.
+    pub fn stdin(mut self, input: Input) -> Self {
+        self.stdin = input;
+        self
+    }
+    /// Set stdout.
+    pub fn stdout(mut self, output: Output) -> Self {
+        self.stdout = output;
+        self
+    }
+    /// Set stderr.
+    pub fn stderr(mut self, output: Output) -> Self {
+        self.stderr = output;
+        self
+    }
+    /// Set `process.argv0` (Go's net/http disables `fetch` when it starts with "node").
+    pub fn argv0(mut self, argv0: impl Into<String>) -> Self {
+        self.argv0 = argv0.into();
+        self
+    }
+}
+
+fn writer(o: Output, fd: i32) -> Box<dyn Write> {
+    match o {
+        Output::Inherit if fd == 1 => Box::new(std::io::stdout()),
+        Output::Inherit => Box::new(std::io::stderr()),
+        Output::Null => Box::new(std::io::sink()),
+        Output::Writer(w) => Box::new(w),
+    }
+}
+
+fn reader(i: Input) -> Box<dyn Read> {
+    match i {
+        Input::Inherit => Box::new(std::io::stdin()),
+        Input::Null => Box::new(std::io::empty()),
+        Input::Reader(r) => Box::new(r),
+    }
+}
+
+/// The guest's exports the host calls.
+#[derive(Clone)]
+pub(crate) struct GuestExports {
+    pub mem: Memory,
+    pub run: TypedFunc<(i32, i32), ()>,
+    pub resume: TypedFunc<(), ()>,
+    pub getsp: TypedFunc<(), i32>,
+}
+
+/// The store's data: what imports reach through their `Caller`.
+pub(crate) struct HostState {
+    pub host: Rc<Host>,
+    pub ctx: JsCtx,
+    pub values: ValueTable,
+    pub reflect: Reflect,
+    guest: Option<GuestExports>,
+}
+
+impl HostState {
+    pub fn guest(&self) -> wasmtime::Result<GuestExports> {
+        self.guest.clone().ok_or_else(|| wasmtime::Error::msg("the Go module is not instantiated yet"))
+    }
+
+    /// `loadValue`: the JS value a ref denotes (unknown ids are `undefined`).
+    pub fn load(&self, r: Ref) -> JsValue {
+        match r.decode() {
+            Decoded::Undefined => Value::new_undefined(self.ctx.clone()),
+            Decoded::Number(n) => Value::new_number(self.ctx.clone(), n),
+            Decoded::Id(id) => self.values.get(id).cloned().unwrap_or_else(|| Value::new_undefined(self.ctx.clone())),
+        }
+    }
+}
+
+/// A Go program instantiated on the current thread. Field order is drop order: the store's JS
+/// values go before the JS engine.
+pub(crate) struct Guest {
+    store: Store<HostState>,
+    host: Rc<Host>,
+    js: JsEngine,
+}
+
+impl Guest {
+    pub fn new(module: &Module, config: Config) -> Result<(Guest, Vec<String>, Vec<String>), Error> {
+        let js = JsEngine::new()?;
+        let ctx = js.ctx();
+        let host = Rc::new(Host {
+            stdin: RefCell::new(reader(config.stdin)),
+            stdout: RefCell::new(writer(config.stdout, 1)),
+            stderr: RefCell::new(writer(config.stderr, 2)),
+            timers: RefCell::default(),
+            clock: Clock::new(),
+            process: ProcessState {
+                cwd: RefCell::new("/".into()),
+                umask: Cell::new(host::process::host_umask()),
+                argv0: config.argv0,
+            },
+            exit_code: Cell::new(None),
+            stop: RefCell::new(None),
+            go: RefCell::new(None),
+        });
+        host::install(&ctx, &host)?;
+        let go = host::go::object(&ctx, &host)?;
+        *host.go.borrow_mut() = Some(go.clone());
+        let presets = [
+            Value::new_number(ctx.clone(), f64::NAN),
+            Value::new_int(ctx.clone(), 0),
+            Value::new_null(ctx.clone()),
+            Value::new_bool(ctx.clone(), true),
+            Value::new_bool(ctx.clone(), false),
+            ctx.globals().into_value(),
+            go.into_value(),
+        ];
+        let state = HostState {
+            host: host.clone(),
+            values: ValueTable::new(presets),
+            reflect: Reflect::new(&ctx)?,
+            ctx,
+            guest: None,
+        };
+        let inner = &module.inner;
+        let store = Store::new(&inner.engine.inner, state);
+        let mut linker = Linker::new(&inner.engine.inner);
+        crate::imports::link(&mut linker, inner.abi.module_name()).map_err(|e| Error::Host(format!("{e:#}")))?;
+        let mut guest = Guest { store, host, js };
+        let instance = linker
+            .instantiate(&mut guest.store, &inner.module)
+            .map_err(|e| Error::NotGoJs(format!("cannot instantiate: {e:#}")))?;
+        let exports = (|| -> wasmtime::Result<GuestExports> {
+            let s = &mut guest.store;
+            Ok(GuestExports {
+                mem: instance.get_memory(&mut *s, "mem").ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
+                run: instance.get_typed_func(&mut *s, "run")?,
+                resume: instance.get_typed_func(&mut *s, "resume")?,
+                getsp: instance.get_typed_func(&mut *s, "getsp")?,
+            })
+        })()
+        .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;
+        guest.store.data_mut().guest = Some(exports);
+        let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Ok((guest, config.args, env))
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        self.host.exit_code.get()
+    }
+
+    /// Call `run(argc, argv)` with the argv/env block in place.
+    pub fn start(&mut self, args: &[String], env: &[String]) -> Result<(), Error> {
+        let block = crate::abi::argv_block(args, env)?;
+        let g = self.store.data().guest().map_err(|e| Error::Host(e.to_string()))?;
+        let mem = g.mem.data_mut(&mut self.store);
+        let dst = mem
+            .get_mut(crate::abi::ARGV_START..crate::abi::ARGV_START + block.bytes.len())
+            .ok_or_else(|| Error::NotGoJs("linear memory is too small for the argument block".into()))?;
+        dst.copy_from_slice(&block.bytes);
+        let r = g.run.call(&mut self.store, (block.argc, block.argv));
+        self.settle(r)
+    }
+
+    /// Resume Go (a timeout fired, or to report a deadlock).
+    pub fn resume(&mut self) -> Result<(), Error> {
+        let g = self.store.data().guest().map_err(|e| Error::Host(e.to_string()))?;
+        let r = g.resume.call(&mut self.store, ());
+        self.settle(r)
+    }
+
+    /// Turn the outcome of an outermost guest call into ours, picking up a parked stop.
+    fn settle(&mut self, r: wasmtime::Result<()>) -> Result<(), Error> {
+        if let Some(stop) = self.host.stop.borrow_mut().take() {
+            return Err(match stop {
+                Stop::Trap(e) => trap_error(e),
+                Stop::Uncaught(msg) => Error::UncaughtException(msg),
+            });
+        }
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) if self.exit_code().is_some() => Ok(()),
+            Err(e) => Err(trap_error(e)),
+        }
+    }
+
+    /// Run JS (a timer callback or microtasks) with the store published for re-entry.
+    fn run_js<R>(&mut self, f: impl FnOnce(&JsCtx) -> R) -> R {
+        let ctx = self.store.data().ctx.clone();
+        let mut cx = self.store.as_context_mut();
+        reentry::publish(&mut cx, || f(&ctx))
+    }
+
+    /// After JS ran from the loop: surface a parked stop or an uncaught exception.
+    fn after_js(&mut self, thrown: Option<JsValue>) -> Result<(), Error> {
+        self.settle(Ok(()))?;
+        match thrown {
+            Some(_) if self.exit_code().is_some() => Ok(()),
+            Some(e) => Err(Error::UncaughtException(realm::describe_error(&e))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn drain_microtasks(&mut self) -> Result<(), Error> {
+        let thrown = self.run_js(realm::drain_microtasks);
+        self.after_js(thrown)
+    }
+
+    /// Run one due timer.
+    pub fn fire(&mut self, due: Due) -> Result<(), Error> {
+        match due {
+            Due::Go(id) => {
+                self.resume()?;
+                while self.exit_code().is_none() && self.host.timers.borrow().go_registered(id) {
+                    // Go didn't take the event (golang/go#28975); wasm_exec.js warns and retries.
+                    let _ = self.host.write_fd(2, b"scheduleTimeoutEvent: missed timeout event\n");
+                    self.resume()?;
+                }
+                Ok(())
+            }
+            Due::Js { callback, args } => {
+                let thrown = self.run_js(|ctx| {
+                    realm::call(&callback.into_value(), Value::new_undefined(ctx.clone()), args).err()
+                });
+                self.after_js(thrown)
+            }
+        }
+    }
+
+    /// Nothing can wake Go any more: tell it (`_pendingEvent = {id: 0}`) so it reports the
+    /// deadlock, as Node's runner does when its loop empties.
+    pub fn report_deadlock(&mut self) -> Result<(), Error> {
+        let ctx = self.store.data().ctx.clone();
+        if let Some(go) = self.host.go_object() {
+            let event = rquickjs::Object::new(ctx)?;
+            event.set("id", 0)?;
+            go.set("_pendingEvent", event)?;
+        }
+        self.resume()
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Ids Go holds right now and the table's capacity (for leak checks).
+    pub fn value_table_stats(&self) -> (usize, usize) {
+        let v = &self.store.data().values;
+        (v.live(), v.capacity())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        // Release every JS value Rust holds, so the realm can be freed cleanly after the store.
+        self.host.clear();
+        self.store.data_mut().values.clear();
+        self.js.collect();
+    }
+}
+
+fn trap_error(e: wasmtime::Error) -> Error {
+    Error::Trap(format!("{e:?}"))
+}

@@ -1,0 +1,140 @@
+//! Loading a Go js/wasm module: recognise what was built for `GOOS=js`, explain what wasn't,
+//! and compile it once (through the artifact cache) for any number of instances.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmparser::{Parser, Payload};
+
+use crate::Error;
+use crate::engine::Engine;
+
+/// Which generation of the Go js/wasm ABI a module uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoAbi {
+    /// Go 1.19–1.20: imports from module `go`.
+    Go,
+    /// Go 1.21+: imports from module `gojs`.
+    GoJs,
+}
+
+impl GoAbi {
+    /// The import module name.
+    pub fn module_name(self) -> &'static str {
+        match self {
+            GoAbi::Go => "go",
+            GoAbi::GoJs => "gojs",
+        }
+    }
+}
+
+/// A compiled Go js/wasm module, ready to be instantiated many times, from any thread.
+#[derive(Clone)]
+pub struct Module {
+    pub(crate) inner: Arc<ModuleInner>,
+}
+
+pub(crate) struct ModuleInner {
+    pub engine: Engine,
+    pub module: wasmtime::Module,
+    pub abi: GoAbi,
+}
+
+const REQUIRED_EXPORTS: &[&str] = &["run", "resume", "getsp", "mem"];
+
+impl Module {
+    /// Read, check and compile a module from a file.
+    ///
+    /// # Errors
+    /// [`Error::Read`] if the file can't be read, [`Error::InvalidModule`] if it is not (intact)
+    /// WebAssembly, [`Error::NotGoJs`] if it wasn't built with `GOOS=js GOARCH=wasm`.
+    pub fn from_file(engine: &Engine, path: impl AsRef<Path>) -> Result<Module, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        Module::new(engine, &bytes)
+    }
+
+    /// Check and compile a module from its bytes.
+    ///
+    /// # Errors
+    /// As [`Module::from_file`], minus the read.
+    pub fn new(engine: &Engine, wasm: &[u8]) -> Result<Module, Error> {
+        let abi = classify(wasm)?;
+        let module = engine.compile(wasm)?;
+        Ok(Module { inner: Arc::new(ModuleInner { engine: engine.clone(), module, abi }) })
+    }
+
+    /// The ABI generation the module was built for.
+    pub fn abi(&self) -> GoAbi {
+        self.inner.abi
+    }
+}
+
+/// Decide from the import and export sections whether `wasm` is a Go js/wasm module.
+pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(Error::InvalidModule("not a WebAssembly module (missing the \\0asm magic number)".into()));
+    }
+    let mut abi = None;
+    let mut wasi = None;
+    let mut exports = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| Error::InvalidModule(format!("truncated or corrupt WebAssembly module: {e}")))?;
+        match payload {
+            Payload::Version { encoding: wasmparser::Encoding::Component, .. } => {
+                return Err(Error::NotGoJs("it is a WebAssembly component, not a core module".into()));
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(|e| Error::InvalidModule(format!("corrupt import section: {e}")))?;
+                    match import.module {
+                        "gojs" => abi = Some(GoAbi::GoJs),
+                        "go" => abi = abi.or(Some(GoAbi::Go)),
+                        m if m.starts_with("wasi") => wasi = Some(m.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(|e| Error::InvalidModule(format!("corrupt export section: {e}")))?;
+                    exports.push(export.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(m) = wasi {
+        return Err(Error::NotGoJs(format!(
+            "it imports `{m}`, so it was built for WASI (GOOS=wasip1); rebuild with GOOS=js GOARCH=wasm or use a WASI runtime"
+        )));
+    }
+    let Some(abi) = abi else {
+        return Err(Error::NotGoJs("it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm".into()));
+    };
+    if let Some(missing) = REQUIRED_EXPORTS.iter().find(|e| !exports.iter().any(|x| x == *e)) {
+        return Err(Error::NotGoJs(format!("it does not export `{missing}`")));
+    }
+    Ok(abi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_non_wasm_and_truncated() {
+        assert!(matches!(classify(b"hello world"), Err(Error::InvalidModule(_))));
+        assert!(matches!(classify(b"\0asm\x01\0\0\0\x02\x10"), Err(Error::InvalidModule(_))));
+    }
+
+    #[test]
+    fn explains_wasi_and_plain_modules() {
+        // (module (import "wasi_snapshot_preview1" "fd_write" (func)))
+        let wasi = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x02\x20\x01\x16wasi_snapshot_preview1\x08fd_write\0\0";
+        let e = classify(wasi).unwrap_err().to_string();
+        assert!(e.contains("GOOS=wasip1"), "{e}");
+        let e = classify(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        assert!(e.contains("GOOS=js"), "{e}");
+    }
+}

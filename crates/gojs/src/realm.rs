@@ -1,0 +1,265 @@
+//! The JavaScript realm: an embedded QuickJS runtime holding every JS value Go sees.
+//!
+//! The realm lives on the guest thread for the instance's whole life. Values are kept as
+//! `Value<'static>`: the `'js` brand is erased because the wasm store (which must be `'static`)
+//! holds them. That is sound because (a) everything runs on the one guest thread, and
+//! (b) [`JsEngine`] outlives every value: the instance drops its store (and clears the host's
+//! timers and tables) before the engine.
+
+use std::borrow::Cow;
+use rquickjs::{Context, Ctx, Function, Object, Runtime, Value, qjs};
+
+/// A JS value usable from the store (see the module docs for why `'static`).
+pub(crate) type JsValue = Value<'static>;
+pub(crate) type JsCtx = Ctx<'static>;
+
+/// Native stack QuickJS may use before throwing `RangeError` (see [`crate::instance`]).
+pub(crate) const JS_MAX_STACK: usize = 224 << 20;
+
+/// The QuickJS runtime and context. Must be dropped after every [`JsValue`].
+pub(crate) struct JsEngine {
+    // Field order is drop order: context before runtime.
+    context: Context,
+    _runtime: Runtime,
+}
+
+impl JsEngine {
+    pub fn new() -> rquickjs::Result<Self> {
+        let runtime = Runtime::new()?;
+        runtime.set_max_stack_size(JS_MAX_STACK);
+        let context = Context::full(&runtime)?;
+        Ok(JsEngine { context, _runtime: runtime })
+    }
+
+    /// A context handle with the brand erased.
+    pub fn ctx(&self) -> JsCtx {
+        // SAFETY: see the module docs; the returned Ctx dups the context and is only used on this
+        // thread while `self` is alive.
+        unsafe { Ctx::from_raw(self.context.as_raw()) }
+    }
+
+    /// Run the garbage collector (after the host dropped its values, before teardown).
+    pub fn collect(&self) {
+        let ctx = self.ctx();
+        unsafe { qjs::JS_RunGC(qjs::JS_GetRuntime(ctx.as_raw().as_ptr())) };
+    }
+}
+
+fn raw_ctx(ctx: &JsCtx) -> *mut qjs::JSContext {
+    ctx.as_raw().as_ptr()
+}
+
+/// Run every pending promise job (microtask). Returns an uncaught job error, if one threw.
+pub(crate) fn drain_microtasks(ctx: &JsCtx) -> Option<JsValue> {
+    loop {
+        let mut job_ctx: *mut qjs::JSContext = std::ptr::null_mut();
+        let rt = unsafe { qjs::JS_GetRuntime(raw_ctx(ctx)) };
+        let r = unsafe { qjs::JS_ExecutePendingJob(rt, &mut job_ctx) };
+        if r == 0 {
+            return None;
+        }
+        if r < 0 {
+            return Some(ctx.catch());
+        }
+    }
+}
+
+/// The bytes of a JS string as QuickJS stores them, in WTF-8 (lone surrogates kept as 3-byte
+/// sequences): the identity key for strings.
+pub(crate) fn wtf8(v: &JsValue) -> Vec<u8> {
+    let ctx = v.ctx();
+    let mut len: qjs::size_t = 0;
+    let p = unsafe { qjs::JS_ToCStringLen2(raw_ctx(ctx), &mut len, v.as_raw(), false) };
+    if p.is_null() {
+        // Out of memory or a throwing toString: clear the exception, give an empty string.
+        let _ = ctx.catch();
+        return Vec::new();
+    }
+    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) }.to_vec();
+    unsafe { qjs::JS_FreeCString(raw_ctx(ctx), p) };
+    bytes
+}
+
+/// `TextEncoder.encode(String(v))`: UTF-8, with lone surrogates replaced by U+FFFD.
+/// `Err` carries the exception if `String(v)` threw.
+pub(crate) fn to_utf8(v: &JsValue) -> Result<Vec<u8>, JsValue> {
+    let ctx = v.ctx();
+    let s = if v.is_string() {
+        v.clone()
+    } else {
+        if v.is_symbol() {
+            // String(symbol) is "Symbol(desc)"; JS_ToString throws for symbols.
+            let desc: Option<String> = v.as_symbol().and_then(|s| s.description().ok()).and_then(|d| d.as_string().and_then(|s| s.to_string().ok()));
+            return Ok(format!("Symbol({})", desc.unwrap_or_default()).into_bytes());
+        }
+        let raw = unsafe { qjs::JS_ToString(raw_ctx(ctx), v.as_raw()) };
+        let s = unsafe { Value::from_raw(ctx.clone(), raw) };
+        if s.is_exception() {
+            return Err(ctx.catch());
+        }
+        s
+    };
+    Ok(replace_surrogates(wtf8(&s)))
+}
+
+/// `String(v)` for display (host messages, console): never throws.
+pub(crate) fn to_string_lossy(v: &JsValue) -> String {
+    match to_utf8(v) {
+        Ok(b) => String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Err(_) => "<value whose toString threw>".to_string(),
+    }
+}
+
+/// Replace WTF-8 encoded surrogates (ED A0..BF xx) with U+FFFD, making valid UTF-8.
+fn replace_surrogates(mut b: Vec<u8>) -> Vec<u8> {
+    let has = b.windows(2).any(|w| w[0] == 0xED && w[1] >= 0xA0);
+    if !has {
+        return b;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == 0xED && i + 2 < b.len() && b[i + 1] >= 0xA0 {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    b.clear();
+    out
+}
+
+/// A JS string from Go bytes, decoded as `TextDecoder` does (invalid UTF-8 becomes U+FFFD).
+///
+/// Like `TextDecoder` by default, a leading byte order mark is dropped.
+pub(crate) fn string_from_go(ctx: &JsCtx, bytes: &[u8]) -> rquickjs::Result<JsValue> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let s: Cow<str> = String::from_utf8_lossy(bytes);
+    Ok(rquickjs::String::from_str(ctx.clone(), &s)?.into_value())
+}
+
+/// A new `Uint8Array` holding a copy of `bytes`.
+pub(crate) fn uint8_array(ctx: &JsCtx, bytes: &[u8]) -> Result<JsValue, JsValue> {
+    let raw = unsafe { qjs::JS_NewUint8ArrayCopy(raw_ctx(ctx), bytes.as_ptr(), bytes.len() as _) };
+    let v = unsafe { Value::from_raw(ctx.clone(), raw) };
+    if v.is_exception() { Err(ctx.catch()) } else { Ok(v) }
+}
+
+/// The bytes of a `Uint8Array` or `Uint8ClampedArray` (what `instanceof Uint8Array ||
+/// instanceof Uint8ClampedArray` accepts), or `None` for anything else.
+///
+/// The slice aliases the JS engine's buffer: use it before running any JS.
+pub(crate) fn uint8_bytes(v: &JsValue) -> Option<&mut [u8]> {
+    if !v.is_object() {
+        return None;
+    }
+    let kind = u32::try_from(unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) }).ok()?;
+    if kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8 && kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8C {
+        return None;
+    }
+    typed_array_bytes(v)
+}
+
+/// The bytes behind any typed array, or `None` if `v` is not one. A detached buffer gives an
+/// empty slice. The slice aliases the JS engine's buffer: use it before running any JS.
+pub(crate) fn typed_array_bytes(v: &JsValue) -> Option<&mut [u8]> {
+    if !v.is_object() || unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) } < 0 {
+        return None;
+    }
+    let ctx = v.ctx();
+    let (mut off, mut len, mut elem): (qjs::size_t, qjs::size_t, qjs::size_t) = (0, 0, 0);
+    let buf = unsafe { qjs::JS_GetTypedArrayBuffer(raw_ctx(ctx), v.as_raw(), &mut off, &mut len, &mut elem) };
+    let buf = unsafe { Value::from_raw(ctx.clone(), buf) };
+    if buf.is_exception() {
+        let _ = ctx.catch();
+        return None;
+    }
+    let mut size: qjs::size_t = 0;
+    let p = unsafe { qjs::JS_GetArrayBuffer(raw_ctx(ctx), &mut size, buf.as_raw()) };
+    let (off, len) = (off as usize, len as usize);
+    if p.is_null() || off.checked_add(len).is_none_or(|end| end > size as usize) {
+        let _ = ctx.catch();
+        return Some(&mut []);
+    }
+    // SAFETY: the typed array keeps its buffer alive (and `buf` holds it too until we return);
+    // the caller uses the slice before any JS runs, so it can't be detached or resized meanwhile.
+    Some(unsafe { std::slice::from_raw_parts_mut(p.add(off), len) })
+}
+
+/// Mark `err` uncatchable and throw it: JS `try`/`catch` can't swallow it, so it unwinds all
+/// the JS frames back to the import that called into JS.
+pub(crate) fn throw_uncatchable(ctx: &JsCtx, message: &str) -> rquickjs::Error {
+    match rquickjs::Exception::from_message(ctx.clone(), message) {
+        Ok(e) => {
+            let v = e.into_value();
+            unsafe { qjs::JS_SetUncatchableError(raw_ctx(ctx), v.as_raw()) };
+            ctx.throw(v)
+        }
+        Err(e) => e,
+    }
+}
+
+/// An `Error` with a Node-style `code` property (e.g. `ENOSYS`).
+pub(crate) fn error_with_code(ctx: &JsCtx, message: &str, code: &str) -> rquickjs::Result<JsValue> {
+    let e = rquickjs::Exception::from_message(ctx.clone(), message)?;
+    e.set("code", code)?;
+    Ok(e.into_value())
+}
+
+/// Cached `Reflect` functions: bridge operations with exactly `wasm_exec.js`'s semantics.
+pub(crate) struct Reflect {
+    pub get: Function<'static>,
+    pub set: Function<'static>,
+    pub delete_property: Function<'static>,
+    pub apply: Function<'static>,
+    pub construct: Function<'static>,
+}
+
+impl Reflect {
+    pub fn new(ctx: &JsCtx) -> rquickjs::Result<Self> {
+        let r: Object = ctx.globals().get("Reflect")?;
+        Ok(Reflect {
+            get: r.get("get")?,
+            set: r.get("set")?,
+            delete_property: r.get("deleteProperty")?,
+            apply: r.get("apply")?,
+            construct: r.get("construct")?,
+        })
+    }
+}
+
+/// Call `f` with a receiver and arguments; `Err` is the thrown value.
+pub(crate) fn call(f: &JsValue, this: JsValue, args: Vec<JsValue>) -> Result<JsValue, JsValue> {
+    let ctx = f.ctx().clone();
+    let mut raw_args: Vec<qjs::JSValue> = args.iter().map(|a| a.as_raw()).collect();
+    let r = unsafe {
+        qjs::JS_Call(raw_ctx(&ctx), f.as_raw(), this.as_raw(), raw_args.len() as i32, raw_args.as_mut_ptr())
+    };
+    drop(args);
+    let v = unsafe { Value::from_raw(ctx.clone(), r) };
+    if v.is_exception() { Err(ctx.catch()) } else { Ok(v) }
+}
+
+/// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).
+pub(crate) fn instance_of(value: &JsValue, ctor: &JsValue) -> Result<bool, JsValue> {
+    let ctx = value.ctx();
+    let r = unsafe { qjs::JS_IsInstanceOf(raw_ctx(ctx), value.as_raw(), ctor.as_raw()) };
+    if r < 0 { Err(ctx.catch()) } else { Ok(r != 0) }
+}
+
+/// How an uncaught exception reads in a report: `Name: message` and the stack for errors,
+/// `String(v)` otherwise.
+pub(crate) fn describe_error(err: &JsValue) -> String {
+    if err.is_error()
+        && let Some(o) = err.as_object()
+    {
+        let name: String = o.get::<_, JsValue>("name").map(|v| to_string_lossy(&v)).unwrap_or_default();
+        let message: String = o.get::<_, JsValue>("message").map(|v| to_string_lossy(&v)).unwrap_or_default();
+        let stack: String = o.get::<_, JsValue>("stack").ok().filter(|v| v.is_string()).map(|v| to_string_lossy(&v)).unwrap_or_default();
+        let head = if message.is_empty() { name } else { format!("{name}: {message}") };
+        return if stack.is_empty() { head } else { format!("{head}\n{}", stack.trim_end()) };
+    }
+    to_string_lossy(err)
+}
