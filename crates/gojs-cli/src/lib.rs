@@ -4,7 +4,13 @@ use std::path::Path;
 
 /// Load and run a module with inherited stdio; print errors as one line (plus a trap's
 /// backtrace) on stderr. Returns the process exit code.
-pub fn run(module: &Path, args: Vec<String>, env: Vec<(String, String)>, argv0: &str, no_cache: bool) -> i32 {
+pub fn run(
+    module: &Path,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    argv0: &str,
+    no_cache: bool,
+) -> i32 {
     match try_run(module, args, env, argv0, no_cache) {
         Ok(code) => code,
         Err(e) => {
@@ -14,8 +20,18 @@ pub fn run(module: &Path, args: Vec<String>, env: Vec<(String, String)>, argv0: 
     }
 }
 
-fn try_run(module: &Path, args: Vec<String>, env: Vec<(String, String)>, argv0: &str, no_cache: bool) -> Result<i32, gojs::Error> {
-    let engine = if no_cache { gojs::Engine::without_cache()? } else { gojs::Engine::new()? };
+fn try_run(
+    module: &Path,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    argv0: &str,
+    no_cache: bool,
+) -> Result<i32, gojs::Error> {
+    let engine = if no_cache {
+        gojs::Engine::without_cache()?
+    } else {
+        gojs::Engine::new()?
+    };
     let module = gojs::Module::from_file(&engine, module)?;
     let mut config = gojs::Config::new()
         .args(args)

@@ -43,7 +43,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { env, inherit_env, no_cache, module, args } => {
+        Command::Run {
+            env,
+            inherit_env,
+            no_cache,
+            module,
+            args,
+        } => {
             let mut vars: Vec<(String, String)> = Vec::new();
             if inherit_env {
                 vars.extend(std::env::vars());

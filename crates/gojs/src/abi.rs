@@ -43,7 +43,11 @@ pub(crate) struct Memory<'a>(pub &'a mut [u8]);
 
 impl Memory<'_> {
     fn range(&self, addr: u64, len: u64) -> Result<std::ops::Range<usize>, OutOfBounds> {
-        let oob = || OutOfBounds { addr, len, mem_size: self.0.len() };
+        let oob = || OutOfBounds {
+            addr,
+            len,
+            mem_size: self.0.len(),
+        };
         let end = addr.checked_add(len).ok_or_else(oob)?;
         if end > self.0.len() as u64 {
             return Err(oob());
@@ -68,9 +72,6 @@ impl Memory<'_> {
         Ok(out)
     }
 
-    pub fn u8(&self, addr: u64) -> Result<u8, OutOfBounds> {
-        Ok(self.array::<1>(addr)?[0])
-    }
     pub fn u32(&self, addr: u64) -> Result<u32, OutOfBounds> {
         self.array(addr).map(u32::from_le_bytes)
     }
@@ -86,10 +87,6 @@ impl Memory<'_> {
 
     pub fn set_u8(&mut self, addr: u64, v: u8) -> Result<(), OutOfBounds> {
         self.bytes_mut(addr, 1)?[0] = v;
-        Ok(())
-    }
-    pub fn set_u32(&mut self, addr: u64, v: u32) -> Result<(), OutOfBounds> {
-        self.bytes_mut(addr, 4)?.copy_from_slice(&v.to_le_bytes());
         Ok(())
     }
     pub fn set_i32(&mut self, addr: u64, v: i32) -> Result<(), OutOfBounds> {
@@ -142,7 +139,10 @@ impl Frame {
     /// A string or slice header `(ptr, len)` (a slice's `cap` follows and is ignored).
     pub fn slice(&self, m: &Memory, off: u32) -> Result<GuestSlice, OutOfBounds> {
         // wasm_exec.js reads 64-bit values as `low + high * 2^32`; Go never passes negative ones.
-        Ok(GuestSlice { ptr: m.u64(self.at(off))?, len: m.u64(self.at(off + 8))? })
+        Ok(GuestSlice {
+            ptr: m.u64(self.at(off))?,
+            len: m.u64(self.at(off + 8))?,
+        })
     }
     /// The bytes of a string or slice argument, copied out of guest memory.
     pub fn bytes(&self, m: &Memory, off: u32) -> Result<Vec<u8>, OutOfBounds> {
@@ -152,9 +152,16 @@ impl Frame {
     /// The `[]ref` argument at `off`, decoded.
     pub fn refs(&self, m: &Memory, off: u32) -> Result<Vec<Ref>, OutOfBounds> {
         let s = self.slice(m, off)?;
-        let len = s.len.checked_mul(8).ok_or(OutOfBounds { addr: s.ptr, len: s.len, mem_size: m.0.len() })?;
+        let len = s.len.checked_mul(8).ok_or(OutOfBounds {
+            addr: s.ptr,
+            len: s.len,
+            mem_size: m.0.len(),
+        })?;
         let raw = m.bytes(s.ptr, len)?;
-        Ok(raw.chunks_exact(8).map(|c| Ref(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))).collect())
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| Ref(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+            .collect())
     }
     pub fn set_u8(&self, m: &mut Memory, off: u32, v: u8) -> Result<(), OutOfBounds> {
         m.set_u8(self.at(off), v)
@@ -275,7 +282,11 @@ pub(crate) fn argv_block(args: &[String], env: &[String]) -> Result<ArgvBlock, A
     if ARGV_START + bytes.len() >= WASM_MIN_DATA_ADDR {
         return Err(ArgsTooLong);
     }
-    Ok(ArgvBlock { bytes, argc: args.len() as i32, argv: argv as i32 })
+    Ok(ArgvBlock {
+        bytes,
+        argc: args.len() as i32,
+        argv: argv as i32,
+    })
 }
 
 #[cfg(test)]
@@ -300,8 +311,12 @@ mod tests {
         // "js\0" padded to 8, "a\0" padded to 8, "K=V\0" padded to 8, then 5 pointers.
         assert_eq!(b.argv as usize, ARGV_START + 24);
         assert_eq!(&b.bytes[..3], b"js\0");
-        let ptr = |i: usize| u64::from_le_bytes(b.bytes[24 + 8 * i..32 + 8 * i].try_into().unwrap());
-        assert_eq!([ptr(0), ptr(1), ptr(2), ptr(3), ptr(4)], [4096, 4104, 0, 4112, 0]);
+        let ptr =
+            |i: usize| u64::from_le_bytes(b.bytes[24 + 8 * i..32 + 8 * i].try_into().unwrap());
+        assert_eq!(
+            [ptr(0), ptr(1), ptr(2), ptr(3), ptr(4)],
+            [4096, 4104, 0, 4112, 0]
+        );
     }
 
     #[test]

@@ -33,12 +33,18 @@ pub(crate) fn load(engine: &wasmtime::Engine, path: &Path) -> Option<wasmtime::M
 
 /// Save a compiled module. Failures are ignored: the cache is an optimisation.
 pub(crate) fn store(module: &wasmtime::Module, path: &Path) {
-    let Ok(artifact) = module.serialize() else { return };
+    let Ok(artifact) = module.serialize() else {
+        return;
+    };
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!(".tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;

@@ -42,12 +42,16 @@ impl Engine {
         // Only checked against max_wasm_stack: we never run wasm on async fibers.
         config.async_stack_size(WASM_MAX_STACK);
         config.parallel_compilation(true);
-        let inner = wasmtime::Engine::new(&config).map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+        let inner =
+            wasmtime::Engine::new(&config).map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
         Ok(Engine { inner, cache })
     }
 
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<wasmtime::Module, Error> {
-        let key = self.cache.as_ref().map(|dir| dir.join(cache_key(&self.inner, wasm)));
+        let key = self
+            .cache
+            .as_ref()
+            .map(|dir| dir.join(cache_key(&self.inner, wasm)));
         if let Some(path) = &key
             && let Some(m) = crate::cache::load(&self.inner, path)
         {

@@ -11,7 +11,10 @@ use std::path::PathBuf;
 pub enum Error {
     /// The module file could not be read.
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The bytes are not a WebAssembly module, or a damaged one.
     #[error("{0}")]
     InvalidModule(String),

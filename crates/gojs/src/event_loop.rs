@@ -27,7 +27,10 @@ pub(crate) enum Due {
     /// Resume Go for the timeout event with this id.
     Go(i32),
     /// Call a JS timer's callback (re-armed already if it is an interval).
-    Js { callback: Function<'static>, args: Vec<JsValue> },
+    Js {
+        callback: Function<'static>,
+        args: Vec<JsValue>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -62,7 +65,10 @@ pub(crate) struct Timers {
 impl Timers {
     fn slot(&mut self, delay: Duration) -> Slot {
         self.seq += 1;
-        Slot { deadline: Instant::now() + delay, seq: self.seq }
+        Slot {
+            deadline: Instant::now() + delay,
+            seq: self.seq,
+        }
     }
 
     /// `scheduleTimeoutEvent(ms)`: ids count up from 1 like `wasm_exec.js`'s.
@@ -70,7 +76,11 @@ impl Timers {
         self.next_go = self.next_go.wrapping_add(1).max(1);
         let id = self.next_go;
         // Node clamps delays outside [1, 2^31-1] to 1 ms.
-        let ms = if (1..=i64::from(i32::MAX)).contains(&delay_ms) { delay_ms as u64 } else { 1 };
+        let ms = if (1..=i64::from(i32::MAX)).contains(&delay_ms) {
+            delay_ms as u64
+        } else {
+            1
+        };
         let slot = self.slot(Duration::from_millis(ms));
         self.queue.insert(slot, Entry::Go(id));
         self.go.insert(id, Some(slot));
@@ -116,7 +126,9 @@ impl Timers {
 
     /// Restart a JS timer's countdown (`Timeout.refresh()`).
     pub fn refresh(&mut self, id: u32) {
-        let Some(delay) = self.js.get(&id).map(|e| e.delay) else { return };
+        let Some(delay) = self.js.get(&id).map(|e| e.delay) else {
+            return;
+        };
         let slot = self.slot(delay);
         if let Some(e) = self.js.get_mut(&id) {
             self.queue.remove(&e.slot);
@@ -140,7 +152,11 @@ impl Timers {
 
     /// Take the earliest timer if it is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
-        let (&slot, _) = self.queue.iter().next().filter(|(s, _)| s.deadline <= now)?;
+        let (&slot, _) = self
+            .queue
+            .iter()
+            .next()
+            .filter(|(s, _)| s.deadline <= now)?;
         match self.queue.remove(&slot)? {
             Entry::Go(id) => {
                 self.go.insert(id, None);
@@ -148,7 +164,10 @@ impl Timers {
             }
             Entry::Js(id) => {
                 let e = self.js.get(&id)?;
-                let due = Due::Js { callback: e.timer.callback.clone(), args: e.timer.args.clone() };
+                let due = Due::Js {
+                    callback: e.timer.callback.clone(),
+                    args: e.timer.args.clone(),
+                };
                 match e.timer.interval {
                     Some(interval) => {
                         let next = self.slot(interval.max(Duration::from_millis(1)));
@@ -176,7 +195,11 @@ impl Timers {
 
 /// Run a Go program to completion on this thread: `run`, then timers and microtasks until Go
 /// exits. Returns Go's exit code.
-pub(crate) fn run(guest: &mut crate::instance::Guest, args: &[String], env: &[String]) -> Result<i32, crate::Error> {
+pub(crate) fn run(
+    guest: &mut crate::instance::Guest,
+    args: &[String],
+    env: &[String],
+) -> Result<i32, crate::Error> {
     guest.start(args, env)?;
     loop {
         guest.drain_microtasks()?;

@@ -140,7 +140,9 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub fn guest(&self) -> wasmtime::Result<GuestExports> {
-        self.guest.clone().ok_or_else(|| wasmtime::Error::msg("the Go module is not instantiated yet"))
+        self.guest
+            .clone()
+            .ok_or_else(|| wasmtime::Error::msg("the Go module is not instantiated yet"))
     }
 
     /// `loadValue`: the JS value a ref denotes (unknown ids are `undefined`).
@@ -148,7 +150,11 @@ impl HostState {
         match r.decode() {
             Decoded::Undefined => Value::new_undefined(self.ctx.clone()),
             Decoded::Number(n) => Value::new_number(self.ctx.clone(), n),
-            Decoded::Id(id) => self.values.get(id).cloned().unwrap_or_else(|| Value::new_undefined(self.ctx.clone())),
+            Decoded::Id(id) => self
+                .values
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| Value::new_undefined(self.ctx.clone())),
         }
     }
 }
@@ -162,7 +168,10 @@ pub(crate) struct Guest {
 }
 
 impl Guest {
-    pub fn new(module: &Module, config: Config) -> Result<(Guest, Vec<String>, Vec<String>), Error> {
+    pub fn new(
+        module: &Module,
+        config: Config,
+    ) -> Result<(Guest, Vec<String>, Vec<String>), Error> {
         let js = JsEngine::new()?;
         let ctx = js.ctx();
         let host = Rc::new(Host {
@@ -202,7 +211,8 @@ impl Guest {
         let inner = &module.inner;
         let store = Store::new(&inner.engine.inner, state);
         let mut linker = Linker::new(&inner.engine.inner);
-        crate::imports::link(&mut linker, inner.abi.module_name()).map_err(|e| Error::Host(format!("{e:#}")))?;
+        crate::imports::link(&mut linker, inner.abi.module_name())
+            .map_err(|e| Error::Host(format!("{e:#}")))?;
         let mut guest = Guest { store, host, js };
         let instance = linker
             .instantiate(&mut guest.store, &inner.module)
@@ -210,7 +220,9 @@ impl Guest {
         let exports = (|| -> wasmtime::Result<GuestExports> {
             let s = &mut guest.store;
             Ok(GuestExports {
-                mem: instance.get_memory(&mut *s, "mem").ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
+                mem: instance
+                    .get_memory(&mut *s, "mem")
+                    .ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
                 run: instance.get_typed_func(&mut *s, "run")?,
                 resume: instance.get_typed_func(&mut *s, "resume")?,
                 getsp: instance.get_typed_func(&mut *s, "getsp")?,
@@ -229,11 +241,17 @@ impl Guest {
     /// Call `run(argc, argv)` with the argv/env block in place.
     pub fn start(&mut self, args: &[String], env: &[String]) -> Result<(), Error> {
         let block = crate::abi::argv_block(args, env)?;
-        let g = self.store.data().guest().map_err(|e| Error::Host(e.to_string()))?;
+        let g = self
+            .store
+            .data()
+            .guest()
+            .map_err(|e| Error::Host(e.to_string()))?;
         let mem = g.mem.data_mut(&mut self.store);
         let dst = mem
             .get_mut(crate::abi::ARGV_START..crate::abi::ARGV_START + block.bytes.len())
-            .ok_or_else(|| Error::NotGoJs("linear memory is too small for the argument block".into()))?;
+            .ok_or_else(|| {
+                Error::NotGoJs("linear memory is too small for the argument block".into())
+            })?;
         dst.copy_from_slice(&block.bytes);
         let r = g.run.call(&mut self.store, (block.argc, block.argv));
         self.settle(r)
@@ -241,7 +259,11 @@ impl Guest {
 
     /// Resume Go (a timeout fired, or to report a deadlock).
     pub fn resume(&mut self) -> Result<(), Error> {
-        let g = self.store.data().guest().map_err(|e| Error::Host(e.to_string()))?;
+        let g = self
+            .store
+            .data()
+            .guest()
+            .map_err(|e| Error::Host(e.to_string()))?;
         let r = g.resume.call(&mut self.store, ());
         self.settle(r)
     }
@@ -290,14 +312,21 @@ impl Guest {
                 self.resume()?;
                 while self.exit_code().is_none() && self.host.timers.borrow().go_registered(id) {
                     // Go didn't take the event (golang/go#28975); wasm_exec.js warns and retries.
-                    let _ = self.host.write_fd(2, b"scheduleTimeoutEvent: missed timeout event\n");
+                    let _ = self
+                        .host
+                        .write_fd(2, b"scheduleTimeoutEvent: missed timeout event\n");
                     self.resume()?;
                 }
                 Ok(())
             }
             Due::Js { callback, args } => {
                 let thrown = self.run_js(|ctx| {
-                    realm::call(&callback.into_value(), Value::new_undefined(ctx.clone()), args).err()
+                    realm::call(
+                        &callback.into_value(),
+                        Value::new_undefined(ctx.clone()),
+                        args,
+                    )
+                    .err()
                 });
                 self.after_js(thrown)
             }
@@ -336,6 +365,29 @@ impl Drop for Guest {
     }
 }
 
+/// A trap as one line (the innermost cause first) plus the wasm backtrace with Go's function
+/// names (from the module's name section).
 fn trap_error(e: wasmtime::Error) -> Error {
-    Error::Trap(format!("{e:?}"))
+    let backtrace = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string());
+    let mut causes: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    causes.reverse();
+    let mut msg = causes.join(": ");
+    if let Some(bt) = backtrace {
+        msg.push('\n');
+        msg.push_str(
+            bt.replace("<unknown>!", "")
+                .replace(
+                    "error while executing at wasm backtrace:",
+                    "wasm backtrace:",
+                )
+                .trim_end(),
+        );
+    }
+    Error::Trap(msg)
 }

@@ -50,7 +50,10 @@ impl Module {
     /// WebAssembly, [`Error::NotGoJs`] if it wasn't built with `GOOS=js GOARCH=wasm`.
     pub fn from_file(engine: &Engine, path: impl AsRef<Path>) -> Result<Module, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Module::new(engine, &bytes)
     }
 
@@ -61,7 +64,13 @@ impl Module {
     pub fn new(engine: &Engine, wasm: &[u8]) -> Result<Module, Error> {
         let abi = classify(wasm)?;
         let module = engine.compile(wasm)?;
-        Ok(Module { inner: Arc::new(ModuleInner { engine: engine.clone(), module, abi }) })
+        Ok(Module {
+            inner: Arc::new(ModuleInner {
+                engine: engine.clone(),
+                module,
+                abi,
+            }),
+        })
     }
 
     /// The ABI generation the module was built for.
@@ -73,20 +82,31 @@ impl Module {
 /// Decide from the import and export sections whether `wasm` is a Go js/wasm module.
 pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-        return Err(Error::InvalidModule("not a WebAssembly module (missing the \\0asm magic number)".into()));
+        return Err(Error::InvalidModule(
+            "not a WebAssembly module (missing the \\0asm magic number)".into(),
+        ));
     }
     let mut abi = None;
     let mut wasi = None;
     let mut exports = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
-        let payload = payload.map_err(|e| Error::InvalidModule(format!("truncated or corrupt WebAssembly module: {e}")))?;
+        let payload = payload.map_err(|e| {
+            Error::InvalidModule(format!("truncated or corrupt WebAssembly module: {e}"))
+        })?;
         match payload {
-            Payload::Version { encoding: wasmparser::Encoding::Component, .. } => {
-                return Err(Error::NotGoJs("it is a WebAssembly component, not a core module".into()));
+            Payload::Version {
+                encoding: wasmparser::Encoding::Component,
+                ..
+            } => {
+                return Err(Error::NotGoJs(
+                    "it is a WebAssembly component, not a core module".into(),
+                ));
             }
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
-                    let import = import.map_err(|e| Error::InvalidModule(format!("corrupt import section: {e}")))?;
+                    let import = import.map_err(|e| {
+                        Error::InvalidModule(format!("corrupt import section: {e}"))
+                    })?;
                     match import.module {
                         "gojs" => abi = Some(GoAbi::GoJs),
                         "go" => abi = abi.or(Some(GoAbi::Go)),
@@ -97,7 +117,9 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
             }
             Payload::ExportSection(reader) => {
                 for export in reader {
-                    let export = export.map_err(|e| Error::InvalidModule(format!("corrupt export section: {e}")))?;
+                    let export = export.map_err(|e| {
+                        Error::InvalidModule(format!("corrupt export section: {e}"))
+                    })?;
                     exports.push(export.name.to_string());
                 }
             }
@@ -110,9 +132,14 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
         )));
     }
     let Some(abi) = abi else {
-        return Err(Error::NotGoJs("it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm".into()));
+        return Err(Error::NotGoJs(
+            "it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm".into(),
+        ));
     };
-    if let Some(missing) = REQUIRED_EXPORTS.iter().find(|e| !exports.iter().any(|x| x == *e)) {
+    if let Some(missing) = REQUIRED_EXPORTS
+        .iter()
+        .find(|e| !exports.iter().any(|x| x == *e))
+    {
         return Err(Error::NotGoJs(format!("it does not export `{missing}`")));
     }
     Ok(abi)
@@ -124,14 +151,20 @@ mod tests {
 
     #[test]
     fn rejects_non_wasm_and_truncated() {
-        assert!(matches!(classify(b"hello world"), Err(Error::InvalidModule(_))));
-        assert!(matches!(classify(b"\0asm\x01\0\0\0\x02\x10"), Err(Error::InvalidModule(_))));
+        assert!(matches!(
+            classify(b"hello world"),
+            Err(Error::InvalidModule(_))
+        ));
+        assert!(matches!(
+            classify(b"\0asm\x01\0\0\0\x02\x10"),
+            Err(Error::InvalidModule(_))
+        ));
     }
 
     #[test]
     fn explains_wasi_and_plain_modules() {
         // (module (import "wasi_snapshot_preview1" "fd_write" (func)))
-        let wasi = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x02\x20\x01\x16wasi_snapshot_preview1\x08fd_write\0\0";
+        let wasi = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x02\x23\x01\x16wasi_snapshot_preview1\x08fd_write\0\0";
         let e = classify(wasi).unwrap_err().to_string();
         assert!(e.contains("GOOS=wasip1"), "{e}");
         let e = classify(b"\0asm\x01\0\0\0").unwrap_err().to_string();

@@ -6,8 +6,8 @@
 //! (b) [`JsEngine`] outlives every value: the instance drops its store (and clears the host's
 //! timers and tables) before the engine.
 
-use std::borrow::Cow;
 use rquickjs::{Context, Ctx, Function, Object, Runtime, Value, qjs};
+use std::borrow::Cow;
 
 /// A JS value usable from the store (see the module docs for why `'static`).
 pub(crate) type JsValue = Value<'static>;
@@ -28,7 +28,10 @@ impl JsEngine {
         let runtime = Runtime::new()?;
         runtime.set_max_stack_size(JS_MAX_STACK);
         let context = Context::full(&runtime)?;
-        Ok(JsEngine { context, _runtime: runtime })
+        Ok(JsEngine {
+            context,
+            _runtime: runtime,
+        })
     }
 
     /// A context handle with the brand erased.
@@ -89,7 +92,10 @@ pub(crate) fn to_utf8(v: &JsValue) -> Result<Vec<u8>, JsValue> {
     } else {
         if v.is_symbol() {
             // String(symbol) is "Symbol(desc)"; JS_ToString throws for symbols.
-            let desc: Option<String> = v.as_symbol().and_then(|s| s.description().ok()).and_then(|d| d.as_string().and_then(|s| s.to_string().ok()));
+            let desc: Option<String> = v
+                .as_symbol()
+                .and_then(|s| s.description().ok())
+                .and_then(|d| d.as_string().and_then(|s| s.to_string().ok()));
             return Ok(format!("Symbol({})", desc.unwrap_or_default()).into_bytes());
         }
         let raw = unsafe { qjs::JS_ToString(raw_ctx(ctx), v.as_raw()) };
@@ -105,7 +111,8 @@ pub(crate) fn to_utf8(v: &JsValue) -> Result<Vec<u8>, JsValue> {
 /// `String(v)` for display (host messages, console): never throws.
 pub(crate) fn to_string_lossy(v: &JsValue) -> String {
     match to_utf8(v) {
-        Ok(b) => String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Ok(b) => String::from_utf8(b)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         Err(_) => "<value whose toString threw>".to_string(),
     }
 }
@@ -144,33 +151,41 @@ pub(crate) fn string_from_go(ctx: &JsCtx, bytes: &[u8]) -> rquickjs::Result<JsVa
 pub(crate) fn uint8_array(ctx: &JsCtx, bytes: &[u8]) -> Result<JsValue, JsValue> {
     let raw = unsafe { qjs::JS_NewUint8ArrayCopy(raw_ctx(ctx), bytes.as_ptr(), bytes.len() as _) };
     let v = unsafe { Value::from_raw(ctx.clone(), raw) };
-    if v.is_exception() { Err(ctx.catch()) } else { Ok(v) }
+    if v.is_exception() {
+        Err(ctx.catch())
+    } else {
+        Ok(v)
+    }
 }
 
 /// The bytes of a `Uint8Array` or `Uint8ClampedArray` (what `instanceof Uint8Array ||
 /// instanceof Uint8ClampedArray` accepts), or `None` for anything else.
 ///
-/// The slice aliases the JS engine's buffer: use it before running any JS.
-pub(crate) fn uint8_bytes(v: &JsValue) -> Option<&mut [u8]> {
+/// `f` sees the engine's buffer in place; it must not run JS.
+pub(crate) fn with_uint8_bytes<R>(v: &JsValue, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
     if !v.is_object() {
         return None;
     }
     let kind = u32::try_from(unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) }).ok()?;
-    if kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8 && kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8C {
+    if kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8
+        && kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8C
+    {
         return None;
     }
-    typed_array_bytes(v)
+    with_typed_array_bytes(v, f)
 }
 
-/// The bytes behind any typed array, or `None` if `v` is not one. A detached buffer gives an
-/// empty slice. The slice aliases the JS engine's buffer: use it before running any JS.
-pub(crate) fn typed_array_bytes(v: &JsValue) -> Option<&mut [u8]> {
+/// Call `f` with the bytes behind any typed array, or return `None` if `v` is not one. A detached
+/// buffer gives an empty slice. `f` sees the engine's buffer in place; it must not run JS.
+pub(crate) fn with_typed_array_bytes<R>(v: &JsValue, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
     if !v.is_object() || unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) } < 0 {
         return None;
     }
     let ctx = v.ctx();
     let (mut off, mut len, mut elem): (qjs::size_t, qjs::size_t, qjs::size_t) = (0, 0, 0);
-    let buf = unsafe { qjs::JS_GetTypedArrayBuffer(raw_ctx(ctx), v.as_raw(), &mut off, &mut len, &mut elem) };
+    let buf = unsafe {
+        qjs::JS_GetTypedArrayBuffer(raw_ctx(ctx), v.as_raw(), &mut off, &mut len, &mut elem)
+    };
     let buf = unsafe { Value::from_raw(ctx.clone(), buf) };
     if buf.is_exception() {
         let _ = ctx.catch();
@@ -181,11 +196,13 @@ pub(crate) fn typed_array_bytes(v: &JsValue) -> Option<&mut [u8]> {
     let (off, len) = (off as usize, len as usize);
     if p.is_null() || off.checked_add(len).is_none_or(|end| end > size as usize) {
         let _ = ctx.catch();
-        return Some(&mut []);
+        return Some(f(&mut []));
     }
-    // SAFETY: the typed array keeps its buffer alive (and `buf` holds it too until we return);
-    // the caller uses the slice before any JS runs, so it can't be detached or resized meanwhile.
-    Some(unsafe { std::slice::from_raw_parts_mut(p.add(off), len) })
+    // SAFETY: `buf` keeps the buffer alive until we return; `f` runs no JS, so the buffer can't
+    // be detached or resized meanwhile, and this is the only slice made from it.
+    Some(f(unsafe {
+        std::slice::from_raw_parts_mut(p.add(off), len)
+    }))
 }
 
 /// Mark `err` uncatchable and throw it: JS `try`/`catch` can't swallow it, so it unwinds all
@@ -235,11 +252,21 @@ pub(crate) fn call(f: &JsValue, this: JsValue, args: Vec<JsValue>) -> Result<JsV
     let ctx = f.ctx().clone();
     let mut raw_args: Vec<qjs::JSValue> = args.iter().map(|a| a.as_raw()).collect();
     let r = unsafe {
-        qjs::JS_Call(raw_ctx(&ctx), f.as_raw(), this.as_raw(), raw_args.len() as i32, raw_args.as_mut_ptr())
+        qjs::JS_Call(
+            raw_ctx(&ctx),
+            f.as_raw(),
+            this.as_raw(),
+            raw_args.len() as i32,
+            raw_args.as_mut_ptr(),
+        )
     };
     drop(args);
     let v = unsafe { Value::from_raw(ctx.clone(), r) };
-    if v.is_exception() { Err(ctx.catch()) } else { Ok(v) }
+    if v.is_exception() {
+        Err(ctx.catch())
+    } else {
+        Ok(v)
+    }
 }
 
 /// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).
@@ -255,11 +282,30 @@ pub(crate) fn describe_error(err: &JsValue) -> String {
     if err.is_error()
         && let Some(o) = err.as_object()
     {
-        let name: String = o.get::<_, JsValue>("name").map(|v| to_string_lossy(&v)).unwrap_or_default();
-        let message: String = o.get::<_, JsValue>("message").map(|v| to_string_lossy(&v)).unwrap_or_default();
-        let stack: String = o.get::<_, JsValue>("stack").ok().filter(|v| v.is_string()).map(|v| to_string_lossy(&v)).unwrap_or_default();
-        let head = if message.is_empty() { name } else { format!("{name}: {message}") };
-        return if stack.is_empty() { head } else { format!("{head}\n{}", stack.trim_end()) };
+        let name: String = o
+            .get::<_, JsValue>("name")
+            .map(|v| to_string_lossy(&v))
+            .unwrap_or_default();
+        let message: String = o
+            .get::<_, JsValue>("message")
+            .map(|v| to_string_lossy(&v))
+            .unwrap_or_default();
+        let stack: String = o
+            .get::<_, JsValue>("stack")
+            .ok()
+            .filter(|v| v.is_string())
+            .map(|v| to_string_lossy(&v))
+            .unwrap_or_default();
+        let head = if message.is_empty() {
+            name
+        } else {
+            format!("{name}: {message}")
+        };
+        return if stack.is_empty() {
+            head
+        } else {
+            format!("{head}\n{}", stack.trim_end())
+        };
     }
     to_string_lossy(err)
 }

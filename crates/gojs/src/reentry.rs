@@ -57,7 +57,9 @@ pub(crate) fn publish<R>(store: &mut StoreContextMut<'_, HostState>, f: impl FnO
 }
 
 /// Borrow the published store context, if any. The context is unpublished while `f` runs.
-pub(crate) fn with_active<R>(f: impl FnOnce(&mut StoreContextMut<'_, HostState>) -> R) -> Option<R> {
+pub(crate) fn with_active<R>(
+    f: impl FnOnce(&mut StoreContextMut<'_, HostState>) -> R,
+) -> Option<R> {
     let p = ACTIVE.with(|a| a.replace(ptr::null_mut()));
     if p.is_null() {
         return None;

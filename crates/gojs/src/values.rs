@@ -50,7 +50,11 @@ pub(crate) struct ValueTable {
 impl ValueTable {
     /// A table holding the seven preset values.
     pub fn new(preset: [JsValue; PRESET_IDS as usize]) -> Self {
-        let mut t = ValueTable { slots: Vec::new(), ids: HashMap::new(), pool: Vec::new() };
+        let mut t = ValueTable {
+            slots: Vec::new(),
+            ids: HashMap::new(),
+            pool: Vec::new(),
+        };
         for (id, value) in preset.into_iter().enumerate() {
             let id = id as u32;
             let key = match id {
@@ -58,7 +62,11 @@ impl ValueTable {
                 _ => Key::Preset(id),
             };
             t.ids.insert(key.clone(), id);
-            t.slots.push(Some(Slot { value, refs: u64::MAX, key }));
+            t.slots.push(Some(Slot {
+                value,
+                refs: u64::MAX,
+                key,
+            }));
         }
         t
     }
@@ -80,19 +88,29 @@ impl ValueTable {
                 if let Some(r) = Ref::number(n) {
                     return r;
                 }
-                (Key::Preset(if n.is_nan() { ID_NAN } else { ID_ZERO }), TypeFlag::None)
+                (
+                    Key::Preset(if n.is_nan() { ID_NAN } else { ID_ZERO }),
+                    TypeFlag::None,
+                )
             }
             qjs::JS_TAG_NULL => (Key::Preset(ID_NULL), TypeFlag::None),
             qjs::JS_TAG_BOOL => {
                 let b = value.as_bool().unwrap_or(false);
-                (Key::Preset(if b { ID_TRUE } else { ID_FALSE }), TypeFlag::None)
+                (
+                    Key::Preset(if b { ID_TRUE } else { ID_FALSE }),
+                    TypeFlag::None,
+                )
             }
             qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
                 (Key::Str(crate::realm::wtf8(value).into()), TypeFlag::String)
             }
             qjs::JS_TAG_SYMBOL => (Key::Ptr(ptr_of(value)), TypeFlag::Symbol),
             qjs::JS_TAG_OBJECT => {
-                let flag = if value.is_function() { TypeFlag::Function } else { TypeFlag::Object };
+                let flag = if value.is_function() {
+                    TypeFlag::Function
+                } else {
+                    TypeFlag::Object
+                };
                 (Key::Ptr(ptr_of(value)), flag)
             }
             qjs::JS_TAG_BIG_INT | qjs::JS_TAG_SHORT_BIG_INT => {
@@ -112,7 +130,11 @@ impl ValueTable {
                         (self.slots.len() - 1) as u32
                     }
                 };
-                self.slots[id as usize] = Some(Slot { value: value.clone(), refs: 0, key: key.clone() });
+                self.slots[id as usize] = Some(Slot {
+                    value: value.clone(),
+                    refs: 0,
+                    key: key.clone(),
+                });
                 self.ids.insert(key, id);
                 id
             }

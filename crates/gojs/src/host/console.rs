@@ -9,7 +9,11 @@ use rquickjs::{Function, Object};
 use super::Host;
 use crate::realm::{JsCtx, JsValue};
 
-pub(super) fn install(ctx: &JsCtx, host: &Rc<Host>, native: &Object<'static>) -> rquickjs::Result<()> {
+pub(super) fn install(
+    ctx: &JsCtx,
+    host: &Rc<Host>,
+    native: &Object<'static>,
+) -> rquickjs::Result<()> {
     let host = host.clone();
     native.set(
         "print",

@@ -13,16 +13,17 @@ pub(super) fn object(ctx: &JsCtx) -> rquickjs::Result<Object<'static>> {
     o.set(
         "getRandomValues",
         Function::new(ctx.clone(), |ctx: JsCtx, array: JsValue| -> rquickjs::Result<JsValue> {
-            let Some(bytes) = integer_typed_array_bytes(&array) else {
+            if !is_integer_typed_array(&array) {
                 return Err(Exception::throw_type(
                     &ctx,
                     "The \"typedArray\" argument must be an instance of Int8Array, Int16Array, Int32Array, Uint8Array, Uint16Array, Uint32Array, or Uint8ClampedArray.",
                 ));
-            };
-            if bytes.len() > MAX_BYTES {
+            }
+            let len = crate::realm::with_typed_array_bytes(&array, |b| b.len()).unwrap_or(0);
+            if len > MAX_BYTES {
                 let e = crate::realm::error_with_code(
                     &ctx,
-                    &format!("The ArrayBufferView's byte length ({}) exceeds the number of bytes of entropy available via this API ({MAX_BYTES})", bytes.len()),
+                    &format!("The ArrayBufferView's byte length ({}) exceeds the number of bytes of entropy available via this API ({MAX_BYTES})", len),
                     "22",
                 )?;
                 if let Some(o) = e.as_object() {
@@ -30,17 +31,25 @@ pub(super) fn object(ctx: &JsCtx) -> rquickjs::Result<Object<'static>> {
                 }
                 return Err(ctx.throw(e));
             }
-            getrandom::fill(bytes).map_err(|e| Exception::throw_internal(&ctx, &format!("OS random source failed: {e}")))?;
+            let filled = crate::realm::with_typed_array_bytes(&array, getrandom::fill);
+            if let Some(Err(e)) = filled {
+                return Err(Exception::throw_internal(&ctx, &format!("OS random source failed: {e}")));
+            }
             Ok(array)
         })?,
     )?;
     Ok(o)
 }
 
-/// The bytes behind an integer typed array (not float, not DataView).
-fn integer_typed_array_bytes(v: &JsValue) -> Option<&mut [u8]> {
-    let kind = u32::try_from(unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) }).ok()?;
-    let integer = matches!(
+/// Whether `v` is an integer typed array (not float, not DataView).
+fn is_integer_typed_array(v: &JsValue) -> bool {
+    if !v.is_object() {
+        return false;
+    }
+    let Ok(kind) = u32::try_from(unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) }) else {
+        return false;
+    };
+    matches!(
         kind,
         qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8C
             | qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_INT8
@@ -51,9 +60,5 @@ fn integer_typed_array_bytes(v: &JsValue) -> Option<&mut [u8]> {
             | qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT32
             | qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_BIG_INT64
             | qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_BIG_UINT64
-    );
-    if !integer {
-        return None;
-    }
-    crate::realm::typed_array_bytes(v)
+    )
 }

@@ -44,8 +44,27 @@ const CONSTANTS: &[(&str, i32)] = &[
 
 /// Methods not provided yet: each calls its callback (the last argument) with `ENOSYS`.
 const NOT_YET: &[&str] = &[
-    "open", "close", "fstat", "stat", "lstat", "readdir", "mkdir", "rmdir", "unlink", "rename", "chmod",
-    "fchmod", "chown", "fchown", "lchown", "truncate", "ftruncate", "fsync", "link", "symlink", "readlink",
+    "open",
+    "close",
+    "fstat",
+    "stat",
+    "lstat",
+    "readdir",
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename",
+    "chmod",
+    "fchmod",
+    "chown",
+    "fchown",
+    "lchown",
+    "truncate",
+    "ftruncate",
+    "fsync",
+    "link",
+    "symlink",
+    "readlink",
     "utimes",
 ];
 
@@ -60,17 +79,30 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
     let h = host.clone();
     fs.set(
         "writeSync",
-        Function::new(ctx.clone(), move |ctx: JsCtx, fd: JsValue, buf: JsValue, rest: rquickjs::function::Rest<JsValue>| {
-            let n = write(&h, &ctx, &fd, &buf, rest.0.first(), rest.0.get(1)).map_err(|e| ctx.throw(e))?;
-            Ok::<_, rquickjs::Error>(n as f64)
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |ctx: JsCtx,
+                  fd: JsValue,
+                  buf: JsValue,
+                  rest: rquickjs::function::Rest<JsValue>| {
+                let n = write(&h, &ctx, &fd, &buf, rest.0.first(), rest.0.get(1))
+                    .map_err(|e| ctx.throw(e))?;
+                Ok::<_, rquickjs::Error>(n as f64)
+            },
+        )?,
     )?;
     let h = host.clone();
     fs.set(
         "write",
         Function::new(
             ctx.clone(),
-            move |ctx: JsCtx, fd: JsValue, buf: JsValue, offset: JsValue, length: JsValue, _position: JsValue, cb: Function<'static>| {
+            move |ctx: JsCtx,
+                  fd: JsValue,
+                  buf: JsValue,
+                  offset: JsValue,
+                  length: JsValue,
+                  _position: JsValue,
+                  cb: Function<'static>| {
                 match write(&h, &ctx, &fd, &buf, Some(&offset), Some(&length)) {
                     Ok(n) => cb.call::<_, ()>((Value::new_null(ctx.clone()), n as f64)),
                     Err(e) => cb.call::<_, ()>((e,)),
@@ -83,7 +115,13 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         "read",
         Function::new(
             ctx.clone(),
-            move |ctx: JsCtx, fd: JsValue, buf: JsValue, offset: JsValue, length: JsValue, _position: JsValue, cb: Function<'static>| {
+            move |ctx: JsCtx,
+                  fd: JsValue,
+                  buf: JsValue,
+                  offset: JsValue,
+                  length: JsValue,
+                  _position: JsValue,
+                  cb: Function<'static>| {
                 match read(&h, &ctx, &fd, &buf, &offset, &length) {
                     Ok(n) => cb.call::<_, ()>((Value::new_null(ctx.clone()), n as f64)),
                     Err(e) => cb.call::<_, ()>((e,)),
@@ -92,22 +130,36 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         )?,
     )?;
     for name in NOT_YET {
-        let f = Function::new(ctx.clone(), move |ctx: JsCtx, args: rquickjs::function::Rest<JsValue>| {
-            let err = realm::error_with_code(&ctx, "not implemented", "ENOSYS")?;
-            match args.0.last().and_then(|cb| cb.as_function()) {
-                Some(cb) => cb.call::<_, ()>((err,)),
-                None => Err(ctx.throw(err)),
-            }
-        })?;
+        let f = Function::new(
+            ctx.clone(),
+            move |ctx: JsCtx, args: rquickjs::function::Rest<JsValue>| {
+                let err = realm::error_with_code(&ctx, "not implemented", "ENOSYS")?;
+                match args.0.last().and_then(|cb| cb.as_function()) {
+                    Some(cb) => cb.call::<_, ()>((err,)),
+                    None => Err(ctx.throw(err)),
+                }
+            },
+        )?;
         fs.set(*name, f)?;
     }
     Ok(fs)
 }
 
 /// The `[offset, offset + length)` range of `buf`, checked like Node's `fs.write`/`fs.read`.
-fn range(ctx: &JsCtx, len: usize, offset: Option<&JsValue>, length: Option<&JsValue>) -> Result<(usize, usize), JsValue> {
-    let off = offset.filter(|v| !v.is_undefined() && !v.is_null()).map(to_integer).unwrap_or(0);
-    let n = length.filter(|v| !v.is_undefined() && !v.is_null()).map(to_integer).unwrap_or(len as i64 - off);
+fn range(
+    ctx: &JsCtx,
+    len: usize,
+    offset: Option<&JsValue>,
+    length: Option<&JsValue>,
+) -> Result<(usize, usize), JsValue> {
+    let off = offset
+        .filter(|v| !v.is_undefined() && !v.is_null())
+        .map(to_integer)
+        .unwrap_or(0);
+    let n = length
+        .filter(|v| !v.is_undefined() && !v.is_null())
+        .map(to_integer)
+        .unwrap_or(len as i64 - off);
     if off < 0 || off as usize > len {
         return Err(range_error(ctx, "offset", off, len));
     }
@@ -118,39 +170,64 @@ fn range(ctx: &JsCtx, len: usize, offset: Option<&JsValue>, length: Option<&JsVa
 }
 
 fn range_error(ctx: &JsCtx, what: &str, v: i64, len: usize) -> JsValue {
-    let msg = format!("The value of \"{what}\" is out of range. It must be >= 0 && <= {len}. Received {v}");
-    realm::error_with_code(ctx, &msg, "ERR_OUT_OF_RANGE").unwrap_or_else(|_| Value::new_undefined(ctx.clone()))
+    let msg = format!(
+        "The value of \"{what}\" is out of range. It must be >= 0 && <= {len}. Received {v}"
+    );
+    realm::error_with_code(ctx, &msg, "ERR_OUT_OF_RANGE")
+        .unwrap_or_else(|_| Value::new_undefined(ctx.clone()))
 }
 
 fn bad_buffer(ctx: &JsCtx) -> JsValue {
     let msg = "The \"buffer\" argument must be an instance of Buffer, TypedArray, or DataView.";
-    realm::error_with_code(ctx, msg, "ERR_INVALID_ARG_TYPE").unwrap_or_else(|_| Value::new_undefined(ctx.clone()))
+    realm::error_with_code(ctx, msg, "ERR_INVALID_ARG_TYPE")
+        .unwrap_or_else(|_| Value::new_undefined(ctx.clone()))
 }
 
 fn io_err(ctx: &JsCtx, e: std::io::Error, syscall: &str) -> JsValue {
     super::io_error(ctx, &e, syscall).unwrap_or_else(|_| Value::new_undefined(ctx.clone()))
 }
 
-fn write(host: &Host, ctx: &JsCtx, fd: &JsValue, buf: &JsValue, offset: Option<&JsValue>, length: Option<&JsValue>) -> Result<usize, JsValue> {
+fn write(
+    host: &Host,
+    ctx: &JsCtx,
+    fd: &JsValue,
+    buf: &JsValue,
+    offset: Option<&JsValue>,
+    length: Option<&JsValue>,
+) -> Result<usize, JsValue> {
     let fd = to_integer(fd);
     if buf.is_string() {
         let bytes = realm::to_utf8(buf)?;
-        host.write_fd(fd, &bytes).map_err(|e| io_err(ctx, e, "write"))?;
+        host.write_fd(fd, &bytes)
+            .map_err(|e| io_err(ctx, e, "write"))?;
         return Ok(bytes.len());
     }
-    let data = realm::typed_array_bytes(buf).ok_or_else(|| bad_buffer(ctx))?;
-    let (off, n) = range(ctx, data.len(), offset, length)?;
-    let chunk = data[off..off + n].to_vec();
-    host.write_fd(fd, &chunk).map_err(|e| io_err(ctx, e, "write"))?;
+    let len = realm::with_typed_array_bytes(buf, |b| b.len()).ok_or_else(|| bad_buffer(ctx))?;
+    let (off, n) = range(ctx, len, offset, length)?;
+    let chunk = realm::with_typed_array_bytes(buf, |b| b[off..off + n].to_vec())
+        .ok_or_else(|| bad_buffer(ctx))?;
+    host.write_fd(fd, &chunk)
+        .map_err(|e| io_err(ctx, e, "write"))?;
     Ok(n)
 }
 
-fn read(host: &Host, ctx: &JsCtx, fd: &JsValue, buf: &JsValue, offset: &JsValue, length: &JsValue) -> Result<usize, JsValue> {
+fn read(
+    host: &Host,
+    ctx: &JsCtx,
+    fd: &JsValue,
+    buf: &JsValue,
+    offset: &JsValue,
+    length: &JsValue,
+) -> Result<usize, JsValue> {
     let fd = to_integer(fd);
-    let len = realm::typed_array_bytes(buf).ok_or_else(|| bad_buffer(ctx))?.len();
+    let len = realm::with_typed_array_bytes(buf, |b| b.len()).ok_or_else(|| bad_buffer(ctx))?;
     let (off, n) = range(ctx, len, Some(offset), Some(length))?;
     if fd != 0 {
-        return Err(io_err(ctx, std::io::Error::from_raw_os_error(libc::EBADF), "read"));
+        return Err(io_err(
+            ctx,
+            std::io::Error::from_raw_os_error(libc::EBADF),
+            "read",
+        ));
     }
     // Read into a host buffer first: the stdin reader must not alias the JS buffer.
     let mut tmp = vec![0u8; n];
@@ -160,8 +237,10 @@ fn read(host: &Host, ctx: &JsCtx, fd: &JsValue, buf: &JsValue, offset: &JsValue,
             r => break r.map_err(|e| io_err(ctx, e, "read"))?,
         }
     };
-    let data = realm::typed_array_bytes(buf).ok_or_else(|| bad_buffer(ctx))?;
-    let got = got.min(data.len().saturating_sub(off));
-    data[off..off + got].copy_from_slice(&tmp[..got]);
-    Ok(got)
+    realm::with_typed_array_bytes(buf, |data| {
+        let got = got.min(data.len().saturating_sub(off));
+        data[off..off + got].copy_from_slice(&tmp[..got]);
+        got
+    })
+    .ok_or_else(|| bad_buffer(ctx))
 }

@@ -18,10 +18,15 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
     let h = host.clone();
     go.set(
         "_makeFuncWrapper",
-        Function::new(ctx.clone(), move |ctx: JsCtx, id: f64| wrapper(&ctx, &h, id as u32))?,
+        Function::new(ctx.clone(), move |ctx: JsCtx, id: f64| {
+            wrapper(&ctx, &h, id as u32)
+        })?,
     )?;
     let h = host.clone();
-    go.prop("exited", rquickjs::object::Accessor::new_get(move || h.exit_code.get().is_some()).enumerable())?;
+    go.prop(
+        "exited",
+        rquickjs::object::Accessor::new_get(move || h.exit_code.get().is_some()).enumerable(),
+    )?;
     Ok(go)
 }
 
@@ -29,33 +34,44 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
 /// event, resumes Go, and returns what Go left in `event.result`.
 fn wrapper(ctx: &JsCtx, host: &Rc<Host>, id: u32) -> rquickjs::Result<Function<'static>> {
     let host = host.clone();
-    Function::new(ctx.clone(), move |ctx: JsCtx, this: This<JsValue>, args: Rest<JsValue>| {
-        let event = Object::new(ctx.clone())?;
-        event.set("id", id)?;
-        event.set("this", this.0)?;
-        let array = rquickjs::Array::new(ctx.clone())?;
-        for (i, a) in args.0.into_iter().enumerate() {
-            array.set(i, a)?;
-        }
-        event.set("args", array)?;
-        let go = host.go_object().ok_or_else(|| Exception::throw_internal(&ctx, "Go object is gone"))?;
-        go.set("_pendingEvent", event.clone())?;
-        resume(&ctx, &host)?;
-        event.get::<_, JsValue>("result")
-    })
+    Function::new(
+        ctx.clone(),
+        move |ctx: JsCtx, this: This<JsValue>, args: Rest<JsValue>| {
+            let event = Object::new(ctx.clone())?;
+            event.set("id", id)?;
+            event.set("this", this.0)?;
+            let array = rquickjs::Array::new(ctx.clone())?;
+            for (i, a) in args.0.into_iter().enumerate() {
+                array.set(i, a)?;
+            }
+            event.set("args", array)?;
+            let go = host
+                .go_object()
+                .ok_or_else(|| Exception::throw_internal(&ctx, "Go object is gone"))?;
+            go.set("_pendingEvent", event.clone())?;
+            resume(&ctx, &host)?;
+            event.get::<_, JsValue>("result")
+        },
+    )
 }
 
 /// Resume Go from JS (`_resume()`), on the store whoever called into JS published.
 pub(crate) fn resume(ctx: &JsCtx, host: &Host) -> rquickjs::Result<()> {
     if host.exit_code.get().is_some() {
-        return Err(Exception::throw_message(ctx, "Go program has already exited"));
+        return Err(Exception::throw_message(
+            ctx,
+            "Go program has already exited",
+        ));
     }
     let outcome = reentry::with_active(|store| {
         let resume = store.data().guest().map(|g| g.resume)?;
         resume.call(store, ())
     });
     match outcome {
-        None => Err(Exception::throw_internal(ctx, "gojs: no Go program is running on this thread")),
+        None => Err(Exception::throw_internal(
+            ctx,
+            "gojs: no Go program is running on this thread",
+        )),
         Some(Ok(())) if !host.stopped() => Ok(()),
         Some(Ok(())) => Err(realm::throw_uncatchable(ctx, "Go program has exited")),
         Some(Err(e)) => {

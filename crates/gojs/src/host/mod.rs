@@ -38,8 +38,14 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-        Clock { start: Instant::now(), start_unix_ns: unix }
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        Clock {
+            start: Instant::now(),
+            start_unix_ns: unix,
+        }
     }
     /// Milliseconds since the instance started (`performance.now()`).
     pub fn now_ms(&self) -> f64 {
@@ -154,7 +160,11 @@ pub(crate) fn to_integer(v: &JsValue) -> i64 {
 }
 
 /// An `Error` for a host call that failed with an OS error, with Node's `code` (`ENOENT`, …).
-pub(crate) fn io_error(ctx: &JsCtx, err: &std::io::Error, syscall: &str) -> rquickjs::Result<JsValue> {
+pub(crate) fn io_error(
+    ctx: &JsCtx,
+    err: &std::io::Error,
+    syscall: &str,
+) -> rquickjs::Result<JsValue> {
     let code = err.raw_os_error().map(errno_code).unwrap_or("EIO");
     let e = crate::realm::error_with_code(ctx, &format!("{code}: {err}, {syscall}"), code)?;
     if let Some(o) = e.as_object() {

@@ -5,8 +5,8 @@
 
 use std::rc::Rc;
 
-use rquickjs::{Array, Function, Object};
 use rquickjs::function::Opt;
+use rquickjs::{Array, Function, Object};
 
 use super::Host;
 use crate::realm::{self, JsCtx, JsValue};
@@ -17,19 +17,34 @@ pub(super) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
     p.set("ppid", unsafe { libc::getppid() })?;
     p.set("argv0", host.process.argv0.as_str())?;
     p.set("platform", "linux")?;
-    p.set("getuid", Function::new(ctx.clone(), || unsafe { libc::getuid() })?)?;
-    p.set("getgid", Function::new(ctx.clone(), || unsafe { libc::getgid() })?)?;
-    p.set("geteuid", Function::new(ctx.clone(), || unsafe { libc::geteuid() })?)?;
-    p.set("getegid", Function::new(ctx.clone(), || unsafe { libc::getegid() })?)?;
+    p.set(
+        "getuid",
+        Function::new(ctx.clone(), || unsafe { libc::getuid() })?,
+    )?;
+    p.set(
+        "getgid",
+        Function::new(ctx.clone(), || unsafe { libc::getgid() })?,
+    )?;
+    p.set(
+        "geteuid",
+        Function::new(ctx.clone(), || unsafe { libc::geteuid() })?,
+    )?;
+    p.set(
+        "getegid",
+        Function::new(ctx.clone(), || unsafe { libc::getegid() })?,
+    )?;
     p.set(
         "getgroups",
-        Function::new(ctx.clone(), |ctx: JsCtx| -> rquickjs::Result<Array<'static>> {
-            let a = Array::new(ctx)?;
-            for (i, g) in host_groups().into_iter().enumerate() {
-                a.set(i, g)?;
-            }
-            Ok(a)
-        })?,
+        Function::new(
+            ctx.clone(),
+            |ctx: JsCtx| -> rquickjs::Result<Array<'static>> {
+                let a = Array::new(ctx)?;
+                for (i, g) in host_groups().into_iter().enumerate() {
+                    a.set(i, g)?;
+                }
+                Ok(a)
+            },
+        )?,
     )?;
     let h = host.clone();
     p.set(
@@ -43,20 +58,26 @@ pub(super) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         })?,
     )?;
     let h = host.clone();
-    p.set("cwd", Function::new(ctx.clone(), move || h.process.cwd.borrow().clone())?)?;
+    p.set(
+        "cwd",
+        Function::new(ctx.clone(), move || h.process.cwd.borrow().clone())?,
+    )?;
     let h = host.clone();
     p.set(
         "chdir",
-        Function::new(ctx.clone(), move |ctx: JsCtx, dir: String| -> rquickjs::Result<()> {
-            let target = super::path::resolve(&h.process.cwd.borrow(), &[dir.as_str()]);
-            if target != "/" {
-                let msg = format!("ENOENT: no such file or directory, chdir '{dir}'");
-                let e = realm::error_with_code(&ctx, &msg, "ENOENT")?;
-                return Err(ctx.throw(e));
-            }
-            *h.process.cwd.borrow_mut() = target;
-            Ok(())
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |ctx: JsCtx, dir: String| -> rquickjs::Result<()> {
+                let target = super::path::resolve(&h.process.cwd.borrow(), &[dir.as_str()]);
+                if target != "/" {
+                    let msg = format!("ENOENT: no such file or directory, chdir '{dir}'");
+                    let e = realm::error_with_code(&ctx, &msg, "ENOENT")?;
+                    return Err(ctx.throw(e));
+                }
+                *h.process.cwd.borrow_mut() = target;
+                Ok(())
+            },
+        )?,
     )?;
     Ok(p)
 }

@@ -60,11 +60,24 @@ imports! {
 /// that `syscall/js`'s own tests use.
 pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
     for import in IMPORTS {
-        let (name, func) = (import.name, import.func);
-        linker.func_wrap(module, name, move |mut caller: Caller<'_, HostState>, sp: i32| {
-            let mut call = Call { caller: &mut caller, sp: sp as u32 };
-            func(&mut call).map_err(|e| if e.is::<Unwind>() { e } else { e.context(format!("in import {name}")) })
-        })?;
+        let (name, go, func) = (import.name, import.go, import.func);
+        linker.func_wrap(
+            module,
+            name,
+            move |mut caller: Caller<'_, HostState>, sp: i32| {
+                let mut call = Call {
+                    caller: &mut caller,
+                    sp: sp as u32,
+                };
+                func(&mut call).map_err(|e| {
+                    if e.is::<Unwind>() {
+                        e
+                    } else {
+                        e.context(format!("in import {name} ({go})"))
+                    }
+                })
+            },
+        )?;
     }
     runtime::link_extras(linker, module)
 }
@@ -91,7 +104,10 @@ impl Call<'_, '_> {
         Ok((Memory(bytes), state))
     }
 
-    fn with_mem<R>(&mut self, f: impl FnOnce(&mut Memory, Frame) -> Result<R, crate::abi::OutOfBounds>) -> wasmtime::Result<R> {
+    fn with_mem<R>(
+        &mut self,
+        f: impl FnOnce(&mut Memory, Frame) -> Result<R, crate::abi::OutOfBounds>,
+    ) -> wasmtime::Result<R> {
         let frame = self.frame();
         let (mut mem, _) = self.split()?;
         Ok(f(&mut mem, frame)?)

@@ -41,7 +41,9 @@ pub(super) fn nanotime1(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func walltime() (sec int64, nsec int32)`.
 pub(super) fn walltime(c: &mut Call) -> wasmtime::Result<()> {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     c.with_mem(|m, f| {
         f.set_i64(m, 8, d.as_secs() as i64)?;
         f.set_i32(m, 16, d.subsec_nanos() as i32)
@@ -76,18 +78,33 @@ pub(super) fn get_random_data(c: &mut Call) -> wasmtime::Result<()> {
 /// Imports that aren't `(func (param i32))`: `debug(value)` and `syscall/js`'s test hooks
 /// `_gotest.add(a, b uint32) uint32` and `_gotest.callExport(a int32, b int64) int64`.
 pub(super) fn link_extras(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
-    linker.func_wrap(module, "debug", |caller: Caller<'_, HostState>, value: i32| {
-        let _ = caller.data().host.write_fd(1, format!("{value}\n").as_bytes());
-    })?;
+    linker.func_wrap(
+        module,
+        "debug",
+        |caller: Caller<'_, HostState>, value: i32| {
+            let _ = caller
+                .data()
+                .host
+                .write_fd(1, format!("{value}\n").as_bytes());
+        },
+    )?;
     linker.func_wrap("_gotest", "add", |a: i32, b: i32| a.wrapping_add(b))?;
-    linker.func_wrap("_gotest", "callExport", |mut caller: Caller<'_, HostState>, a: i32, b: i64| {
-        let export0 = caller.get_export("testExport0").and_then(|e| e.into_func());
-        let export = caller.get_export("testExport").and_then(|e| e.into_func());
-        let (Some(export0), Some(export)) = (export0, export) else {
-            return Err(wasmtime::Error::msg("_gotest.callExport: module has no testExport0/testExport exports"));
-        };
-        export0.typed::<(), ()>(&caller)?.call(&mut caller, ())?;
-        export.typed::<(i32, i64), i64>(&caller)?.call(&mut caller, (a, b))
-    })?;
+    linker.func_wrap(
+        "_gotest",
+        "callExport",
+        |mut caller: Caller<'_, HostState>, a: i32, b: i64| {
+            let export0 = caller.get_export("testExport0").and_then(|e| e.into_func());
+            let export = caller.get_export("testExport").and_then(|e| e.into_func());
+            let (Some(export0), Some(export)) = (export0, export) else {
+                return Err(wasmtime::Error::msg(
+                    "_gotest.callExport: module has no testExport0/testExport exports",
+                ));
+            };
+            export0.typed::<(), ()>(&caller)?.call(&mut caller, ())?;
+            export
+                .typed::<(i32, i64), i64>(&caller)?
+                .call(&mut caller, (a, b))
+        },
+    )?;
     Ok(())
 }

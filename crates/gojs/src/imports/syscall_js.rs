@@ -89,7 +89,11 @@ pub(super) fn value_set_index(c: &mut Call) -> wasmtime::Result<()> {
 }
 
 /// Write a `(ref, bool)` result pair: the value (or the thrown error) and whether it succeeded.
-fn store_outcome(c: &mut Call, off: u32, outcome: Result<JsValue, JsValue>) -> wasmtime::Result<()> {
+fn store_outcome(
+    c: &mut Call,
+    off: u32,
+    outcome: Result<JsValue, JsValue>,
+) -> wasmtime::Result<()> {
     let (v, ok) = match outcome {
         Ok(v) => (v, 1),
         Err(e) => (e, 0),
@@ -102,7 +106,10 @@ fn store_outcome(c: &mut Call, off: u32, outcome: Result<JsValue, JsValue>) -> w
 /// `Reflect.apply(Reflect.get(v, m), v, args)`, catching what it throws.
 pub(super) fn value_call(c: &mut Call) -> wasmtime::Result<()> {
     let (v, name, args) = (c.load(8)?, c.load_string(16)?, c.load_all(32)?);
-    let (get, apply) = (c.state().reflect.get.clone().into_value(), c.state().reflect.apply.clone().into_value());
+    let (get, apply) = (
+        c.state().reflect.get.clone().into_value(),
+        c.state().reflect.apply.clone().into_value(),
+    );
     let ctx = c.state().ctx.clone();
     let outcome = c.run_js(|| {
         let undefined = Value::new_undefined(ctx.clone());
@@ -153,7 +160,9 @@ pub(super) fn value_length(c: &mut Call) -> wasmtime::Result<()> {
     let get = c.state().reflect.get.clone().into_value();
     let ctx = c.state().ctx.clone();
     let outcome = c.run_js(|| {
-        let key = Value::from_string(rquickjs::String::from_str(ctx.clone(), "length").map_err(|_| ctx.catch())?);
+        let key = Value::from_string(
+            rquickjs::String::from_str(ctx.clone(), "length").map_err(|_| ctx.catch())?,
+        );
         realm::call(&get, Value::new_undefined(ctx.clone()), vec![v, key])
     })?;
     let len = match outcome {
@@ -203,7 +212,7 @@ pub(super) fn value_load_string(c: &mut Call) -> wasmtime::Result<()> {
     let v = c.load(8)?;
     c.with_mem(|m, f| {
         let dst = f.slice(m, 16)?;
-        let src = realm::uint8_bytes(&v).map(|b| b.to_vec()).unwrap_or_default();
+        let src = realm::with_uint8_bytes(&v, |b| b.to_vec()).unwrap_or_default();
         // `Uint8Array.set` throws if the source is longer than the target; Go always sizes it.
         let n = src.len().min(dst.len as usize);
         m.bytes_mut(dst.ptr, n as u64)?.copy_from_slice(&src[..n]);
@@ -225,13 +234,19 @@ pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
     let src = c.load(32)?;
     c.with_mem(|m, f| {
         let dst = f.slice(m, 8)?;
-        let Some(bytes) = realm::uint8_bytes(&src) else {
-            return f.set_u8(m, 48, 0);
-        };
-        let n = bytes.len().min(dst.len as usize);
-        m.bytes_mut(dst.ptr, n as u64)?.copy_from_slice(&bytes[..n]);
-        f.set_i64(m, 40, n as i64)?;
-        f.set_u8(m, 48, 1)
+        let copied = realm::with_uint8_bytes(&src, |bytes| {
+            let n = bytes.len().min(dst.len as usize);
+            m.bytes_mut(dst.ptr, n as u64)
+                .map(|d| d.copy_from_slice(&bytes[..n]))
+                .map(|()| n)
+        });
+        match copied {
+            None => f.set_u8(m, 48, 0),
+            Some(n) => {
+                f.set_i64(m, 40, n? as i64)?;
+                f.set_u8(m, 48, 1)
+            }
+        }
     })
 }
 
@@ -240,12 +255,18 @@ pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
     let dst = c.load(8)?;
     c.with_mem(|m, f| {
         let src = f.slice(m, 16)?;
-        let Some(bytes) = realm::uint8_bytes(&dst) else {
-            return f.set_u8(m, 48, 0);
-        };
-        let n = bytes.len().min(src.len as usize);
-        bytes[..n].copy_from_slice(m.bytes(src.ptr, n as u64)?);
-        f.set_i64(m, 40, n as i64)?;
-        f.set_u8(m, 48, 1)
+        let copied = realm::with_uint8_bytes(&dst, |bytes| {
+            let n = bytes.len().min(src.len as usize);
+            m.bytes(src.ptr, n as u64)
+                .map(|s| bytes[..n].copy_from_slice(s))
+                .map(|()| n)
+        });
+        match copied {
+            None => f.set_u8(m, 48, 0),
+            Some(n) => {
+                f.set_i64(m, 40, n? as i64)?;
+                f.set_u8(m, 48, 1)
+            }
+        }
     })
 }

@@ -1,0 +1,91 @@
+//! Bad modules and bad arguments get a one-line error and a non-zero exit, never a panic.
+
+use std::process::Command;
+
+use crate::harness::{Go, Invocation, gojs, run, run_gojs};
+
+fn gojs_run(path: &std::path::Path) -> crate::harness::Outcome {
+    let mut cmd = Command::new(gojs());
+    cmd.arg("run").arg(path);
+    run(cmd, b"")
+}
+
+fn assert_one_line_error(o: &crate::harness::Outcome, needle: &str) {
+    let err = o.stderr();
+    assert_eq!(o.code, Some(1), "stderr: {err}");
+    assert!(o.stdout.is_empty());
+    assert_eq!(err.lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(err.starts_with("gojs: "), "{err}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = crate::harness::repo().join("target/bad-input");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn missing_module() {
+    assert_one_line_error(
+        &gojs_run(std::path::Path::new("/nonexistent/prog.wasm")),
+        "cannot read /nonexistent/prog.wasm",
+    );
+}
+
+#[test]
+fn not_wasm() {
+    assert_one_line_error(
+        &gojs_run(&temp_file("text.wasm", b"#!/bin/sh\necho hi\n")),
+        "not a WebAssembly module",
+    );
+}
+
+#[test]
+fn truncated_module() {
+    let wasm = std::fs::read(Go::path().build("hello")).unwrap();
+    let p = temp_file("truncated.wasm", &wasm[..wasm.len() / 2]);
+    assert_one_line_error(&gojs_run(&p), "truncated");
+}
+
+#[test]
+fn built_for_wasip1() {
+    let wasm = Go::path().build_for("hello", "wasip1");
+    assert_one_line_error(&gojs_run(&wasm), "GOOS=wasip1");
+}
+
+#[test]
+fn empty_file() {
+    assert_one_line_error(
+        &gojs_run(&temp_file("empty.wasm", b"")),
+        "not a WebAssembly module",
+    );
+}
+
+#[test]
+fn trap_prints_go_backtrace() {
+    let o = run_gojs(&Go::path().build("trap"), &Invocation::of("trap"));
+    crate::harness::assert_golden("trap", &o);
+    let err = o.stderr();
+    assert!(
+        err.starts_with("gojs: wasm trap: out of bounds memory access"),
+        "{err}"
+    );
+    assert!(err.contains("wasm backtrace:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = run(Command::new(gojs()), b"");
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr().contains("Usage: gojs"), "{}", o.stderr());
+    let mut cmd = Command::new(gojs());
+    cmd.args(["run", "--help"]);
+    let o = run(cmd, b"");
+    assert_eq!(o.code, Some(0));
+    assert!(o.stdout().contains("--inherit-env"), "{}", o.stdout());
+}

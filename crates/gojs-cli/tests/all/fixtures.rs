@@ -1,0 +1,41 @@
+//! Every fixture under gojs, against its golden files (which record Node's output).
+
+use crate::harness::{Go, Invocation, assert_golden, fixtures_dir, run_gojs};
+
+macro_rules! fixtures {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let name = stringify!($name);
+                let wasm = Go::path().build(name);
+                assert_golden(name, &run_gojs(&wasm, &Invocation::of(name)));
+            }
+        )*
+
+        /// Every fixture directory has a test here (and in the differential tests).
+        pub const ALL: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+fixtures! {
+    bigargs, bytes, callback_panic, callbacks, calls, cpu, deadlock, env, exit_in_callback, exitcode,
+    goroutines, hello, panic, process, realm, refcount_soak, stdin, strings, timers, trap, values,
+}
+
+#[test]
+fn every_fixture_has_a_test() {
+    let mut dirs: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("main.go").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    let mut listed: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        dirs, listed,
+        "fixtures/ and the fixtures! list in tests/all/fixtures.rs disagree"
+    );
+}

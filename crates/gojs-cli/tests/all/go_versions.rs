@@ -1,0 +1,63 @@
+//! Binaries from every supported Go generation run: Debian's Go 1.19 (module `go`), 1.21, 1.22,
+//! 1.23 and the Go on PATH (module `gojs`). Missing toolchains fail with the install command.
+
+use crate::harness::{Go, Invocation, assert_golden, run_gojs, run_gojs_like_node, run_node};
+
+/// Fixtures whose output is the same for every Go version.
+const PORTABLE: &[&str] = &[
+    "hello",
+    "values",
+    "strings",
+    "callbacks",
+    "timers",
+    "stdin",
+    "exitcode",
+    "deadlock",
+    "realm",
+];
+
+fn check(go: &Go, compare_with_node: bool) {
+    for name in PORTABLE {
+        let wasm = go.build(name);
+        let inv = Invocation::of(name);
+        assert_golden(name, &run_gojs(&wasm, &inv));
+        if compare_with_node {
+            let ours = run_gojs_like_node(&wasm, &inv);
+            let node = run_node(go, &wasm, &inv);
+            let mask = crate::node::mask_heap_addresses;
+            assert_eq!(
+                (ours.stdout(), mask(&ours.stderr()), ours.code),
+                (node.stdout(), mask(&node.stderr()), node.code),
+                "{name} under {} differs from Node",
+                go.version
+            );
+        }
+    }
+}
+
+/// Go 1.19's own `wasm_exec_node.js` can't start on Node ≥ 19 (it assigns the read-only
+/// `globalThis.crypto`), so 1.19 is checked against the goldens only: the gap Node leaves.
+#[test]
+fn go_1_19() {
+    check(&Go::debian(19), false);
+}
+
+#[test]
+fn go_1_21() {
+    check(&Go::debian(21), true);
+}
+
+#[test]
+fn go_1_22() {
+    check(&Go::debian(22), true);
+}
+
+#[test]
+fn go_1_23() {
+    check(&Go::debian(23), true);
+}
+
+#[test]
+fn go_on_path() {
+    check(&Go::path(), true);
+}

@@ -1,0 +1,3 @@
+module gojs.example
+
+go 1.19
