@@ -188,6 +188,17 @@ impl Guest {
             exit_code: Cell::new(None),
             stop: RefCell::new(None),
             go: RefCell::new(None),
+            rejections: RefCell::default(),
+        });
+        let h = Rc::downgrade(&host);
+        js.track_rejections(move |promise, reason, handled| {
+            let Some(h) = h.upgrade() else { return };
+            let mut list = h.rejections.borrow_mut();
+            if handled {
+                list.retain(|(p, _)| *p != promise);
+            } else {
+                list.push((promise, realm::describe_error(reason)));
+            }
         });
         host::install(&ctx, &host)?;
         let go = host::go::object(&ctx, &host)?;
@@ -300,9 +311,17 @@ impl Guest {
         }
     }
 
+    /// Run microtasks; then, like Node, an unhandled promise rejection is fatal.
     pub fn drain_microtasks(&mut self) -> Result<(), Error> {
         let thrown = self.run_js(realm::drain_microtasks);
-        self.after_js(thrown)
+        self.after_js(thrown)?;
+        let unhandled = self.host.rejections.borrow_mut().drain(..).next();
+        match unhandled {
+            Some((_, reason)) if self.exit_code().is_none() => {
+                Err(Error::UncaughtException(format!("(in promise) {reason}")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Run one due timer.

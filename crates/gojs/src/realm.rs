@@ -20,7 +20,7 @@ pub(crate) const JS_MAX_STACK: usize = 224 << 20;
 pub(crate) struct JsEngine {
     // Field order is drop order: context before runtime.
     context: Context,
-    _runtime: Runtime,
+    runtime: Runtime,
 }
 
 impl JsEngine {
@@ -28,10 +28,7 @@ impl JsEngine {
         let runtime = Runtime::new()?;
         runtime.set_max_stack_size(JS_MAX_STACK);
         let context = Context::full(&runtime)?;
-        Ok(JsEngine {
-            context,
-            _runtime: runtime,
-        })
+        Ok(JsEngine { context, runtime })
     }
 
     /// A context handle with the brand erased.
@@ -39,6 +36,20 @@ impl JsEngine {
         // SAFETY: see the module docs; the returned Ctx dups the context and is only used on this
         // thread while `self` is alive.
         unsafe { Ctx::from_raw(self.context.as_raw()) }
+    }
+
+    /// Report promise rejections: `on_change(promise identity, reason, handled)`.
+    pub fn track_rejections(&self, on_change: impl Fn(usize, &JsValue, bool) + 'static) {
+        self.runtime
+            .set_host_promise_rejection_tracker(Some(Box::new(
+                move |_ctx, promise, reason, handled| {
+                    let id = unsafe { qjs::JS_VALUE_GET_PTR(promise.as_raw()) as usize };
+                    // SAFETY: the reason is only read during this call, on the realm's thread.
+                    let reason: JsValue =
+                        unsafe { std::mem::transmute::<Value<'_>, JsValue>(reason) };
+                    on_change(id, &reason, handled);
+                },
+            )));
     }
 
     /// Run the garbage collector (after the host dropped its values, before teardown).

@@ -79,6 +79,9 @@ pub(crate) struct Host {
     /// Go's exit code once `runtime.wasmExit` ran.
     pub exit_code: Cell<Option<i32>>,
     pub stop: RefCell<Option<Stop>>,
+    /// Promise rejections nobody handled yet: (promise identity, description). Node reports the
+    /// first one still unhandled after the microtasks drain, and exits 1.
+    pub rejections: RefCell<Vec<(usize, String)>>,
     /// The Go object (value id 6), held here rather than by the wrappers (see [`go`]).
     pub go: RefCell<Option<Object<'static>>>,
 }
