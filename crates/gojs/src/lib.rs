@@ -41,31 +41,32 @@ impl Module {
     /// [`Error::UncaughtException`] if a JS exception escapes, [`Error::Host`] if the realm
     /// can't be set up.
     pub fn run(&self, config: Config) -> Result<i32, Error> {
-        let module = self.clone();
-        std::thread::Builder::new()
-            .name("gojs-guest".into())
-            .stack_size(engine::GUEST_THREAD_STACK)
-            .spawn(move || {
-                let (mut guest, args, env) = instance::Guest::new(&module, config)?;
-                event_loop::run(&mut guest, &args, &env)
-            })
-            .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?
-            .join()
-            .unwrap_or_else(|_| Err(Error::Host("the guest thread panicked".into())))
+        self.on_guest_thread(config, |_| ()).map(|(code, ())| code)
     }
 
     /// Like [`Module::run`], also reporting how many value ids Go held at exit and the values
     /// table's capacity (its high-water mark): for checking that the table stays bounded.
     #[doc(hidden)]
     pub fn run_with_table_stats(&self, config: Config) -> Result<(i32, usize, usize), Error> {
+        self.on_guest_thread(config, |guest| guest.value_table_stats())
+            .map(|(code, (live, cap))| (code, live, cap))
+    }
+
+    /// Instantiate and run on a new thread with a native stack big enough for the guest, then
+    /// let `inspect` look at the finished guest before it is torn down.
+    fn on_guest_thread<R: Send + 'static>(
+        &self,
+        config: Config,
+        inspect: impl FnOnce(&instance::Guest) -> R + Send + 'static,
+    ) -> Result<(i32, R), Error> {
         let module = self.clone();
         std::thread::Builder::new()
+            .name("gojs-guest".into())
             .stack_size(engine::GUEST_THREAD_STACK)
             .spawn(move || {
                 let (mut guest, args, env) = instance::Guest::new(&module, config)?;
                 let code = event_loop::run(&mut guest, &args, &env)?;
-                let (live, cap) = guest.value_table_stats();
-                Ok((code, live, cap))
+                Ok((code, inspect(&guest)))
             })
             .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?
             .join()

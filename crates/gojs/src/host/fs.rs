@@ -103,10 +103,11 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                   length: JsValue,
                   _position: JsValue,
                   cb: Function<'static>| {
-                match write(&h, &ctx, &fd, &buf, Some(&offset), Some(&length)) {
-                    Ok(n) => cb.call::<_, ()>((Value::new_null(ctx.clone()), n as f64)),
-                    Err(e) => cb.call::<_, ()>((e,)),
-                }
+                complete(
+                    &ctx,
+                    &cb,
+                    write(&h, &ctx, &fd, &buf, Some(&offset), Some(&length)),
+                )
             },
         )?,
     )?;
@@ -122,10 +123,7 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                   length: JsValue,
                   _position: JsValue,
                   cb: Function<'static>| {
-                match read(&h, &ctx, &fd, &buf, &offset, &length) {
-                    Ok(n) => cb.call::<_, ()>((Value::new_null(ctx.clone()), n as f64)),
-                    Err(e) => cb.call::<_, ()>((e,)),
-                }
+                complete(&ctx, &cb, read(&h, &ctx, &fd, &buf, &offset, &length))
             },
         )?,
     )?;
@@ -143,6 +141,18 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         fs.set(*name, f)?;
     }
     Ok(fs)
+}
+
+/// Call a Node-style callback: `cb(err)` or `cb(null, n)`.
+fn complete(
+    ctx: &JsCtx,
+    cb: &Function<'static>,
+    result: Result<usize, JsValue>,
+) -> rquickjs::Result<()> {
+    match result {
+        Ok(n) => cb.call((Value::new_null(ctx.clone()), n as f64)),
+        Err(e) => cb.call((e,)),
+    }
 }
 
 /// The `[offset, offset + length)` range of `buf`, checked like Node's `fs.write`/`fs.read`.

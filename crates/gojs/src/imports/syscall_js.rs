@@ -229,6 +229,21 @@ pub(super) fn value_instance_of(c: &mut Call) -> wasmtime::Result<()> {
     }
 }
 
+/// Write a copy's `(n int, ok bool)` result: `None` means the JS value was not a byte array.
+fn copy_result(
+    m: &mut crate::abi::Memory,
+    f: crate::abi::Frame,
+    copied: Option<Result<usize, crate::abi::OutOfBounds>>,
+) -> Result<(), crate::abi::OutOfBounds> {
+    match copied {
+        None => f.set_u8(m, 48, 0),
+        Some(n) => {
+            f.set_i64(m, 40, n? as i64)?;
+            f.set_u8(m, 48, 1)
+        }
+    }
+}
+
 /// `func copyBytesToGo(dst []byte, src ref) (int, bool)`: from a `Uint8Array`/`Uint8ClampedArray`.
 pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
     let src = c.load(32)?;
@@ -240,13 +255,7 @@ pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
                 .map(|d| d.copy_from_slice(&bytes[..n]))
                 .map(|()| n)
         });
-        match copied {
-            None => f.set_u8(m, 48, 0),
-            Some(n) => {
-                f.set_i64(m, 40, n? as i64)?;
-                f.set_u8(m, 48, 1)
-            }
-        }
+        copy_result(m, f, copied)
     })
 }
 
@@ -261,12 +270,6 @@ pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
                 .map(|s| bytes[..n].copy_from_slice(s))
                 .map(|()| n)
         });
-        match copied {
-            None => f.set_u8(m, 48, 0),
-            Some(n) => {
-                f.set_i64(m, 40, n? as i64)?;
-                f.set_u8(m, 48, 1)
-            }
-        }
+        copy_result(m, f, copied)
     })
 }
