@@ -30,6 +30,12 @@ pub enum Error {
     /// A JavaScript exception that nothing caught (Node prints it and exits 1).
     #[error("Uncaught {0}")]
     UncaughtException(String),
+    /// JavaScript run by the host (e.g. [`crate::Handle::eval_json`]) threw this exception.
+    #[error("{0}")]
+    JsException(String),
+    /// The Go program has exited, so it can't take the request.
+    #[error("Go program has already exited")]
+    Exited,
     /// Setting up the engine or the JS realm failed.
     #[error("{0}")]
     Host(String),

@@ -5,7 +5,8 @@
 //! deadline order (ties in creation order); microtasks drain after every task. When nothing is
 //! pending and Go hasn't exited, Go is told (`_pendingEvent = {id: 0}`) and reports the deadlock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rquickjs::Function;
@@ -193,18 +194,46 @@ impl Timers {
     }
 }
 
-/// Run a Go program to completion on this thread: `run`, then timers and microtasks until Go
-/// exits. Returns Go's exit code.
+/// The body of a [`Task`].
+pub(crate) type TaskFn =
+    Box<dyn FnOnce(&mut crate::instance::Guest) -> Result<(), crate::Error> + Send>;
+
+/// Work another thread posted into the loop (see [`crate::Handle`]).
+pub(crate) struct Task {
+    /// Run only once Go is idle (nothing but posted work can wake it), or at the next turn.
+    pub when_idle: bool,
+    /// Runs on the loop thread. An `Err` is fatal to the instance (a trap, an uncaught exception);
+    /// results for the poster travel through the task's own channel.
+    pub run: TaskFn,
+}
+
+/// Run a Go program to completion on this thread: `run`, then timers, microtasks and posted
+/// tasks until Go exits. Returns Go's exit code.
+///
+/// While any sender of `inbox` is alive the loop waits for posted work instead of declaring a
+/// deadlock (like a ref'd handle in Node); once they are all gone and nothing else is pending,
+/// Go is told about the deadlock.
 pub(crate) fn run(
     guest: &mut crate::instance::Guest,
     args: &[String],
     env: &[String],
+    inbox: Option<Receiver<Task>>,
 ) -> Result<i32, crate::Error> {
+    let mut inbox = inbox;
+    let mut when_idle: VecDeque<Task> = VecDeque::new();
     guest.start(args, env)?;
     loop {
         guest.drain_microtasks()?;
         if let Some(code) = guest.exit_code() {
             return Ok(code);
+        }
+        if let Some(rx) = &inbox {
+            match rx.try_recv() {
+                Ok(task) if task.when_idle => when_idle.push_back(task),
+                Ok(task) => (task.run)(guest)?,
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => inbox = None,
+            }
         }
         let now = Instant::now();
         let due = guest.host().timers.borrow_mut().pop_due(now);
@@ -216,9 +245,26 @@ pub(crate) fn run(
             let t = guest.host().timers.borrow();
             (t.alive(), t.next_deadline())
         };
-        match next {
-            Some(deadline) if alive => std::thread::sleep(deadline.saturating_duration_since(now)),
-            _ => {
+        if !alive && let Some(task) = when_idle.pop_front() {
+            (task.run)(guest)?;
+            continue;
+        }
+        let wait = next.map(|d| d.saturating_duration_since(now));
+        match (&inbox, wait) {
+            (Some(rx), wait) => {
+                let got = match wait {
+                    Some(wait) => rx.recv_timeout(wait),
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match got {
+                    Ok(task) if task.when_idle => when_idle.push_back(task),
+                    Ok(task) => (task.run)(guest)?,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => inbox = None,
+                }
+            }
+            (None, Some(wait)) if alive => std::thread::sleep(wait),
+            (None, _) => {
                 guest.report_deadlock()?;
                 guest.drain_microtasks()?;
                 // Node exits 0 if Go somehow survives being told (its loop is already closing).

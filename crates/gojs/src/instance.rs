@@ -364,6 +364,31 @@ impl Guest {
         self.resume()
     }
 
+    /// Evaluate JS source and `JSON.stringify` the result (for [`crate::Handle::eval_json`]).
+    /// The outer `Err` is fatal to the instance; the inner one is the caller's.
+    pub fn eval_json(&mut self, source: &str) -> Result<Result<String, Error>, Error> {
+        if self.exit_code().is_some() {
+            return Ok(Err(Error::Exited));
+        }
+        let outcome = self.run_js(|ctx| -> Result<String, JsValue> {
+            let caught = |_| ctx.catch();
+            let v: JsValue = ctx.eval(source).map_err(caught)?;
+            let json: rquickjs::Object = ctx.globals().get("JSON").map_err(caught)?;
+            let stringify: JsValue = json.get("stringify").map_err(caught)?;
+            let s = realm::call(&stringify, json.into_value(), vec![v])?;
+            Ok(if s.is_undefined() {
+                "undefined".into()
+            } else {
+                realm::to_string_lossy(&s)
+            })
+        });
+        self.settle(Ok(()))?;
+        if self.exit_code().is_some() {
+            return Ok(Err(Error::Exited));
+        }
+        Ok(outcome.map_err(|e| Error::JsException(realm::describe_error(&e))))
+    }
+
     pub fn host(&self) -> &Host {
         &self.host
     }

@@ -18,6 +18,7 @@ mod cache;
 mod engine;
 mod error;
 mod event_loop;
+mod handle;
 mod host;
 mod imports;
 mod instance;
@@ -29,6 +30,7 @@ mod values;
 pub use abi::ArgsTooLong;
 pub use engine::Engine;
 pub use error::Error;
+pub use handle::{Handle, Running};
 pub use instance::{Config, Input, Output};
 pub use module::{GoAbi, Module};
 
@@ -65,7 +67,7 @@ impl Module {
             .stack_size(engine::GUEST_THREAD_STACK)
             .spawn(move || {
                 let (mut guest, args, env) = instance::Guest::new(&module, config)?;
-                let code = event_loop::run(&mut guest, &args, &env)?;
+                let code = event_loop::run(&mut guest, &args, &env, None)?;
                 Ok((code, inspect(&guest)))
             })
             .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?

@@ -64,3 +64,54 @@ fn args_too_long_is_an_error() {
         "total length of command line and environment variables exceeds limit"
     );
 }
+
+fn spawn_greeter() -> (gojs::Running, Buffer) {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("greeter")).unwrap();
+    let out = Buffer::default();
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Writer(Box::new(out.clone())))
+        .stderr(gojs::Output::Null);
+    (module.spawn(config).unwrap(), out)
+}
+
+#[test]
+fn handle_calls_a_go_function_once_go_is_idle() {
+    let (running, out) = spawn_greeter();
+    let handle = running.handle();
+    assert_eq!(
+        handle.eval_json(r#"greeter("gopher")"#).unwrap(),
+        r#""gopher""#
+    );
+    // Handles work from any thread, and keep the loop alive between calls.
+    let h2 = handle.clone();
+    let other = std::thread::spawn(move || h2.eval_json(r#"greeter("from a thread")"#));
+    assert_eq!(other.join().unwrap().unwrap(), r#""from a thread""#);
+    // A JS exception is the caller's error; the program keeps running.
+    let err = handle.eval_json("greeter(1).message.x.y").unwrap_err();
+    assert!(matches!(err, gojs::Error::JsException(_)), "{err}");
+    assert_eq!(
+        handle.eval_json("greeter(1).message").unwrap(),
+        r#""greeter wants one string""#
+    );
+    assert_eq!(handle.eval_json("undefined").unwrap(), "undefined");
+    drop(handle);
+    // With every handle gone, Go blocked in `select {}` is told it is deadlocked.
+    assert_eq!(running.wait().unwrap(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "greeter published\nHello gopher\nHello from a thread\n"
+    );
+}
+
+#[test]
+fn handle_reports_exit_when_a_callback_panics() {
+    let (running, _out) = spawn_greeter();
+    let handle = running.handle();
+    // A Go panic in a callback is fatal to the Go program, as under Node.
+    let err = handle.eval_json(r#"greeter("panic")"#).unwrap_err();
+    assert!(matches!(err, gojs::Error::Exited), "{err}");
+    let err = handle.eval_json(r#"greeter("again")"#).unwrap_err();
+    assert!(matches!(err, gojs::Error::Exited), "{err}");
+    assert_eq!(running.wait().unwrap(), 2);
+}

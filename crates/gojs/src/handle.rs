@@ -1,0 +1,119 @@
+//! Running a Go program on its own thread and posting work into its event loop from others.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::event_loop::Task;
+use crate::{Config, Error, Module, engine, event_loop, instance};
+
+/// A Go program running on its own event-loop thread (from [`Module::spawn`]).
+///
+/// The program runs to completion like under [`Module::run`], except that while any [`Handle`]
+/// to it is alive its event loop waits for posted work instead of declaring a deadlock.
+pub struct Running {
+    handle: Option<Handle>,
+    thread: JoinHandle<Result<i32, Error>>,
+}
+
+/// A cloneable, thread-safe way to post work into a running program's event loop.
+///
+/// A live handle keeps the program's event loop waiting for work, as an open handle keeps
+/// Node's loop alive: drop every handle (and call [`Running::wait`]) to let a program that is
+/// blocked forever report its deadlock.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Task>,
+}
+
+impl Module {
+    /// Start the program on a new event-loop thread and return at once.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), gojs::Error> {
+    /// let engine = gojs::Engine::new()?;
+    /// let module = gojs::Module::from_file(&engine, "greeter.wasm")?;
+    /// let running = module.spawn(gojs::Config::new())?;
+    /// // Once Go is idle (blocked on `select {}` after publishing `greeter`), call it.
+    /// let reply = running.handle().eval_json(r#"greeter("gopher")"#)?;
+    /// assert_eq!(reply, r#""Hello gopher""#);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Host`] if the thread can't be started. Errors of the program itself (traps,
+    /// uncaught exceptions, a failed setup) are returned by [`Running::wait`].
+    pub fn spawn(&self, config: Config) -> Result<Running, Error> {
+        let (tx, rx) = mpsc::channel();
+        let module = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("gojs-guest".into())
+            .stack_size(engine::GUEST_THREAD_STACK)
+            .spawn(move || {
+                let (mut guest, args, env) = instance::Guest::new(&module, config)?;
+                event_loop::run(&mut guest, &args, &env, Some(rx))
+            })
+            .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?;
+        Ok(Running {
+            handle: Some(Handle { tx }),
+            thread,
+        })
+    }
+}
+
+impl Running {
+    /// A handle for posting work into this program's event loop.
+    pub fn handle(&self) -> Handle {
+        self.handle
+            .clone()
+            .expect("the handle is only taken by `wait`")
+    }
+
+    /// Drop this `Running`'s own handle and wait for the program to exit; Go's exit code.
+    ///
+    /// # Errors
+    /// As [`Module::run`].
+    pub fn wait(mut self) -> Result<i32, Error> {
+        self.handle = None;
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Host("the guest thread panicked".into())))
+    }
+}
+
+impl Handle {
+    /// Once Go is idle, evaluate JavaScript `source` in the program's realm (where Go's
+    /// `js.Global()` lives) and return the result as JSON (`JSON.stringify`; `undefined` and
+    /// functions give `"undefined"`). The call blocks until the result is ready.
+    ///
+    /// "Idle" means nothing but posted work can wake Go: `run` returned or every goroutine is
+    /// blocked, and no Go timer is pending.
+    ///
+    /// # Errors
+    /// [`Error::JsException`] if the code throws (a Go panic inside a `js.FuncOf` callback
+    /// surfaces like this while Go keeps running), [`Error::Exited`] if the program has exited
+    /// (before or during the call), and the program's fatal errors ([`Error::Trap`], ...) are
+    /// returned by [`Running::wait`], this call sees [`Error::Exited`].
+    pub fn eval_json(&self, source: impl Into<String>) -> Result<String, Error> {
+        let source = source.into();
+        self.request(true, move |guest| guest.eval_json(&source))
+    }
+
+    /// Post `f` to run on the loop thread and wait for its answer.
+    fn request<R: Send + 'static>(
+        &self,
+        when_idle: bool,
+        f: impl FnOnce(&mut instance::Guest) -> Result<Result<R, Error>, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let task = Task {
+            when_idle,
+            run: Box::new(move |guest| {
+                let outcome = f(guest)?;
+                let _ = reply.send(outcome);
+                Ok(())
+            }),
+        };
+        self.tx.send(task).map_err(|_| Error::Exited)?;
+        answer.recv().unwrap_or(Err(Error::Exited))
+    }
+}
