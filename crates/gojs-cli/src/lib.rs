@@ -1,17 +1,22 @@
 //! Shared pieces of the `gojs` and `go_js_wasm_exec` binaries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// How the binaries run a module.
+pub struct RunOptions {
+    /// `os.Args` (the module path first).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `process.argv0` ("node" for `go_js_wasm_exec`, so net/http uses its fake network in tests).
+    pub argv0: String,
+    pub no_cache: bool,
+    pub grants: Vec<gojs::Grant>,
+}
 
 /// Load and run a module with inherited stdio; print errors as one line (plus a trap's
 /// backtrace) on stderr. Returns the process exit code.
-pub fn run(
-    module: &Path,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    argv0: &str,
-    no_cache: bool,
-) -> i32 {
-    match try_run(module, args, env, argv0, no_cache) {
+pub fn run(module: &Path, options: RunOptions) -> i32 {
+    match try_run(module, options) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gojs: {e}");
@@ -20,27 +25,61 @@ pub fn run(
     }
 }
 
-fn try_run(
-    module: &Path,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    argv0: &str,
-    no_cache: bool,
-) -> Result<i32, gojs::Error> {
-    let engine = if no_cache {
+fn try_run(module: &Path, options: RunOptions) -> Result<i32, gojs::Error> {
+    let engine = if options.no_cache {
         gojs::Engine::without_cache()?
     } else {
         gojs::Engine::new()?
     };
     let module = gojs::Module::from_file(&engine, module)?;
+    // The guest's umask is applied by gojs, as Node's `process.umask` is by the kernel: clear the
+    // process's own so that it isn't applied twice.
+    let umask = take_process_umask();
     let mut config = gojs::Config::new()
-        .args(args)
-        .argv0(argv0)
+        .args(options.args)
+        .argv0(options.argv0)
+        .umask(umask)
         .stdin(gojs::Input::Inherit)
         .stdout(gojs::Output::Inherit)
         .stderr(gojs::Output::Inherit);
-    for (k, v) in env {
+    for (k, v) in options.env {
         config = config.env(k, v);
     }
+    for g in options.grants {
+        config = config.grant(g);
+    }
     module.run(config)
+}
+
+/// Set the process umask to 0 and return what it was.
+fn take_process_umask() -> u32 {
+    // SAFETY: umask(2) has no memory-safety preconditions.
+    unsafe { libc::umask(0) as u32 }
+}
+
+/// Parse a `--dir`/`--ro-dir` value: `HOST[::GUEST]`, GUEST defaulting to HOST's absolute path.
+pub fn parse_grant(spec: &str, read_only: bool) -> Result<gojs::Grant, String> {
+    let (host, guest) = match spec.split_once("::") {
+        Some((h, g)) => (h, Some(g)),
+        None => (spec, None),
+    };
+    let host = PathBuf::from(host);
+    let host = std::fs::canonicalize(&host)
+        .map_err(|e| format!("cannot grant {}: {e}", host.display()))?;
+    if !host.is_dir() {
+        return Err(format!("cannot grant {}: not a directory", host.display()));
+    }
+    let guest = match guest {
+        Some(g) if g.starts_with('/') => g.to_string(),
+        Some(g) => return Err(format!("guest path {g:?} must be absolute")),
+        None => host
+            .to_str()
+            .ok_or_else(|| format!("{} is not valid UTF-8; give a GUEST path", host.display()))?
+            .to_string(),
+    };
+    Ok(if read_only {
+        gojs::Grant::read_only(host, guest)
+    } else {
+        gojs::Grant::read_write(host, guest)
+    })
 }

@@ -18,8 +18,10 @@ enum Command {
     /// Run MODULE.wasm with ARGS; exits with the Go program's exit code.
     ///
     /// Nothing of the host is granted unless asked for: the guest's environment is empty
-    /// (add variables with --env or pass the whole host environment with --inherit-env).
-    /// stdin, stdout and stderr are the terminal's.
+    /// (add variables with --env or pass the whole host environment with --inherit-env) and it
+    /// sees no files (grant directories with --dir and --ro-dir, or everything with
+    /// --allow-all). The guest's working directory is the host's when that is inside a granted
+    /// directory, else `/`. stdin, stdout and stderr are the terminal's.
     #[command(trailing_var_arg = true)]
     Run {
         /// Set an environment variable for the guest: NAME=VALUE, or NAME to copy it from the host.
@@ -28,6 +30,16 @@ enum Command {
         /// Pass the host's whole environment to the guest.
         #[arg(long)]
         inherit_env: bool,
+        /// Grant a host directory read-write, at GUEST in the guest (default: the same path).
+        /// Paths can't leave it: `..`, absolute paths and symlinks out of it are refused.
+        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+        dirs: Vec<String>,
+        /// Grant a host directory read-only, at GUEST in the guest (default: the same path).
+        #[arg(long = "ro-dir", value_name = "HOST[::GUEST]")]
+        ro_dirs: Vec<String>,
+        /// Grant the host's whole filesystem and environment, like Node.
+        #[arg(long)]
+        allow_all: bool,
         /// Compile the module from scratch instead of using the compile cache.
         #[arg(long)]
         no_cache: bool,
@@ -46,12 +58,29 @@ fn main() -> ExitCode {
         Command::Run {
             env,
             inherit_env,
+            dirs,
+            ro_dirs,
+            allow_all,
             no_cache,
             module,
             args,
         } => {
             let mut vars: Vec<(String, String)> = Vec::new();
-            if inherit_env {
+            let mut grants = Vec::new();
+            if allow_all {
+                grants.push(gojs::Grant::host_filesystem());
+            }
+            let specs = dirs.iter().map(|d| (d, false));
+            for (spec, read_only) in specs.chain(ro_dirs.iter().map(|d| (d, true))) {
+                match gojs_cli::parse_grant(spec, read_only) {
+                    Ok(g) => grants.push(g),
+                    Err(e) => {
+                        eprintln!("gojs: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if inherit_env || allow_all {
                 vars.extend(std::env::vars());
             }
             for e in env {
@@ -66,7 +95,14 @@ fn main() -> ExitCode {
             }
             let mut argv = vec![module.to_string_lossy().into_owned()];
             argv.extend(args);
-            exit(gojs_cli::run(&module, argv, vars, "gojs", no_cache))
+            let options = gojs_cli::RunOptions {
+                args: argv,
+                env: vars,
+                argv0: "gojs".into(),
+                no_cache,
+                grants,
+            };
+            exit(gojs_cli::run(&module, options))
         }
     }
 }

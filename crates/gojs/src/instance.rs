@@ -38,8 +38,8 @@ pub enum Input {
 /// How a Go program is run: arguments, environment and stdio.
 ///
 /// Defaults deny: no arguments beyond the program name, an empty environment, stdin empty,
-/// stdout and stderr inherited from the host, working directory `/` (nothing of the host
-/// filesystem is visible).
+/// stdout and stderr inherited from the host, no filesystem (the guest sees an empty `/`).
+/// The working directory is the host's when that is inside a granted directory, else `/`.
 pub struct Config {
     pub(crate) args: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
@@ -47,6 +47,9 @@ pub struct Config {
     pub(crate) stdout: Output,
     pub(crate) stderr: Output,
     pub(crate) argv0: String,
+    pub(crate) grants: Vec<crate::vfs::Grant>,
+    pub(crate) cwd: Option<String>,
+    pub(crate) umask: Option<u32>,
 }
 
 impl Default for Config {
@@ -58,6 +61,9 @@ impl Default for Config {
             stdout: Output::Inherit,
             stderr: Output::Inherit,
             argv0: "gojs".into(),
+            grants: Vec::new(),
+            cwd: None,
+            umask: None,
         }
     }
 }
@@ -94,6 +100,34 @@ impl Config {
     /// Set stderr.
     pub fn stderr(mut self, output: Output) -> Self {
         self.stderr = output;
+        self
+    }
+    /// Make a host directory visible to the guest (see [`Grant`](crate::Grant)).
+    pub fn grant(mut self, grant: crate::vfs::Grant) -> Self {
+        self.grants.push(grant);
+        self
+    }
+    /// Grant the host directory `host` read-write at the guest path `guest`.
+    pub fn dir(self, host: impl Into<std::path::PathBuf>, guest: impl AsRef<str>) -> Self {
+        self.grant(crate::vfs::Grant::read_write(host, guest))
+    }
+    /// Grant the host directory `host` read-only at the guest path `guest`.
+    pub fn ro_dir(self, host: impl Into<std::path::PathBuf>, guest: impl AsRef<str>) -> Self {
+        self.grant(crate::vfs::Grant::read_only(host, guest))
+    }
+    /// Give the guest the host's whole filesystem, unconfined, as Node does.
+    pub fn host_filesystem(self) -> Self {
+        self.grant(crate::vfs::Grant::host_filesystem())
+    }
+    /// Set the guest's initial working directory (a guest path).
+    pub fn cwd(mut self, dir: impl AsRef<str>) -> Self {
+        self.cwd = Some(crate::host::path::resolve("/", &[dir.as_ref()]));
+        self
+    }
+    /// Set the guest's initial umask (default: the host process's). It is applied to the modes
+    /// of files and directories the guest creates, on top of the host process's own umask.
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask & 0o777);
         self
     }
     /// Set `process.argv0` (Go's net/http disables `fetch` when it starts with "node").
@@ -172,6 +206,14 @@ impl Guest {
         module: &Module,
         config: Config,
     ) -> Result<(Guest, Vec<String>, Vec<String>), Error> {
+        let vfs = crate::vfs::Vfs::new(&config.grants)
+            .map_err(|e| Error::Host(format!("cannot open a granted directory: {e}")))?;
+        let cwd = config.cwd.clone().unwrap_or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .and_then(|d| crate::vfs::Vfs::guest_dir_of(&config.grants, &d))
+                .unwrap_or_else(|| "/".into())
+        });
         let js = JsEngine::new()?;
         let ctx = js.ctx();
         let host = Rc::new(Host {
@@ -181,14 +223,16 @@ impl Guest {
             timers: RefCell::default(),
             clock: Clock::new(),
             process: ProcessState {
-                cwd: RefCell::new("/".into()),
-                umask: Cell::new(host::process::host_umask()),
+                cwd: RefCell::new(cwd),
+                umask: Cell::new(config.umask.unwrap_or_else(host::process::host_umask)),
                 argv0: config.argv0,
             },
             exit_code: Cell::new(None),
             stop: RefCell::new(None),
             go: RefCell::new(None),
             rejections: RefCell::default(),
+            vfs: RefCell::new(vfs),
+            stats_prototype: RefCell::new(None),
         });
         let h = Rc::downgrade(&host);
         js.track_rejections(move |promise, reason, handled| {

@@ -26,6 +26,7 @@ mod module;
 mod realm;
 mod reentry;
 mod values;
+mod vfs;
 
 pub use abi::ArgsTooLong;
 pub use engine::Engine;
@@ -33,6 +34,7 @@ pub use error::Error;
 pub use handle::{Handle, Running};
 pub use instance::{Config, Input, Output};
 pub use module::{GoAbi, Module};
+pub use vfs::Grant;
 
 impl Module {
     /// Run the program to completion on a new guest thread and return Go's exit code

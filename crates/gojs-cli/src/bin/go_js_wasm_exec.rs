@@ -1,9 +1,10 @@
 //! `go_js_wasm_exec`: a drop-in for Go's script of the same name, so that
 //! `GOOS=js GOARCH=wasm go run` and `go test` work without Node.
 //!
-//! Usage: `go_js_wasm_exec MODULE [ARGS...]`. Like Node's runner it passes the whole host
-//! environment plus `TMPDIR` (when unset) and reports itself as `node` in `process.argv0`.
-//! (Host filesystem access arrives with the filesystem grants.)
+//! Usage: `go_js_wasm_exec MODULE [ARGS...]`. Like Node's runner it gives the program the host's
+//! whole filesystem and working directory, the whole host environment plus `TMPDIR` (when
+//! unset), and reports itself as `node` in `process.argv0` — which is what makes net/http use
+//! its in-process fake network in `*.test` binaries.
 
 use std::process::ExitCode;
 
@@ -23,6 +24,13 @@ fn main() -> ExitCode {
             std::env::temp_dir().to_string_lossy().into_owned(),
         ));
     }
-    let code = gojs_cli::run(&module, argv, env, "node", false);
+    let options = gojs_cli::RunOptions {
+        args: argv,
+        env,
+        argv0: "node".into(),
+        no_cache: false,
+        grants: vec![gojs::Grant::host_filesystem()],
+    };
+    let code = gojs_cli::run(&module, options);
     std::process::exit(code)
 }

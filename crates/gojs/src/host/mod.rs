@@ -16,7 +16,7 @@ mod crypto;
 mod encoding;
 pub(crate) mod fs;
 pub(crate) mod go;
-mod path;
+pub(crate) mod path;
 mod performance;
 pub(crate) mod process;
 mod timers;
@@ -84,6 +84,10 @@ pub(crate) struct Host {
     pub rejections: RefCell<Vec<(usize, String)>>,
     /// The Go object (value id 6), held here rather than by the wrappers (see [`go`]).
     pub go: RefCell<Option<Object<'static>>>,
+    /// The guest's filesystem: grants and open files.
+    pub vfs: RefCell<crate::vfs::Vfs>,
+    /// `fs.Stats.prototype`, given to every `Stats` object the host makes.
+    pub stats_prototype: RefCell<Option<Object<'static>>>,
 }
 
 impl Host {
@@ -120,6 +124,8 @@ impl Host {
     pub fn clear(&self) {
         self.timers.borrow_mut().clear();
         self.go.borrow_mut().take();
+        self.stats_prototype.borrow_mut().take();
+        self.vfs.borrow_mut().clear();
     }
 }
 
@@ -137,7 +143,8 @@ pub(crate) fn install(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<()> {
     g.set("performance", performance::object(ctx, host)?)?;
     g.set("global", g.clone())?;
     let prelude: Function = ctx.eval(include_str!("prelude.js"))?;
-    prelude.call::<_, ()>((native,))?;
+    prelude.call::<_, ()>((native.clone(),))?;
+    *host.stats_prototype.borrow_mut() = native.get("statsPrototype").ok();
     Ok(())
 }
 
@@ -162,18 +169,45 @@ pub(crate) fn to_integer(v: &JsValue) -> i64 {
     if n.is_nan() { 0 } else { n.trunc() as i64 }
 }
 
-/// An `Error` for a host call that failed with an OS error, with Node's `code` (`ENOENT`, …).
+/// An `Error` for a host call that failed with an OS error, with Node's `code` (`ENOENT`, …),
+/// `errno`, `syscall` and `path`, and Node's message (`ENOENT: no such file or directory, open 'x'`).
 pub(crate) fn io_error(
     ctx: &JsCtx,
     err: &std::io::Error,
     syscall: &str,
+    path: Option<&str>,
 ) -> rquickjs::Result<JsValue> {
-    let code = err.raw_os_error().map(errno_code).unwrap_or("EIO");
-    let e = crate::realm::error_with_code(ctx, &format!("{code}: {err}, {syscall}"), code)?;
+    use std::io::ErrorKind as K;
+    let errno = err.raw_os_error().unwrap_or(match err.kind() {
+        K::NotFound => libc::ENOENT,
+        K::PermissionDenied => libc::EACCES,
+        K::AlreadyExists => libc::EEXIST,
+        K::InvalidInput | K::InvalidFilename => libc::EINVAL,
+        K::NotADirectory => libc::ENOTDIR,
+        K::IsADirectory => libc::EISDIR,
+        K::DirectoryNotEmpty => libc::ENOTEMPTY,
+        K::ReadOnlyFilesystem => libc::EROFS,
+        K::CrossesDevices => libc::EXDEV,
+        K::Unsupported => libc::ENOSYS,
+        _ => libc::EIO,
+    });
+    let code = errno_code(errno);
+    let desc = std::io::Error::from_raw_os_error(errno).to_string();
+    let desc = desc
+        .split(" (os error")
+        .next()
+        .unwrap_or(&desc)
+        .to_lowercase();
+    let msg = match path {
+        Some(p) => format!("{code}: {desc}, {syscall} '{p}'"),
+        None => format!("{code}: {desc}, {syscall}"),
+    };
+    let e = crate::realm::error_with_code(ctx, &msg, code)?;
     if let Some(o) = e.as_object() {
+        o.set("errno", -errno)?;
         o.set("syscall", syscall)?;
-        if let Some(n) = err.raw_os_error() {
-            o.set("errno", -n)?;
+        if let Some(p) = path {
+            o.set("path", p)?;
         }
     }
     Ok(e)
@@ -203,6 +237,21 @@ pub(crate) fn errno_code(errno: i32) -> &'static str {
         libc::ENOSYS => "ENOSYS",
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::ELOOP => "ELOOP",
+        libc::EINTR => "EINTR",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBUSY => "EBUSY",
+        libc::ENODEV => "ENODEV",
+        libc::ENFILE => "ENFILE",
+        libc::ENOTTY => "ENOTTY",
+        libc::EFBIG => "EFBIG",
+        libc::EMLINK => "EMLINK",
+        libc::EDQUOT => "EDQUOT",
+        libc::ERANGE => "ERANGE",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        // Go's errnoByCode has no ETXTBSY; any other code would make Go panic.
         _ => "EIO",
     }
 }

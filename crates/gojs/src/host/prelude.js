@@ -151,4 +151,22 @@
     checkCallback(fn);
     native.queueMicrotask(fn);
   });
+
+  // --- fs.Stats: the fields come from the host, the methods live here -------------------------
+  const S_IFMT = 0o170000;
+  class Stats {
+    isDirectory() { return (this.mode & S_IFMT) === 0o040000; }
+    isFile() { return (this.mode & S_IFMT) === 0o100000; }
+    isSymbolicLink() { return (this.mode & S_IFMT) === 0o120000; }
+    isBlockDevice() { return (this.mode & S_IFMT) === 0o060000; }
+    isCharacterDevice() { return (this.mode & S_IFMT) === 0o020000; }
+    isFIFO() { return (this.mode & S_IFMT) === 0o010000; }
+    isSocket() { return (this.mode & S_IFMT) === 0o140000; }
+    get atime() { return new Date(this.atimeMs); }
+    get mtime() { return new Date(this.mtimeMs); }
+    get ctime() { return new Date(this.ctimeMs); }
+    get birthtime() { return new Date(this.birthtimeMs); }
+  }
+  define(g.fs, "Stats", Stats);
+  native.statsPrototype = Stats.prototype;
 })

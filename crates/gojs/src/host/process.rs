@@ -1,7 +1,7 @@
 //! `process`: ids, `umask`, `cwd`/`chdir` (per instance, never the host process's), `argv0`.
 //!
-//! With no filesystem granted, the guest's filesystem is just `/`, so `chdir` anywhere else
-//! fails with `ENOENT`.
+//! `chdir` checks the target through the guest's filesystem, so the guest can only move to
+//! directories it can see.
 
 use std::rc::Rc;
 
@@ -9,7 +9,7 @@ use rquickjs::function::Opt;
 use rquickjs::{Array, Function, Object};
 
 use super::Host;
-use crate::realm::{self, JsCtx, JsValue};
+use crate::realm::{JsCtx, JsValue};
 
 pub(super) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'static>> {
     let p = Object::new(ctx.clone())?;
@@ -68,10 +68,16 @@ pub(super) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         Function::new(
             ctx.clone(),
             move |ctx: JsCtx, dir: String| -> rquickjs::Result<()> {
-                let target = super::path::resolve(&h.process.cwd.borrow(), &[dir.as_str()]);
-                if target != "/" {
-                    let msg = format!("ENOENT: no such file or directory, chdir '{dir}'");
-                    let e = realm::error_with_code(&ctx, &msg, "ENOENT")?;
+                let cwd = h.process.cwd.borrow().clone();
+                let target = super::path::resolve(&cwd, &[dir.as_str()]);
+                let st = h.vfs.borrow().stat(&cwd, &dir, true);
+                let err = match st {
+                    Ok(st) if st.mode & libc::S_IFMT == libc::S_IFDIR => None,
+                    Ok(_) => Some(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
+                    Err(e) => Some(e),
+                };
+                if let Some(err) = err {
+                    let e = super::io_error(&ctx, &err, "chdir", Some(&dir))?;
                     return Err(ctx.throw(e));
                 }
                 *h.process.cwd.borrow_mut() = target;
