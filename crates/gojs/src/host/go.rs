@@ -27,6 +27,17 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         "exited",
         rquickjs::object::Accessor::new_get(move || h.exit_code.get().is_some()).enumerable(),
     )?;
+    // `wasm_exec.js` keeps Go's values in `_values`; Go's own tests read its `length` to check
+    // that finalizers release ids. Ours live in Rust: report the table's size the same way.
+    go.prop(
+        "_values",
+        rquickjs::object::Accessor::new_get(|ctx: JsCtx| -> rquickjs::Result<Object<'static>> {
+            let len = reentry::with_active(|store| store.data().values.capacity()).unwrap_or(0);
+            let o = Object::new(ctx)?;
+            o.set("length", len)?;
+            Ok(o)
+        }),
+    )?;
     Ok(go)
 }
 
