@@ -323,10 +323,27 @@ impl Vfs {
 
     /// Where a guest path leads, refusing changes to read-only or virtual places.
     fn place_mut(&self, cwd: &str, path: &str) -> io::Result<(&Mount, PathBuf)> {
-        match self.place(cwd, path)? {
+        match self
+            .place(cwd, path)
+            .map_err(|e| self.denied_if_in_virtual(cwd, path, e))?
+        {
             Place::Mounted { mount, .. } if mount.read_only => Err(errno(libc::EACCES)),
             Place::Mounted { mount, rel } => Ok((mount, rel)),
             Place::Virtual(_) => Err(errno(libc::EACCES)),
+        }
+    }
+
+    /// Creating a name in a directory above the grants is `EACCES` (the directory exists but
+    /// can't be written), not `ENOENT`.
+    fn denied_if_in_virtual(&self, cwd: &str, path: &str, e: io::Error) -> io::Error {
+        let abs = resolve(cwd, &[path]);
+        let parent = abs
+            .rsplit_once('/')
+            .map_or("/", |(p, _)| if p.is_empty() { "/" } else { p });
+        if e.raw_os_error() == Some(libc::ENOENT) && self.children_of(parent).is_some() {
+            errno(libc::EACCES)
+        } else {
+            e
         }
     }
 
@@ -343,7 +360,13 @@ impl Vfs {
         if self.files.len() >= MAX_OPEN_FILES {
             return Err(errno(libc::EMFILE));
         }
-        let open = match self.place(cwd, path)? {
+        let place = self.place(cwd, path);
+        let place = if flags.create {
+            place.map_err(|e| self.denied_if_in_virtual(cwd, path, e))?
+        } else {
+            place?
+        };
+        let open = match place {
             Place::Virtual(_) if flags.mutates() => return Err(errno(libc::EACCES)),
             Place::Virtual(_) => Open::Virtual,
             Place::Mounted { mount, .. } if mount.read_only && flags.mutates() => {
@@ -670,8 +693,8 @@ impl Vfs {
                 rustix::fs::chownat(
                     &f,
                     "",
-                    uid.map(|u| rustix::fs::Uid::from_raw(u)),
-                    gid.map(|g| rustix::fs::Gid::from_raw(g)),
+                    uid.map(rustix::fs::Uid::from_raw),
+                    gid.map(rustix::fs::Gid::from_raw),
                     rustix::fs::AtFlags::EMPTY_PATH,
                 )
                 .map_err(io::Error::from)

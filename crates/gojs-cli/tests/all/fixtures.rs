@@ -19,7 +19,7 @@ macro_rules! fixtures {
 }
 
 fixtures! {
-    bigargs, bytes, callback_panic, callbacks, calls, cpu, deadlock, deep_callbacks, env, exit_in_callback, exitcode, greeter,
+    bigargs, bytes, callback_panic, callbacks, calls, cpu, deadlock, deep_callbacks, env, exit_in_callback, exitcode, fs, fsprobe, greeter,
     goroutines, hello, host_globals, panic, process, realm, refcount_soak, stdin, strings, timers, trap, unhandled_rejection, values,
 }
 

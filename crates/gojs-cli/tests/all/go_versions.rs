@@ -14,16 +14,16 @@ const PORTABLE: &[&str] = &[
     "exitcode",
     "deadlock",
     "realm",
+    "fs",
 ];
 
 fn check(go: &Go, compare_with_node: bool) {
     for name in PORTABLE {
         let wasm = go.build(name);
-        let inv = Invocation::of(name);
-        assert_golden(name, &run_gojs(&wasm, &inv));
+        assert_golden(name, &run_gojs(&wasm, &Invocation::of(name)));
         if compare_with_node {
-            let ours = run_gojs_like_node(&wasm, &inv);
-            let node = run_node(go, &wasm, &inv);
+            let ours = run_gojs_like_node(&wasm, &Invocation::of(name));
+            let node = run_node(go, &wasm, &Invocation::of(name));
             let mask = crate::node::mask_heap_addresses;
             assert_eq!(
                 (ours.stdout(), mask(&ours.stderr()), ours.code),

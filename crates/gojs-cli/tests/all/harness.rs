@@ -176,6 +176,9 @@ pub struct Invocation {
     pub args: Vec<String>,
     pub stdin: Vec<u8>,
     pub env: Option<Vec<(String, String)>>,
+    /// A fresh scratch directory, passed as the last argument and granted read-write to gojs
+    /// (fixtures with a `scratch` file).
+    pub scratch: Option<PathBuf>,
 }
 
 impl Invocation {
@@ -186,8 +189,17 @@ impl Invocation {
             let text = text.strip_suffix('\n').unwrap_or(&text);
             Some(text.split('\n').map(str::to_string).collect())
         };
+        let scratch = dir
+            .join("scratch")
+            .exists()
+            .then(|| fresh_scratch_dir(name));
+        let mut args = lines("args").unwrap_or_default();
+        if let Some(s) = &scratch {
+            args.push(s.to_string_lossy().into_owned());
+        }
         Invocation {
-            args: lines("args").unwrap_or_default(),
+            scratch,
+            args,
             stdin: std::fs::read(dir.join("stdin")).unwrap_or_default(),
             env: lines("env").map(|l| {
                 l.into_iter()
@@ -200,6 +212,20 @@ impl Invocation {
             }),
         }
     }
+}
+
+/// A new empty directory under `target/tmp/scratch`, unique to this process and call.
+pub fn fresh_scratch_dir(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = repo()
+        .join("target/tmp/scratch")
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Canonical, so the guest path gojs grants equals what Go's Getwd reports.
+    dir.canonicalize().unwrap()
 }
 
 pub fn gojs() -> PathBuf {
@@ -221,6 +247,9 @@ pub fn run_gojs_like_node(wasm: &Path, inv: &Invocation) -> Outcome {
 fn run_gojs_with(wasm: &Path, inv: &Invocation, extra: &[String]) -> Outcome {
     let mut cmd = Command::new(gojs());
     cmd.arg("run").args(extra);
+    if let Some(dir) = &inv.scratch {
+        cmd.arg(format!("--dir={}", dir.display()));
+    }
     for (k, v) in inv.env.iter().flatten() {
         cmd.arg(format!("--env={k}={v}"));
     }

@@ -5,6 +5,7 @@
 mod bad_input;
 mod fixtures;
 mod go_versions;
+mod grants;
 mod harness;
 mod library;
 mod node;

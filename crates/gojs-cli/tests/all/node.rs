@@ -20,8 +20,9 @@ const NOT_COMPARABLE: &[(&str, &str)] = &[
     ),
 ];
 
-/// Fixtures Node cannot run at all (see each fixture's `node-differs`).
-const NODE_CANNOT_RUN: &[&str] = &["deep_callbacks"];
+/// Fixtures Node cannot run at all, or that show gojs's own access model (see each fixture's
+/// `node-differs`).
+const NODE_CANNOT_RUN: &[&str] = &["deep_callbacks", "fsprobe"];
 
 fn differential(name: &str) {
     if NODE_CANNOT_RUN.contains(&name) {
@@ -29,9 +30,9 @@ fn differential(name: &str) {
     }
     let go = Go::path();
     let wasm = go.build(name);
-    let inv = Invocation::of(name);
-    let node = run_node(&go, &wasm, &inv);
-    let ours = run_gojs_like_node(&wasm, &inv);
+    // Separate invocations: each gets its own scratch directory, if the fixture uses one.
+    let node = run_node(&go, &wasm, &Invocation::of(name));
+    let ours = run_gojs_like_node(&wasm, &Invocation::of(name));
     if let Some((_, why)) = NOT_COMPARABLE.iter().find(|(n, _)| *n == name) {
         assert_eq!(ours.code, node.code, "{name}: exit codes differ ({why})");
         assert_eq!(ours.stdout(), node.stdout(), "{name}: stdout differs");

@@ -1,0 +1,205 @@
+//! The filesystem access model: what a guest reaches through `--dir`/`--ro-dir` grants, and
+//! that nothing outside them is reachable by `..`, absolute paths or symlinks.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{Go, fresh_scratch_dir, gojs, run};
+
+/// Run `fsprobe` with `flags` from the host directory `cwd`; its output lines.
+fn probe(cwd: &Path, flags: &[String], ops: &[&str]) -> Vec<String> {
+    let wasm = Go::path().build("fsprobe");
+    let mut cmd = Command::new(gojs());
+    cmd.current_dir(cwd)
+        .arg("run")
+        .args(flags)
+        .arg(&wasm)
+        .args(ops);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, Some(0), "fsprobe failed: {}", out.stderr());
+    out.stdout().lines().map(String::from).collect()
+}
+
+fn assert_probe(cwd: &Path, flags: &[String], want: &[(&str, &str)]) {
+    let ops: Vec<&str> = want.iter().map(|(op, _)| *op).collect();
+    let got = probe(cwd, flags, &ops);
+    let want: Vec<String> = want.iter().map(|(op, r)| format!("{op} -> {r}")).collect();
+    assert_eq!(got, want);
+}
+
+/// host layout: rw/ (→ /data), ro/ (→ /ro, read-only), other/ (→ /other), secret.txt (not granted).
+fn layout() -> (std::path::PathBuf, Vec<String>) {
+    let root = fresh_scratch_dir("grants");
+    for d in ["rw/sub", "ro", "other"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("rw/file.txt"), "data").unwrap();
+    std::fs::write(root.join("ro/r.txt"), "readonly").unwrap();
+    std::fs::write(root.join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("rw/abs")).unwrap();
+    std::os::unix::fs::symlink("../ro", root.join("rw/up")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", root.join("rw/leak")).unwrap();
+    std::os::unix::fs::symlink("file.txt", root.join("rw/inner")).unwrap();
+    let flags = vec![
+        format!("--dir={}::/data", root.join("rw").display()),
+        format!("--ro-dir={}::/ro", root.join("ro").display()),
+        format!("--dir={}::/other", root.join("other").display()),
+    ];
+    (root, flags)
+}
+
+#[test]
+fn grants_show_only_granted_directories() {
+    let (root, flags) = layout();
+    let secret = root.join("secret.txt");
+    let secret_op = format!("read:{}", secret.display());
+    assert_probe(
+        &root,
+        &flags,
+        &[
+            // The host cwd (root) isn't inside a grant, so the guest starts at `/`.
+            ("getwd", "/ ok"),
+            ("ls:/", "[data other ro] ok"),
+            ("stat:/data", "dir=true ok"),
+            ("read:/data/file.txt", "\"data\" ok"),
+            ("read:/data/inner", "\"data\" ok"),
+            ("read:/ro/r.txt", "\"readonly\" ok"),
+            (&secret_op, "\"\" ENOENT"),
+            ("read:/etc/passwd", "\"\" ENOENT"),
+            ("ls:/data/sub", "[] ok"),
+            ("cd:/data/sub", "ok"),
+            ("read:../file.txt", "\"data\" ok"),
+            ("cd:/ro/r.txt", "ENOTDIR"),
+        ],
+    );
+}
+
+#[test]
+fn escapes_by_dotdot_absolute_paths_and_symlinks_are_refused() {
+    let (root, flags) = layout();
+    assert_probe(
+        &root,
+        &flags,
+        &[
+            // `..` is resolved in the guest's namespace: above /data is `/`, not the host's root.
+            ("read:/data/../secret.txt", "\"\" ENOENT"),
+            ("read:/data/sub/../../secret.txt", "\"\" ENOENT"),
+            ("read:/../../../../etc/passwd", "\"\" ENOENT"),
+            // Symlinks out of the grant, absolute or relative, are refused.
+            ("read:/data/abs/passwd", "\"\" EACCES"),
+            ("ls:/data/abs", "[] EACCES"),
+            ("read:/data/leak", "\"\" EACCES"),
+            ("read:/data/up/r.txt", "\"\" EACCES"),
+            ("write:/data/leak", "EACCES"),
+            // A symlink the guest makes can't be followed out either.
+            ("symlink:/etc/passwd:/data/evil", "ok"),
+            ("read:/data/evil", "\"\" EACCES"),
+            ("symlink:../../secret.txt:/data/evil2", "ok"),
+            ("read:/data/evil2", "\"\" EACCES"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("secret.txt")).unwrap(),
+        "secret"
+    );
+}
+
+#[test]
+fn read_only_grants_refuse_every_change() {
+    let (root, flags) = layout();
+    assert_probe(
+        &root,
+        &flags,
+        &[
+            ("read:/ro/r.txt", "\"readonly\" ok"),
+            ("write:/ro/r.txt", "EACCES"),
+            ("write:/ro/new", "EACCES"),
+            ("append:/ro/r.txt", "EACCES"),
+            ("mkdir:/ro/d", "EACCES"),
+            ("rm:/ro/r.txt", "EACCES"),
+            ("chmod:/ro/r.txt", "EACCES"),
+            ("mv:/ro/r.txt:/ro/s.txt", "EACCES"),
+            ("symlink:r.txt:/ro/l", "EACCES"),
+            // Nor can anything be created above the grants.
+            ("write:/new", "EACCES"),
+            ("mkdir:/data", "EEXIST"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("ro/r.txt")).unwrap(),
+        "readonly"
+    );
+    assert_eq!(std::fs::read_dir(root.join("ro")).unwrap().count(), 1);
+}
+
+#[test]
+fn read_write_grants_allow_changes_within_one_grant() {
+    let (root, flags) = layout();
+    assert_probe(
+        &root,
+        &flags,
+        &[
+            ("write:/data/new", "ok"),
+            ("read:/data/new", "\"written\" ok"),
+            ("mkdir:/data/d", "ok"),
+            ("mv:/data/new:/data/d/new", "ok"),
+            ("ln:/data/d/new:/data/hard", "ok"),
+            // Across grants a rename or link is a cross-device one.
+            ("mv:/data/hard:/other/hard", "EXDEV"),
+            ("ln:/data/hard:/other/hard", "EXDEV"),
+            ("rm:/data/hard", "ok"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("rw/d/new")).unwrap(),
+        "written"
+    );
+    assert!(!root.join("rw/hard").exists());
+}
+
+#[test]
+fn cwd_starts_at_the_host_cwd_inside_a_grant() {
+    let (root, flags) = layout();
+    assert_probe(
+        &root.join("rw/sub"),
+        &flags,
+        &[
+            ("getwd", "/data/sub ok"),
+            ("read:../file.txt", "\"data\" ok"),
+        ],
+    );
+    // The default guest path is the host path itself.
+    let same = vec![format!("--ro-dir={}", root.join("ro").display())];
+    let want = format!("{} ok", root.join("ro").display());
+    assert_probe(
+        &root.join("ro"),
+        &same,
+        &[("getwd", &want), ("read:r.txt", "\"readonly\" ok")],
+    );
+}
+
+#[test]
+fn bad_grants_are_clean_cli_errors() {
+    let root = fresh_scratch_dir("badgrant");
+    let wasm = Go::path().build("fsprobe");
+    for (flag, msg) in [
+        (
+            format!("--dir={}", root.join("missing").display()),
+            "cannot grant",
+        ),
+        (
+            format!("--dir={}::relative", root.display()),
+            "must be absolute",
+        ),
+    ] {
+        let mut cmd = Command::new(gojs());
+        cmd.arg("run").arg(&flag).arg(&wasm);
+        let out = run(cmd, b"");
+        assert_eq!(out.code, Some(2), "{flag}");
+        assert!(
+            out.stderr().starts_with("gojs: ") && out.stderr().contains(msg),
+            "{}",
+            out.stderr()
+        );
+    }
+}
