@@ -216,7 +216,13 @@ impl Guest {
         });
         let js = JsEngine::new()?;
         let ctx = js.ctx();
+        let inherited = [
+            matches!(config.stdin, Input::Inherit),
+            matches!(config.stdout, Output::Inherit),
+            matches!(config.stderr, Output::Inherit),
+        ];
         let host = Rc::new(Host {
+            stdio_inherited: inherited,
             stdin: RefCell::new(reader(config.stdin)),
             stdout: RefCell::new(writer(config.stdout, 1)),
             stderr: RefCell::new(writer(config.stderr, 2)),

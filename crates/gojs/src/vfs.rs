@@ -208,6 +208,26 @@ fn cap_stat(m: &cap_std::fs::Metadata) -> Stat {
     stat_from!(m)
 }
 
+/// `fstat` of a host descriptor (the host's own stdio).
+pub(crate) fn fstat_host(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Stat> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        nlink: st.st_nlink,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev,
+        size: st.st_size as u64,
+        blksize: st.st_blksize as u64,
+        blocks: st.st_blocks as u64,
+        atime_ms: ms(st.st_atime, st.st_atime_nsec as i64),
+        mtime_ms: ms(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime_ms: ms(st.st_ctime, st.st_ctime_nsec as i64),
+    })
+}
+
 fn virtual_stat() -> Stat {
     Stat {
         mode: libc::S_IFDIR | 0o555,

@@ -65,7 +65,7 @@ const METHODS: &[(&str, Body)] = &[
     ("fstat", |h, ctx, a| {
         let fd = int(a, 0);
         let st = match fd {
-            0..=2 => stdio_stat(fd),
+            0..=2 => stdio_stat(h, fd),
             _ => h.vfs.borrow().fstat(fd as i32),
         };
         stats(h, ctx, st.map_err(|e| io_err(ctx, e, "fstat", None))?)
@@ -436,8 +436,15 @@ fn open(h: &Host, ctx: &JsCtx, a: &[JsValue]) -> Result<JsValue, JsValue> {
     Ok(Value::new_int(ctx.clone(), fd))
 }
 
-/// `fstat` of stdin/stdout/stderr: the host's own descriptors when inherited, else a pipe.
-fn stdio_stat(fd: i64) -> std::io::Result<Stat> {
+/// `fstat` of stdin/stdout/stderr: the host's own descriptors when inherited (so Go can tell a
+/// terminal from a pipe), else a pipe.
+fn stdio_stat(h: &Host, fd: i64) -> std::io::Result<Stat> {
+    if h.stdio_inherited[fd as usize] {
+        // SAFETY: fds 0-2 belong to the host process for its whole life; if one was closed,
+        // fstat reports EBADF.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
+        return crate::vfs::fstat_host(fd);
+    }
     Ok(Stat {
         mode: libc::S_IFIFO | 0o600,
         nlink: 1,

@@ -70,6 +70,8 @@ pub(crate) struct ProcessState {
 
 /// State shared by the imports, the host globals and the event loop. Lives on the guest thread.
 pub(crate) struct Host {
+    /// Which of fds 0–2 are the host process's own (their `fstat` is the host's).
+    pub stdio_inherited: [bool; 3],
     pub stdin: RefCell<Box<dyn Read>>,
     pub stdout: RefCell<Box<dyn Write>>,
     pub stderr: RefCell<Box<dyn Write>>,
