@@ -26,6 +26,67 @@ pub fn run(module: &Path, options: RunOptions) -> i32 {
 }
 
 fn try_run(module: &Path, options: RunOptions) -> Result<i32, gojs::Error> {
+    let (module, config) = prepare(module, options)?;
+    module.run(config)
+}
+
+/// `gojs call`: run until idle, call `name` with JSON `args`, print the result as JSON.
+/// Returns the process exit code.
+pub fn call(module: &Path, options: RunOptions, name: &str, args: &[String]) -> i32 {
+    let mut values = Vec::with_capacity(args.len());
+    for a in args {
+        match serde_json::from_str::<serde_json::Value>(a) {
+            Ok(v) => values.push(gojs::Value::from(v)),
+            Err(e) => {
+                eprintln!("gojs: argument {a:?} is not JSON: {e}");
+                return 2;
+            }
+        }
+    }
+    let outcome = prepare(module, options).and_then(|(module, config)| {
+        let running = module.spawn(config)?;
+        let result = running.handle().call::<gojs::Value>(name, values);
+        Ok((running, result))
+    });
+    match outcome {
+        Ok((_, Ok(v))) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", v.to_json());
+            let _ = out.flush();
+            0
+        }
+        Ok((running, Err(e))) => {
+            eprintln!("gojs: {name}: {e}");
+            if let gojs::Error::Exited { code: None, .. } = e {
+                // Go ended before it was idle: report how (its exit code, or a trap).
+                return match running.wait() {
+                    Ok(c) if c != 0 => c,
+                    Ok(_) => 1,
+                    Err(e) => {
+                        eprintln!("gojs: {e}");
+                        1
+                    }
+                };
+            }
+            // The process exits next: don't let Go be told it is deadlocked meanwhile.
+            std::mem::forget(running);
+            match e {
+                gojs::Error::Exited { code: Some(c), .. } if c != 0 => c,
+                _ => 1,
+            }
+        }
+        Err(e) => {
+            eprintln!("gojs: {e}");
+            1
+        }
+    }
+}
+
+fn prepare(
+    module: &Path,
+    options: RunOptions,
+) -> Result<(gojs::Module, gojs::Config), gojs::Error> {
     let engine = if options.no_cache {
         gojs::Engine::without_cache()?
     } else {
@@ -48,7 +109,7 @@ fn try_run(module: &Path, options: RunOptions) -> Result<i32, gojs::Error> {
     for g in options.grants {
         config = config.grant(g);
     }
-    module.run(config)
+    Ok((module, config))
 }
 
 /// Set the process umask to 0 and return what it was.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Run Go programs compiled with GOOS=js GOARCH=wasm natively (no Node needed).
 #[derive(Parser)]
@@ -11,6 +11,30 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What the guest may reach. Nothing of the host is granted unless asked for.
+#[derive(Args)]
+struct Access {
+    /// Set an environment variable for the guest: NAME=VALUE, or NAME to copy it from the host.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Pass the host's whole environment to the guest.
+    #[arg(long)]
+    inherit_env: bool,
+    /// Grant a host directory read-write, at GUEST in the guest (default: the same path).
+    /// Paths can't leave it: `..`, absolute paths and symlinks out of it are refused.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// Grant a host directory read-only, at GUEST in the guest (default: the same path).
+    #[arg(long = "ro-dir", value_name = "HOST[::GUEST]")]
+    ro_dirs: Vec<String>,
+    /// Grant the host's whole filesystem and environment, like Node.
+    #[arg(long)]
+    allow_all: bool,
+    /// Compile the module from scratch instead of using the compile cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -24,30 +48,32 @@ enum Command {
     /// directory, else `/`. stdin, stdout and stderr are the terminal's.
     #[command(trailing_var_arg = true)]
     Run {
-        /// Set an environment variable for the guest: NAME=VALUE, or NAME to copy it from the host.
-        #[arg(long = "env", value_name = "NAME[=VALUE]")]
-        env: Vec<String>,
-        /// Pass the host's whole environment to the guest.
-        #[arg(long)]
-        inherit_env: bool,
-        /// Grant a host directory read-write, at GUEST in the guest (default: the same path).
-        /// Paths can't leave it: `..`, absolute paths and symlinks out of it are refused.
-        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-        dirs: Vec<String>,
-        /// Grant a host directory read-only, at GUEST in the guest (default: the same path).
-        #[arg(long = "ro-dir", value_name = "HOST[::GUEST]")]
-        ro_dirs: Vec<String>,
-        /// Grant the host's whole filesystem and environment, like Node.
-        #[arg(long)]
-        allow_all: bool,
-        /// Compile the module from scratch instead of using the compile cache.
-        #[arg(long)]
-        no_cache: bool,
+        #[command(flatten)]
+        access: Access,
         /// The Go program, built with GOOS=js GOARCH=wasm.
         #[arg(value_name = "MODULE.wasm")]
         module: PathBuf,
         /// Arguments for the program (os.Args[1:]).
         #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run MODULE.wasm until Go is idle, call the function NAME it published, print the result.
+    ///
+    /// NAME is a global JS function Go set (`js.Global().Set(NAME, js.FuncOf(...))`) or, if
+    /// there is none, a `//go:wasmexport` function. Each ARG is JSON (`'"gopher"'`, `42`,
+    /// `'{"a":1}'`). The result is printed as JSON on its own line after anything Go printed,
+    /// and gojs exits 0. A Go panic or JS exception prints its message and exits non-zero (Go's
+    /// exit code if Go exited). Access flags are as for `gojs run`.
+    Call {
+        #[command(flatten)]
+        access: Access,
+        /// The Go program, built with GOOS=js GOARCH=wasm.
+        #[arg(value_name = "MODULE.wasm")]
+        module: PathBuf,
+        /// The function to call.
+        name: String,
+        /// Arguments, each a JSON value.
+        #[arg(allow_hyphen_values = true, value_name = "ARG")]
         args: Vec<String>,
     },
 }
@@ -56,55 +82,71 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run {
-            env,
-            inherit_env,
-            dirs,
-            ro_dirs,
-            allow_all,
-            no_cache,
+            access,
             module,
             args,
         } => {
-            let mut vars: Vec<(String, String)> = Vec::new();
-            let mut grants = Vec::new();
-            if allow_all {
-                grants.push(gojs::Grant::host_filesystem());
-            }
-            let specs = dirs.iter().map(|d| (d, false));
-            for (spec, read_only) in specs.chain(ro_dirs.iter().map(|d| (d, true))) {
-                match gojs_cli::parse_grant(spec, read_only) {
-                    Ok(g) => grants.push(g),
-                    Err(e) => {
-                        eprintln!("gojs: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            if inherit_env || allow_all {
-                vars.extend(std::env::vars());
-            }
-            for e in env {
-                match e.split_once('=') {
-                    Some((k, v)) => vars.push((k.to_string(), v.to_string())),
-                    None => {
-                        if let Ok(v) = std::env::var(&e) {
-                            vars.push((e, v));
-                        }
-                    }
-                }
-            }
             let mut argv = vec![module.to_string_lossy().into_owned()];
             argv.extend(args);
-            let options = gojs_cli::RunOptions {
-                args: argv,
-                env: vars,
-                argv0: "gojs".into(),
-                no_cache,
-                grants,
+            let options = match options(access, argv) {
+                Ok(o) => o,
+                Err(code) => return code,
             };
             exit(gojs_cli::run(&module, options))
         }
+        Command::Call {
+            access,
+            module,
+            name,
+            args,
+        } => {
+            let argv = vec![module.to_string_lossy().into_owned()];
+            let options = match options(access, argv) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
+            exit(gojs_cli::call(&module, options, &name, &args))
+        }
     }
+}
+
+/// Turn the access flags into run options (a bad grant is a usage error, exit 2).
+fn options(access: Access, args: Vec<String>) -> Result<gojs_cli::RunOptions, ExitCode> {
+    let mut grants = Vec::new();
+    if access.allow_all {
+        grants.push(gojs::Grant::host_filesystem());
+    }
+    let rw = access.dirs.iter().map(|d| (d, false));
+    for (spec, read_only) in rw.chain(access.ro_dirs.iter().map(|d| (d, true))) {
+        match gojs_cli::parse_grant(spec, read_only) {
+            Ok(g) => grants.push(g),
+            Err(e) => {
+                eprintln!("gojs: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    let mut vars: Vec<(String, String)> = Vec::new();
+    if access.inherit_env || access.allow_all {
+        vars.extend(std::env::vars());
+    }
+    for e in access.env {
+        match e.split_once('=') {
+            Some((k, v)) => vars.push((k.to_string(), v.to_string())),
+            None => {
+                if let Ok(v) = std::env::var(&e) {
+                    vars.push((e, v));
+                }
+            }
+        }
+    }
+    Ok(gojs_cli::RunOptions {
+        args,
+        env: vars,
+        argv0: "gojs".into(),
+        no_cache: access.no_cache,
+        grants,
+    })
 }
 
 fn exit(code: i32) -> ExitCode {

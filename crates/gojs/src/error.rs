@@ -33,9 +33,19 @@ pub enum Error {
     /// JavaScript run by the host (e.g. [`crate::Handle::eval_json`]) threw this exception.
     #[error("{0}")]
     JsException(String),
-    /// The Go program has exited, so it can't take the request.
-    #[error("Go program has already exited")]
-    Exited,
+    /// The Go program exited before or during the request. `code` is its exit code when known;
+    /// `panic` the message of the Go panic that ended it, if one did.
+    #[error("{}", exited_message(*code, panic.as_deref()))]
+    Exited {
+        code: Option<i32>,
+        panic: Option<String>,
+    },
+    /// No global JS function and no wasm export has this name.
+    #[error("{0} is not a function Go published (no global function or wasm export of that name)")]
+    NoSuchFunction(String),
+    /// A value had the wrong type for the Rust side of a call.
+    #[error("{0}")]
+    Conversion(#[from] crate::ConversionError),
     /// Setting up the engine or the JS realm failed.
     #[error("{0}")]
     Host(String),
@@ -44,5 +54,13 @@ pub enum Error {
 impl From<rquickjs::Error> for Error {
     fn from(e: rquickjs::Error) -> Self {
         Error::Host(format!("JS realm: {e}"))
+    }
+}
+
+fn exited_message(code: Option<i32>, panic: Option<&str>) -> String {
+    match (code, panic) {
+        (_, Some(p)) => format!("Go program panicked: {p}"),
+        (Some(c), None) => format!("Go program exited with code {c}"),
+        (None, None) => "Go program has already exited".into(),
     }
 }

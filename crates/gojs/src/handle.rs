@@ -98,6 +98,51 @@ impl Handle {
         self.request(true, move |guest| guest.eval_json(&source))
     }
 
+    /// Once Go is idle, call the global function `name` that Go published
+    /// (`js.Global().Set(name, js.FuncOf(…))`) — or, if there is none, the `//go:wasmexport`
+    /// function `name` — with `args`, and convert its result to `R`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), gojs::Error> {
+    /// # let engine = gojs::Engine::new()?;
+    /// # let module = gojs::Module::from_file(&engine, "greeter.wasm")?;
+    /// let running = module.spawn(gojs::Config::new())?;
+    /// let name: String = running.handle().call("greeter", ("gopher",))?;
+    /// let sum: i32 = running.handle().call("add", (40, 2))?; // a //go:wasmexport function
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoSuchFunction`] if Go published nothing of that name, [`Error::JsException`]
+    /// if the function throws, [`Error::Conversion`] if the result isn't an `R` (or an
+    /// export's arguments aren't numbers), [`Error::Exited`] — with the panic message when a Go
+    /// panic ended the program — if Go exited before or during the call.
+    pub fn call<R: crate::FromValue>(
+        &self,
+        name: &str,
+        args: impl crate::IntoArgs,
+    ) -> Result<R, Error> {
+        let name = name.to_string();
+        let args = args.into_args();
+        let v = self.request(true, move |guest| guest.call(&name, args))?;
+        Ok(R::from_value(v)?)
+    }
+
+    /// Like [`Handle::call`], but only `//go:wasmexport` functions (Go 1.24+).
+    ///
+    /// # Errors
+    /// As [`Handle::call`].
+    pub fn call_export<R: crate::FromValue>(
+        &self,
+        name: &str,
+        args: impl crate::IntoArgs,
+    ) -> Result<R, Error> {
+        let name = name.to_string();
+        let args = args.into_args();
+        let v = self.request(true, move |guest| guest.call_export(&name, args))?;
+        Ok(R::from_value(v)?)
+    }
+
     /// Post `f` to run on the loop thread and wait for its answer.
     fn request<R: Send + 'static>(
         &self,
@@ -113,7 +158,11 @@ impl Handle {
                 Ok(())
             }),
         };
-        self.tx.send(task).map_err(|_| Error::Exited)?;
-        answer.recv().unwrap_or(Err(Error::Exited))
+        let gone = || Error::Exited {
+            code: None,
+            panic: None,
+        };
+        self.tx.send(task).map_err(|_| gone())?;
+        answer.recv().unwrap_or_else(|_| Err(gone()))
     }
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub(crate) grants: Vec<crate::vfs::Grant>,
     pub(crate) cwd: Option<String>,
     pub(crate) umask: Option<u32>,
+    pub(crate) funcs: Vec<(String, crate::convert::DynHostFn)>,
+    pub(crate) globals: Vec<(String, crate::Value)>,
 }
 
 impl Default for Config {
@@ -64,6 +66,8 @@ impl Default for Config {
             grants: Vec::new(),
             cwd: None,
             umask: None,
+            funcs: Vec::new(),
+            globals: Vec::new(),
         }
     }
 }
@@ -130,11 +134,80 @@ impl Config {
         self.umask = Some(mask & 0o777);
         self
     }
+    /// Define a global JS function `name` (Go: `js.Global().Call(name, …)`) backed by a Rust
+    /// closure. Arguments convert with [`FromValue`](crate::FromValue) — a wrong type throws a
+    /// `TypeError` naming the argument — and the result with [`IntoValue`](crate::IntoValue); a
+    /// closure returning `Err(e)` throws an `Error` whose message is `e`'s, which Go sees as a
+    /// `js.Error`.
+    ///
+    /// ```
+    /// let config = gojs::Config::new()
+    ///     .func("add", |a: f64, b: f64| a + b)
+    ///     .func("checked", |n: i32| -> Result<i32, String> {
+    ///         if n < 0 { Err(format!("{n} is negative")) } else { Ok(n) }
+    ///     });
+    /// ```
+    pub fn func<Args>(mut self, name: impl Into<String>, f: impl crate::HostFn<Args>) -> Self {
+        self.funcs.push((name.into(), f.into_dyn()));
+        self
+    }
+    /// Define a global JS value `name` (a copy of `value`) before Go starts.
+    ///
+    /// ```
+    /// let config = gojs::Config::new().global("settings", gojs::Json(vec![1, 2, 3]));
+    /// ```
+    pub fn global(mut self, name: impl Into<String>, value: impl crate::IntoValue) -> Self {
+        self.globals.push((name.into(), value.into_value()));
+        self
+    }
     /// Set `process.argv0` (Go's net/http disables `fetch` when it starts with "node").
     pub fn argv0(mut self, argv0: impl Into<String>) -> Self {
         self.argv0 = argv0.into();
         self
     }
+}
+
+/// Define the embedder's global functions and values.
+fn install_extras(
+    ctx: &JsCtx,
+    funcs: Vec<(String, crate::convert::DynHostFn)>,
+    globals: Vec<(String, crate::Value)>,
+) -> rquickjs::Result<()> {
+    let g = ctx.globals();
+    for (name, value) in globals {
+        g.set(name.as_str(), realm::to_js(ctx, &value)?)?;
+    }
+    for (name, f) in funcs {
+        let f = std::sync::Arc::new(f);
+        let label = name.clone();
+        let js = rquickjs::Function::new(
+            ctx.clone(),
+            move |ctx: JsCtx,
+                  args: rquickjs::function::Rest<JsValue>|
+                  -> rquickjs::Result<JsValue> {
+                let mut values = Vec::with_capacity(args.0.len());
+                for (i, a) in args.0.iter().enumerate() {
+                    match realm::from_js(a) {
+                        Ok(v) => values.push(v),
+                        Err(e) => {
+                            let msg = format!("{label}: argument {}: {e}", i + 1);
+                            return Err(rquickjs::Exception::throw_type(&ctx, &msg));
+                        }
+                    }
+                }
+                match f(values) {
+                    Ok(v) => realm::to_js(&ctx, &v),
+                    Err(msg) if msg.starts_with("argument ") => Err(
+                        rquickjs::Exception::throw_type(&ctx, &format!("{label}: {msg}")),
+                    ),
+                    Err(msg) => Err(rquickjs::Exception::throw_message(&ctx, &msg)),
+                }
+            },
+        )?
+        .with_name(name.as_str())?;
+        g.set(name.as_str(), js)?;
+    }
+    Ok(())
 }
 
 fn writer(o: Output, fd: i32) -> Box<dyn Write> {
@@ -158,6 +231,7 @@ fn reader(i: Input) -> Box<dyn Read> {
 #[derive(Clone)]
 pub(crate) struct GuestExports {
     pub mem: Memory,
+    pub instance: wasmtime::Instance,
     pub run: TypedFunc<(i32, i32), ()>,
     pub resume: TypedFunc<(), ()>,
     pub getsp: TypedFunc<(), i32>,
@@ -222,6 +296,7 @@ impl Guest {
             matches!(config.stderr, Output::Inherit),
         ];
         let host = Rc::new(Host {
+            stderr_tail: RefCell::default(),
             stdio_inherited: inherited,
             stdin: RefCell::new(reader(config.stdin)),
             stdout: RefCell::new(writer(config.stdout, 1)),
@@ -251,6 +326,7 @@ impl Guest {
             }
         });
         host::install(&ctx, &host)?;
+        install_extras(&ctx, config.funcs, config.globals)?;
         let go = host::go::object(&ctx, &host)?;
         *host.go.borrow_mut() = Some(go.clone());
         let presets = [
@@ -281,6 +357,7 @@ impl Guest {
         let exports = (|| -> wasmtime::Result<GuestExports> {
             let s = &mut guest.store;
             Ok(GuestExports {
+                instance,
                 mem: instance
                     .get_memory(&mut *s, "mem")
                     .ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
@@ -418,7 +495,7 @@ impl Guest {
     /// The outer `Err` is fatal to the instance; the inner one is the caller's.
     pub fn eval_json(&mut self, source: &str) -> Result<Result<String, Error>, Error> {
         if self.exit_code().is_some() {
-            return Ok(Err(Error::Exited));
+            return Ok(Err(self.exited()));
         }
         let outcome = self.run_js(|ctx| -> Result<String, JsValue> {
             let caught = |_| ctx.catch();
@@ -434,9 +511,126 @@ impl Guest {
         });
         self.settle(Ok(()))?;
         if self.exit_code().is_some() {
-            return Ok(Err(Error::Exited));
+            return Ok(Err(self.exited()));
         }
         Ok(outcome.map_err(|e| Error::JsException(realm::describe_error(&e))))
+    }
+
+    /// The error for a request Go's exit cut short.
+    pub fn exited(&self) -> Error {
+        Error::Exited {
+            code: self.exit_code(),
+            panic: self.host.panic_message(),
+        }
+    }
+
+    /// Call the global JS function `name` (or else the wasm export `name`) with `args`.
+    /// The outer `Err` is fatal to the instance; the inner one is the caller's.
+    pub fn call(
+        &mut self,
+        name: &str,
+        args: Vec<crate::Value>,
+    ) -> Result<Result<crate::Value, Error>, Error> {
+        if self.exit_code().is_some() {
+            return Ok(Err(self.exited()));
+        }
+        let ctx = self.store.data().ctx.clone();
+        let f: JsValue = ctx.globals().get(name).unwrap_or_else(|_| {
+            let _ = ctx.catch();
+            Value::new_undefined(ctx.clone())
+        });
+        if !f.is_function() {
+            return self.call_export(name, args);
+        }
+        let outcome = self.run_js(|ctx| -> Result<crate::Value, Error> {
+            let mut js_args = Vec::with_capacity(args.len());
+            for a in &args {
+                js_args.push(realm::to_js(ctx, a).map_err(|e| Error::Host(e.to_string()))?);
+            }
+            let r = realm::call(&f, Value::new_undefined(ctx.clone()), js_args)
+                .map_err(|e| Error::JsException(realm::describe_error(&e)))?;
+            realm::from_js(&r).map_err(Error::Host)
+        });
+        self.settle(Ok(()))?;
+        self.drain_microtasks()?;
+        if self.exit_code().is_some() {
+            return Ok(Err(self.exited()));
+        }
+        Ok(outcome)
+    }
+
+    /// Call a `//go:wasmexport` function with numbers (or booleans) for its parameters.
+    pub fn call_export(
+        &mut self,
+        name: &str,
+        args: Vec<crate::Value>,
+    ) -> Result<Result<crate::Value, Error>, Error> {
+        use wasmtime::{Val, ValType};
+        if self.exit_code().is_some() {
+            return Ok(Err(self.exited()));
+        }
+        let g = self
+            .store
+            .data()
+            .guest()
+            .map_err(|e| Error::Host(e.to_string()))?;
+        // The runtime's own entry points are not the embedder's to call.
+        let internal = ["run", "resume", "getsp"].contains(&name);
+        let Some(func) = g
+            .instance
+            .get_func(&mut self.store, name)
+            .filter(|_| !internal)
+        else {
+            return Ok(Err(Error::NoSuchFunction(name.to_string())));
+        };
+        let ty = func.ty(&self.store);
+        if ty.params().len() != args.len() {
+            return Ok(Err(Error::Conversion(crate::ConversionError {
+                expected: format!("{} arguments for {name}", ty.params().len()),
+                got: format!("{}", args.len()),
+            })));
+        }
+        let mut params = Vec::with_capacity(args.len());
+        for (i, (p, a)) in ty.params().zip(args).enumerate() {
+            let n = match a {
+                crate::Value::Number(n) => n,
+                crate::Value::Bool(b) => f64::from(u8::from(b)),
+                other => {
+                    return Ok(Err(Error::Conversion(crate::ConversionError {
+                        expected: format!("a number for argument {} of {name}", i + 1),
+                        got: other.kind().to_string(),
+                    })));
+                }
+            };
+            params.push(match p {
+                ValType::I32 => Val::I32(n as i64 as i32),
+                ValType::I64 => Val::I64(n as i64),
+                ValType::F32 => Val::F32((n as f32).to_bits()),
+                ValType::F64 => Val::F64(n.to_bits()),
+                other => {
+                    return Ok(Err(Error::Conversion(crate::ConversionError {
+                        expected: "numeric parameters".into(),
+                        got: format!("{other}"),
+                    })));
+                }
+            });
+        }
+        let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
+        let r = func.call(&mut self.store, &params, &mut results);
+        self.settle(r)?;
+        self.drain_microtasks()?;
+        if self.exit_code().is_some() {
+            return Ok(Err(self.exited()));
+        }
+        let value = match results.first() {
+            None => crate::Value::Undefined,
+            Some(Val::I32(v)) => crate::Value::Number(f64::from(*v)),
+            Some(Val::I64(v)) => crate::Value::Number(*v as f64),
+            Some(Val::F32(v)) => crate::Value::Number(f64::from(f32::from_bits(*v))),
+            Some(Val::F64(v)) => crate::Value::Number(f64::from_bits(*v)),
+            Some(_) => crate::Value::Undefined,
+        };
+        Ok(Ok(value))
     }
 
     pub fn host(&self) -> &Host {

@@ -15,6 +15,7 @@
 
 mod abi;
 mod cache;
+mod convert;
 mod engine;
 mod error;
 mod event_loop;
@@ -29,6 +30,9 @@ mod values;
 mod vfs;
 
 pub use abi::ArgsTooLong;
+pub use convert::{
+    Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, Json, Value,
+};
 pub use engine::Engine;
 pub use error::Error;
 pub use handle::{Handle, Running};

@@ -320,3 +320,88 @@ pub(crate) fn describe_error(err: &JsValue) -> String {
     }
     to_string_lossy(err)
 }
+
+/// Copy a Rust [`Value`](crate::Value) into the realm.
+pub(crate) fn to_js(ctx: &JsCtx, v: &crate::Value) -> rquickjs::Result<JsValue> {
+    use crate::Value as V;
+    Ok(match v {
+        V::Undefined => Value::new_undefined(ctx.clone()),
+        V::Null => Value::new_null(ctx.clone()),
+        V::Bool(b) => Value::new_bool(ctx.clone(), *b),
+        V::Number(n) => Value::new_number(ctx.clone(), *n),
+        V::String(s) => rquickjs::String::from_str(ctx.clone(), s)?.into_value(),
+        V::Bytes(b) => uint8_array(ctx, b).map_err(|e| ctx.throw(e))?,
+        V::Array(items) => {
+            let a = rquickjs::Array::new(ctx.clone())?;
+            for (i, item) in items.iter().enumerate() {
+                a.set(i, to_js(ctx, item)?)?;
+            }
+            a.into_value()
+        }
+        V::Object(props) => {
+            let o = Object::new(ctx.clone())?;
+            for (k, item) in props {
+                o.set(k.as_str(), to_js(ctx, item)?)?;
+            }
+            o.into_value()
+        }
+    })
+}
+
+/// Copy a JS value out of the realm: typed arrays and `ArrayBuffer`s become bytes, functions and
+/// symbols `undefined` (as `JSON.stringify` drops them); nesting deeper than 128 is an error.
+pub(crate) fn from_js(v: &JsValue) -> Result<crate::Value, String> {
+    from_js_at(v, 0)
+}
+
+fn from_js_at(v: &JsValue, depth: usize) -> Result<crate::Value, String> {
+    use crate::Value as V;
+    if depth > 128 {
+        return Err("value nested too deeply (or cyclic)".into());
+    }
+    if v.is_undefined() || v.is_function() || v.is_symbol() {
+        return Ok(V::Undefined);
+    }
+    if v.is_null() {
+        return Ok(V::Null);
+    }
+    if let Some(b) = v.as_bool() {
+        return Ok(V::Bool(b));
+    }
+    if let Some(n) = v.as_number() {
+        return Ok(V::Number(n));
+    }
+    if v.is_string() {
+        return Ok(V::String(to_string_lossy(v)));
+    }
+    if v.is_big_int() {
+        return Ok(V::String(to_string_lossy(v)));
+    }
+    if let Some(bytes) = with_typed_array_bytes(v, |b| b.to_vec()) {
+        return Ok(V::Bytes(bytes));
+    }
+    if let Some(ab) = rquickjs::ArrayBuffer::from_value(v.clone()) {
+        // SAFETY: the slice is copied at once, running no JS that could detach the buffer.
+        let bytes = ab
+            .as_raw()
+            .map(|p| unsafe { p.as_ref() }.to_vec())
+            .unwrap_or_default();
+        return Ok(V::Bytes(bytes));
+    }
+    if let Some(a) = v.as_array() {
+        let mut items = Vec::with_capacity(a.len());
+        for item in a.iter::<JsValue>() {
+            items.push(from_js_at(&item.map_err(|e| e.to_string())?, depth + 1)?);
+        }
+        return Ok(V::Array(items));
+    }
+    if let Some(o) = v.as_object() {
+        let mut props = Vec::new();
+        for prop in o.props::<String, JsValue>() {
+            let (k, item) = prop.map_err(|e| e.to_string())?;
+            props.push((k, from_js_at(&item, depth + 1)?));
+        }
+        return Ok(V::Object(props));
+    }
+    Ok(V::Undefined)
+}

@@ -68,8 +68,13 @@ pub(crate) struct ProcessState {
     pub argv0: String,
 }
 
+/// How much of Go's stderr is kept to find a panic message.
+const STDERR_TAIL: usize = 16 << 10;
+
 /// State shared by the imports, the host globals and the event loop. Lives on the guest thread.
 pub(crate) struct Host {
+    /// The last bytes Go wrote to stderr, to report the panic that ended it.
+    pub stderr_tail: RefCell<Vec<u8>>,
     /// Which of fds 0–2 are the host process's own (their `fstat` is the host's).
     pub stdio_inherited: [bool; 3],
     pub stdin: RefCell<Box<dyn Read>>,
@@ -111,11 +116,29 @@ impl Host {
     pub fn write_fd(&self, fd: i64, bytes: &[u8]) -> std::io::Result<()> {
         let mut w = match fd {
             1 => self.stdout.borrow_mut(),
-            2 => self.stderr.borrow_mut(),
+            2 => {
+                let mut tail = self.stderr_tail.borrow_mut();
+                tail.extend_from_slice(bytes);
+                let excess = tail.len().saturating_sub(STDERR_TAIL);
+                tail.drain(..excess);
+                self.stderr.borrow_mut()
+            }
             _ => return Err(std::io::Error::from_raw_os_error(libc::EBADF)),
         };
         w.write_all(bytes)?;
         w.flush()
+    }
+
+    /// The message of the Go panic reported last on stderr (`panic: …` up to the line's end).
+    pub fn panic_message(&self) -> Option<String> {
+        let tail = self.stderr_tail.borrow();
+        let text = String::from_utf8_lossy(&tail);
+        let at = text
+            .rfind("\npanic: ")
+            .map(|i| i + 1)
+            .or_else(|| text.starts_with("panic: ").then_some(0))?;
+        let line = text[at + "panic: ".len()..].lines().next()?;
+        Some(line.trim_end_matches(" [recovered]").to_string())
     }
 
     pub fn go_object(&self) -> Option<Object<'static>> {
