@@ -359,11 +359,8 @@ fn arg<T: FromValue>(args: &mut std::vec::IntoIter<Value>, i: usize) -> Result<T
 macro_rules! tuples {
     ($($name:ident $idx:tt),*) => {
         impl<$($name: IntoValue,)*> IntoArgs for ($($name,)*) {
-            #[allow(unused_mut)]
             fn into_args(self) -> Vec<Value> {
-                let mut v = Vec::new();
-                $(v.push(self.$idx.into_value());)*
-                v
+                vec![$(self.$idx.into_value()),*]
             }
         }
 
