@@ -105,13 +105,171 @@ fn handle_calls_a_go_function_once_go_is_idle() {
 }
 
 #[test]
-fn handle_reports_exit_when_a_callback_panics() {
+fn a_panicking_callback_is_an_error_with_the_panic_message() {
     let (running, _out) = spawn_greeter();
     let handle = running.handle();
-    // A Go panic in a callback is fatal to the Go program, as under Node.
-    let err = handle.eval_json(r#"greeter("panic")"#).unwrap_err();
-    assert!(matches!(err, gojs::Error::Exited), "{err}");
-    let err = handle.eval_json(r#"greeter("again")"#).unwrap_err();
-    assert!(matches!(err, gojs::Error::Exited), "{err}");
+    // A Go panic in a callback ends the Go program, as under Node; the caller learns why.
+    let err = handle.call::<String>("greeter", ("panic",)).unwrap_err();
+    match &err {
+        gojs::Error::Exited { code, panic } => {
+            assert_eq!(*code, Some(2));
+            assert_eq!(panic.as_deref(), Some("greeter was asked to panic"));
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "Go program panicked: greeter was asked to panic"
+    );
+    // Calling after exit is a distinct error, and so are values of the dead instance.
+    let again = handle.call::<String>("greeter", ("again",)).unwrap_err();
+    assert!(matches!(again, gojs::Error::Exited { .. }), "{again}");
     assert_eq!(running.wait().unwrap(), 2);
+    let late = handle.eval_json("1").unwrap_err();
+    assert!(
+        matches!(late, gojs::Error::Exited { code: None, .. }),
+        "{late}"
+    );
+}
+
+#[test]
+fn typed_calls_convert_arguments_and_results() {
+    let (running, out) = spawn_greeter();
+    let h = running.handle();
+    let name: String = h.call("greeter", ("gopher",)).unwrap();
+    assert_eq!(name, "gopher");
+    // A result of the wrong type is a conversion error; Go keeps running.
+    let err = h.call::<f64>("greeter", ("x",)).unwrap_err();
+    assert!(matches!(err, gojs::Error::Conversion(_)), "{err}");
+    assert_eq!(err.to_string(), "expected number, got string");
+    // Go answers a wrong argument with a JS Error value (not an exception).
+    let v: gojs::Value = h.call("greeter", (42,)).unwrap();
+    assert_eq!(v, gojs::Value::Object(vec![]));
+    let err = h.call::<()>("nope", ()).unwrap_err();
+    assert!(matches!(err, gojs::Error::NoSuchFunction(_)), "{err}");
+    // JSON-like values through serde.
+    let v: gojs::Json<serde_json::Value> = h.call("greeter", ("json",)).unwrap();
+    assert_eq!(v.0, serde_json::json!("json"));
+    drop(h);
+    assert_eq!(running.wait().unwrap(), 2);
+    assert!(String::from_utf8_lossy(&out.0.lock().unwrap()).contains("Hello x\nHello json\n"));
+}
+
+#[test]
+fn wasmexport_functions_are_callable_with_typed_signatures() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("wasmexport")).unwrap();
+    let out = Buffer::default();
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Writer(Box::new(out.clone())))
+        .stderr(gojs::Output::Null);
+    let running = module.spawn(config).unwrap();
+    let h = running.handle();
+    assert_eq!(h.call_export::<i32>("add", (40, 2)).unwrap(), 42);
+    assert_eq!(h.call::<i32>("add", (-1, 1)).unwrap(), 0);
+    assert_eq!(h.call_export::<f64>("scale", (1.5, 4)).unwrap(), 6.0);
+    assert_eq!(h.call_export::<i32>("count", ()).unwrap(), 1);
+    assert_eq!(h.call_export::<i32>("count", ()).unwrap(), 2);
+    let err = h.call_export::<i32>("add", (1,)).unwrap_err();
+    assert!(matches!(err, gojs::Error::Conversion(_)), "{err}");
+    let err = h.call_export::<i32>("add", ("1", 2)).unwrap_err();
+    assert!(matches!(err, gojs::Error::Conversion(_)), "{err}");
+    let err = h.call_export::<i32>("resume", ()).unwrap_err();
+    assert!(matches!(err, gojs::Error::NoSuchFunction(_)), "{err}");
+    drop(h);
+    assert_eq!(running.wait().unwrap(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "exports ready\ncount called 1\ncount called 2\n"
+    );
+}
+
+#[test]
+fn go_calls_rust_functions_and_reads_host_globals() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("host_functions")).unwrap();
+    let out = Buffer::default();
+    #[derive(serde::Serialize)]
+    struct Settings {
+        name: String,
+        limits: Vec<u32>,
+    }
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Writer(Box::new(out.clone())))
+        .func("hostAdd", |a: f64, b: f64| a + b)
+        .func("hostGreeting", |name: String| format!("hello, {name}"))
+        .func("hostDivide", |a: i64, b: i64| -> Result<i64, String> {
+            a.checked_div(b)
+                .ok_or_else(|| format!("cannot divide {a} by {b}"))
+        })
+        .func("hostReverse", |b: gojs::Bytes| {
+            gojs::Bytes(b.0.into_iter().rev().collect())
+        })
+        .func("hostFind", |key: String| -> Option<u32> {
+            ["a", "b", "c"]
+                .iter()
+                .position(|k| *k == key)
+                .map(|i| i as u32)
+        })
+        .func("hostStats", |xs: Vec<f64>| {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert("count".to_string(), xs.len() as f64);
+            m.insert("sum".to_string(), xs.iter().sum());
+            m
+        })
+        .global(
+            "settings",
+            gojs::Json(Settings {
+                name: "gojs".into(),
+                limits: vec![1, 20, 300],
+            }),
+        );
+    assert_eq!(module.run(config).unwrap(), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "hostAdd(40, 2) = 42\n\
+         hostAdd('x', 2) threw TypeError: hostAdd: argument 1: expected number, got string\n\
+         hostGreeting('gopher') = \"hello, gopher\"\n\
+         hostDivide(1, 0) threw Error: cannot divide 1 by 0\n\
+         hostReverse: [3 2 1] true\n\
+         hostFind('b') = 1\n\
+         hostFind('z') = null\n\
+         hostStats([1,2,3]) = {\"count\":3,\"sum\":6}\n\
+         settings.name: gojs\n\
+         settings.limits[1]: 20\n"
+    );
+}
+
+#[test]
+fn one_module_runs_many_instances_on_many_threads() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("greeter")).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let module = module.clone();
+            std::thread::spawn(move || {
+                let config = gojs::Config::new()
+                    .stdout(gojs::Output::Null)
+                    .stderr(gojs::Output::Null);
+                let running = module.spawn(config).unwrap();
+                let name = format!("instance {i}");
+                let got: String = running.handle().call("greeter", (name.as_str(),)).unwrap();
+                assert_eq!(got, name);
+                running.wait().unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 2);
+    }
+}
+
+#[test]
+fn dropping_a_running_instance_mid_call_is_clean() {
+    let (running, _out) = spawn_greeter();
+    let h = running.handle();
+    let caller = std::thread::spawn(move || h.call::<String>("greeter", ("late",)));
+    // Waiting drops our handle; the caller's keeps the loop alive until its call is done.
+    assert_eq!(running.wait().unwrap(), 2);
+    assert_eq!(caller.join().unwrap().unwrap(), "late");
 }

@@ -3,6 +3,7 @@
 //! packages for the version tests).
 
 mod bad_input;
+mod call;
 mod conformance;
 mod fixtures;
 mod go_versions;
