@@ -10,9 +10,11 @@ use crate::{Config, Error, Module, engine, event_loop, instance};
 ///
 /// The program runs to completion like under [`Module::run`], except that while any [`Handle`]
 /// to it is alive its event loop waits for posted work instead of declaring a deadlock.
+/// [`Running::wait`] waits for the end; dropping a `Running` instead stops the program at its
+/// event loop's next turn (Go is not told; later calls through handles get [`Error::Exited`]).
 pub struct Running {
     handle: Option<Handle>,
-    thread: JoinHandle<Result<i32, Error>>,
+    thread: Option<JoinHandle<Result<i32, Error>>>,
 }
 
 /// A cloneable, thread-safe way to post work into a running program's event loop.
@@ -55,7 +57,7 @@ impl Module {
             .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?;
         Ok(Running {
             handle: Some(Handle { tx }),
-            thread,
+            thread: Some(thread),
         })
     }
 }
@@ -74,9 +76,30 @@ impl Running {
     /// As [`Module::run`].
     pub fn wait(mut self) -> Result<i32, Error> {
         self.handle = None;
-        self.thread
+        let thread = self.thread.take().expect("only `wait` takes the thread");
+        thread
             .join()
             .unwrap_or_else(|_| Err(Error::Host("the guest thread panicked".into())))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
+        if let Some(h) = self.handle.take() {
+            // End the event loop at its next turn; the thread then tears the instance down.
+            let _ = h.tx.send(Task {
+                when_idle: false,
+                run: Box::new(|_| {
+                    Err(Error::Exited {
+                        code: None,
+                        panic: None,
+                    })
+                }),
+            });
+        }
     }
 }
 

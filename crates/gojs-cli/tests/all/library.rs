@@ -273,3 +273,21 @@ fn dropping_a_running_instance_mid_call_is_clean() {
     assert_eq!(running.wait().unwrap(), 2);
     assert_eq!(caller.join().unwrap().unwrap(), "late");
 }
+
+#[test]
+fn dropping_running_stops_the_program_quietly() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("greeter")).unwrap();
+    let err_out = Buffer::default();
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Null)
+        .stderr(gojs::Output::Writer(Box::new(err_out.clone())));
+    let running = module.spawn(config).unwrap();
+    let h = running.handle();
+    assert_eq!(h.call::<String>("greeter", ("x",)).unwrap(), "x");
+    drop(running);
+    let err = h.call::<String>("greeter", ("y",)).unwrap_err();
+    assert!(matches!(err, gojs::Error::Exited { .. }), "{err}");
+    // Go was stopped, not told it is deadlocked.
+    assert_eq!(String::from_utf8_lossy(&err_out.0.lock().unwrap()), "");
+}

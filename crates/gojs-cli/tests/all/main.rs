@@ -5,6 +5,7 @@
 mod bad_input;
 mod call;
 mod conformance;
+mod examples;
 mod fixtures;
 mod go_versions;
 mod grants;
