@@ -227,6 +227,10 @@ pub(crate) fn run(
         if let Some(code) = guest.exit_code() {
             return Ok(code);
         }
+        // Completed I/O first, as Node's loop delivers fs callbacks before timers.
+        if guest.run_deferred()? {
+            continue;
+        }
         if let Some(rx) = &inbox {
             match rx.try_recv() {
                 Ok(task) if task.when_idle => when_idle.push_back(task),

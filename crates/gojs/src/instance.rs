@@ -312,6 +312,9 @@ impl Guest {
             stop: RefCell::new(None),
             go: RefCell::new(None),
             rejections: RefCell::default(),
+            go_depth: Cell::new(0),
+            awaiting: Cell::new(0),
+            deferred: RefCell::default(),
             vfs: RefCell::new(vfs),
             stats_prototype: RefCell::new(None),
         });
@@ -391,7 +394,8 @@ impl Guest {
                 Error::NotGoJs("linear memory is too small for the argument block".into())
             })?;
         dst.copy_from_slice(&block.bytes);
-        let r = g.run.call(&mut self.store, (block.argc, block.argv));
+        let host = self.host.clone();
+        let r = host.in_go(|| g.run.call(&mut self.store, (block.argc, block.argv)));
         self.settle(r)
     }
 
@@ -402,7 +406,8 @@ impl Guest {
             .data()
             .guest()
             .map_err(|e| Error::Host(e.to_string()))?;
-        let r = g.resume.call(&mut self.store, ());
+        let host = self.host.clone();
+        let r = host.in_go(|| g.resume.call(&mut self.store, ()));
         self.settle(r)
     }
 
@@ -479,6 +484,24 @@ impl Guest {
         }
     }
 
+    /// Run the oldest deferred callback (a completed fs call), if any; whether one ran.
+    pub fn run_deferred(&mut self) -> Result<bool, Error> {
+        let next = self.host.deferred.borrow_mut().pop_front();
+        let Some((callback, args)) = next else {
+            return Ok(false);
+        };
+        let thrown = self.run_js(|ctx| {
+            realm::call(
+                &callback.into_value(),
+                Value::new_undefined(ctx.clone()),
+                args,
+            )
+            .err()
+        });
+        self.after_js(thrown)?;
+        Ok(true)
+    }
+
     /// Nothing can wake Go any more: tell it (`_pendingEvent = {id: 0}`) so it reports the
     /// deadlock, as Node's runner does when its loop empties.
     pub fn report_deadlock(&mut self) -> Result<(), Error> {
@@ -497,16 +520,19 @@ impl Guest {
         if self.exit_code().is_some() {
             return Ok(Err(self.exited()));
         }
-        let outcome = self.run_js(|ctx| -> Result<String, JsValue> {
-            let caught = |_| ctx.catch();
-            let v: JsValue = ctx.eval(source).map_err(caught)?;
-            let json: rquickjs::Object = ctx.globals().get("JSON").map_err(caught)?;
-            let stringify: JsValue = json.get("stringify").map_err(caught)?;
-            let s = realm::call(&stringify, json.into_value(), vec![v])?;
-            Ok(if s.is_undefined() {
-                "undefined".into()
-            } else {
-                realm::to_string_lossy(&s)
+        let host = self.host.clone();
+        let outcome = host.awaiting_result(|| {
+            self.run_js(|ctx| -> Result<String, JsValue> {
+                let caught = |_| ctx.catch();
+                let v: JsValue = ctx.eval(source).map_err(caught)?;
+                let json: rquickjs::Object = ctx.globals().get("JSON").map_err(caught)?;
+                let stringify: JsValue = json.get("stringify").map_err(caught)?;
+                let s = realm::call(&stringify, json.into_value(), vec![v])?;
+                Ok(if s.is_undefined() {
+                    "undefined".into()
+                } else {
+                    realm::to_string_lossy(&s)
+                })
             })
         });
         self.settle(Ok(()))?;
@@ -542,14 +568,17 @@ impl Guest {
         if !f.is_function() {
             return self.call_export(name, args);
         }
-        let outcome = self.run_js(|ctx| -> Result<crate::Value, Error> {
-            let mut js_args = Vec::with_capacity(args.len());
-            for a in &args {
-                js_args.push(realm::to_js(ctx, a).map_err(|e| Error::Host(e.to_string()))?);
-            }
-            let r = realm::call(&f, Value::new_undefined(ctx.clone()), js_args)
-                .map_err(|e| Error::JsException(realm::describe_error(&e)))?;
-            realm::from_js(&r).map_err(Error::Host)
+        let host = self.host.clone();
+        let outcome = host.awaiting_result(|| {
+            self.run_js(|ctx| -> Result<crate::Value, Error> {
+                let mut js_args = Vec::with_capacity(args.len());
+                for a in &args {
+                    js_args.push(realm::to_js(ctx, a).map_err(|e| Error::Host(e.to_string()))?);
+                }
+                let r = realm::call(&f, Value::new_undefined(ctx.clone()), js_args)
+                    .map_err(|e| Error::JsException(realm::describe_error(&e)))?;
+                realm::from_js(&r).map_err(Error::Host)
+            })
         });
         self.settle(Ok(()))?;
         self.drain_microtasks()?;
@@ -616,7 +645,9 @@ impl Guest {
             });
         }
         let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
-        let r = func.call(&mut self.store, &params, &mut results);
+        let host = self.host.clone();
+        let r = host
+            .awaiting_result(|| host.in_go(|| func.call(&mut self.store, &params, &mut results)));
         self.settle(r)?;
         self.drain_microtasks()?;
         if self.exit_code().is_some() {

@@ -216,7 +216,7 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                 }
                 let result = body(&h, &ctx, &args);
                 match cb {
-                    Some(cb) => callback(&ctx, &cb, result).map(|()| undefined_value(&ctx)),
+                    Some(cb) => callback(&h, &ctx, &cb, result).map(|()| undefined_value(&ctx)),
                     None => Err(missing_callback(&ctx)),
                 }
             })?,
@@ -265,7 +265,7 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                 a.get(3),
                 a.get(4),
             );
-            complete(&ctx, &cb, n)
+            complete(&h, &ctx, &cb, n)
         })?,
     )?;
     let h = host.clone();
@@ -301,7 +301,7 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                 a.get(3),
                 a.get(4),
             );
-            complete(&ctx, &cb, n)
+            complete(&h, &ctx, &cb, n)
         })?,
     )?;
     Ok(fs)
@@ -481,27 +481,39 @@ fn stats(h: &Host, ctx: &JsCtx, st: Stat) -> Result<JsValue, JsValue> {
 }
 
 /// Call a Node-style callback with `(err)` or `(null, value)`.
+///
+/// Like Node, the callback runs from the event loop after the current task — except while a
+/// caller waits for Go's answer (a `js.FuncOf` callback called from Go, or by the embedder),
+/// where waiting for the loop would deadlock: then it runs before the call returns (see
+/// RATIONALE.md).
 fn callback(
+    h: &Host,
     ctx: &JsCtx,
     cb: &Function<'static>,
     result: Result<JsValue, JsValue>,
 ) -> rquickjs::Result<()> {
-    match result {
-        Ok(v) => cb.call((Value::new_null(ctx.clone()), v)),
-        Err(e) => cb.call((e,)),
+    let args = match result {
+        Ok(v) => vec![Value::new_null(ctx.clone()), v],
+        Err(e) => vec![e],
+    };
+    if h.defer_callbacks() {
+        h.deferred.borrow_mut().push_back((cb.clone(), args));
+        return Ok(());
     }
+    realm::call(cb.as_value(), Value::new_undefined(ctx.clone()), args)
+        .map(drop)
+        .map_err(|e| ctx.throw(e))
 }
 
 /// Call a Node-style callback: `cb(err)` or `cb(null, n)`.
 fn complete(
+    h: &Host,
     ctx: &JsCtx,
     cb: &Function<'static>,
     result: Result<usize, JsValue>,
 ) -> rquickjs::Result<()> {
-    match result {
-        Ok(n) => cb.call((Value::new_null(ctx.clone()), n as f64)),
-        Err(e) => cb.call((e,)),
-    }
+    let result = result.map(|n| Value::new_number(ctx.clone(), n as f64));
+    callback(h, ctx, cb, result)
 }
 
 /// The `[offset, offset + length)` range of `buf`, checked like Node's `fs.write`/`fs.read`.

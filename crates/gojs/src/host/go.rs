@@ -76,7 +76,12 @@ pub(crate) fn resume(ctx: &JsCtx, host: &Host) -> rquickjs::Result<()> {
     }
     let outcome = reentry::with_active(|store| {
         let resume = store.data().guest().map(|g| g.resume)?;
-        resume.call(store, ())
+        // Called from Go (through JS), the caller needs the answer before it can go on.
+        if host.go_depth.get() > 0 {
+            host.awaiting_result(|| host.in_go(|| resume.call(store, ())))
+        } else {
+            host.in_go(|| resume.call(store, ()))
+        }
     });
     match outcome {
         None => Err(Exception::throw_internal(

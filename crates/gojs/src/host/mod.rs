@@ -73,6 +73,14 @@ const STDERR_TAIL: usize = 16 << 10;
 
 /// State shared by the imports, the host globals and the event loop. Lives on the guest thread.
 pub(crate) struct Host {
+    /// How many entries into Go (`run`, `resume`, an export) are active on the stack: 1 when
+    /// the event loop is in Go, more inside `js.FuncOf` callbacks.
+    pub go_depth: Cell<u32>,
+    /// How many calls into Go whose caller waits for the result are active: a `js.FuncOf`
+    /// callback called from Go (through JS), or a call the embedder made.
+    pub awaiting: Cell<u32>,
+    /// Node-style callbacks to run from the event loop (completed fs calls), in order.
+    pub deferred: RefCell<std::collections::VecDeque<(Function<'static>, Vec<JsValue>)>>,
     /// The last bytes Go wrote to stderr, to report the panic that ended it.
     pub stderr_tail: RefCell<Vec<u8>>,
     /// Which of fds 0–2 are the host process's own (their `fstat` is the host's).
@@ -98,6 +106,39 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    /// Run `f` (a call into Go) counting it in [`Host::go_depth`].
+    pub fn in_go<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Leave<'a>(&'a Cell<u32>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        self.go_depth.set(self.go_depth.get() + 1);
+        let _leave = Leave(&self.go_depth);
+        f()
+    }
+
+    /// Run `f` while a caller waits for Go's answer (see [`Host::awaiting`]).
+    pub fn awaiting_result<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Leave<'a>(&'a Cell<u32>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        self.awaiting.set(self.awaiting.get() + 1);
+        let _leave = Leave(&self.awaiting);
+        f()
+    }
+
+    /// Whether a completed host call's callback must wait for the event loop, as in Node: yes
+    /// while Go runs for the loop; no while someone waits for Go's answer (the callback might be
+    /// what Go is waiting for, and the loop can't run until the answer is back).
+    pub fn defer_callbacks(&self) -> bool {
+        self.go_depth.get() > 0 && self.awaiting.get() == 0
+    }
+
     /// Whether Go exited or a nested call stopped it: imports must unwind.
     pub fn stopped(&self) -> bool {
         self.exit_code.get().is_some() || self.stop.borrow().is_some()
@@ -148,6 +189,7 @@ impl Host {
     /// Release every JS value the host holds (before the realm is torn down).
     pub fn clear(&self) {
         self.timers.borrow_mut().clear();
+        self.deferred.borrow_mut().clear();
         self.go.borrow_mut().take();
         self.stats_prototype.borrow_mut().take();
         self.vfs.borrow_mut().clear();
