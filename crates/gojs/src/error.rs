@@ -21,6 +21,12 @@ pub enum Error {
     /// A valid WebAssembly module that was not built with `GOOS=js GOARCH=wasm`.
     #[error("not a Go js/wasm module: {0}")]
     NotGoJs(String),
+    /// The module imports a `//go:wasmimport` function nobody provided
+    /// (see [`Config::wasm_import`](crate::Config::wasm_import)).
+    #[error(
+        "the module imports `{0}` (a //go:wasmimport function), which the host doesn't provide"
+    )]
+    MissingImport(String),
     /// `args` and `env` don't fit where Go expects them.
     #[error(transparent)]
     ArgsTooLong(#[from] crate::abi::ArgsTooLong),

@@ -166,6 +166,20 @@ impl Handle {
         Ok(R::from_value(v)?)
     }
 
+    /// Wait until Go is idle (nothing but posted work can wake it): `run_until_idle`, where
+    /// [`Running::wait`] is `run_to_exit`.
+    ///
+    /// # Errors
+    /// [`Error::Exited`] if Go exits instead.
+    pub fn run_until_idle(&self) -> Result<(), Error> {
+        self.request(true, |guest| {
+            Ok(match guest.exit_code() {
+                Some(_) => Err(guest.exited()),
+                None => Ok(()),
+            })
+        })
+    }
+
     /// Post `f` to run on the loop thread and wait for its answer.
     fn request<R: Send + 'static>(
         &self,

@@ -52,6 +52,7 @@ pub struct Config {
     pub(crate) umask: Option<u32>,
     pub(crate) funcs: Vec<(String, crate::convert::DynHostFn)>,
     pub(crate) globals: Vec<(String, crate::Value)>,
+    pub(crate) wasm_imports: Vec<(String, String, crate::convert::DynHostFn)>,
 }
 
 impl Default for Config {
@@ -68,6 +69,7 @@ impl Default for Config {
             umask: None,
             funcs: Vec::new(),
             globals: Vec::new(),
+            wasm_imports: Vec::new(),
         }
     }
 }
@@ -151,6 +153,27 @@ impl Config {
         self.funcs.push((name.into(), f.into_dyn()));
         self
     }
+    /// Satisfy a `//go:wasmimport MODULE NAME` function (Go 1.24+) with a Rust closure. The
+    /// function's numeric parameters arrive as numbers and its result (if it has one) is
+    /// converted back to the declared wasm type; a closure error traps the guest with the
+    /// message. Imports a module declares and nobody provides fail instantiation with an error
+    /// naming them.
+    ///
+    /// ```
+    /// // For: //go:wasmimport env add
+    /// //      func add(a, b int32) int32
+    /// let config = gojs::Config::new().wasm_import("env", "add", |a: i32, b: i32| a + b);
+    /// ```
+    pub fn wasm_import<Args>(
+        mut self,
+        module: impl Into<String>,
+        name: impl Into<String>,
+        f: impl crate::HostFn<Args>,
+    ) -> Self {
+        self.wasm_imports
+            .push((module.into(), name.into(), f.into_dyn()));
+        self
+    }
     /// Define a global JS value `name` (a copy of `value`) before Go starts.
     ///
     /// ```
@@ -165,6 +188,85 @@ impl Config {
         self.argv0 = argv0.into();
         self
     }
+}
+
+/// Clears the host when dropped, unless disarmed (see `Guest::new`).
+struct ClearHost(Option<Rc<Host>>);
+
+impl Drop for ClearHost {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.clear();
+        }
+    }
+}
+
+/// Define the embedder's `//go:wasmimport` functions, and explain any import nobody provides.
+fn link_wasm_imports(
+    linker: &mut Linker<HostState>,
+    module: &wasmtime::Module,
+    provided: Vec<(String, String, crate::convert::DynHostFn)>,
+) -> Result<(), Error> {
+    use wasmtime::{ExternType, Val, ValType};
+    let mut provided: Vec<_> = provided
+        .into_iter()
+        .map(|(m, n, f)| (m, n, Some(f)))
+        .collect();
+    for import in module.imports() {
+        let (m, n) = (import.module(), import.name());
+        if m == "gojs" || m == "go" {
+            continue;
+        }
+        let Some(f) = provided
+            .iter_mut()
+            .find(|(pm, pn, _)| pm == m && pn == n)
+            .and_then(|(_, _, f)| f.take())
+        else {
+            return Err(Error::MissingImport(format!("{m}.{n}")));
+        };
+        let ExternType::Func(ty) = import.ty() else {
+            return Err(Error::NotGoJs(format!(
+                "it imports `{m}.{n}`, which is not a function"
+            )));
+        };
+        let label = format!("{m}.{n}");
+        let result_ty: Option<ValType> = ty.results().next();
+        linker
+            .func_new(m, n, ty.clone(), move |_caller, params, results| {
+                let args = params
+                    .iter()
+                    .map(|p| match p {
+                        Val::I32(v) => crate::Value::Number(f64::from(*v)),
+                        Val::I64(v) => crate::Value::Number(*v as f64),
+                        Val::F32(v) => crate::Value::Number(f64::from(f32::from_bits(*v))),
+                        Val::F64(v) => crate::Value::Number(f64::from_bits(*v)),
+                        _ => crate::Value::Undefined,
+                    })
+                    .collect();
+                let out = f(args).map_err(|e| wasmtime::Error::msg(format!("{label}: {e}")))?;
+                if let (Some(t), Some(slot)) = (&result_ty, results.first_mut()) {
+                    let n = match out {
+                        crate::Value::Number(n) => n,
+                        crate::Value::Bool(b) => f64::from(u8::from(b)),
+                        other => {
+                            return Err(wasmtime::Error::msg(format!(
+                                "{label}: returned {}, not a number",
+                                other.kind()
+                            )));
+                        }
+                    };
+                    *slot = match t {
+                        ValType::I32 => Val::I32(n as i64 as i32),
+                        ValType::I64 => Val::I64(n as i64),
+                        ValType::F32 => Val::F32((n as f32).to_bits()),
+                        _ => Val::F64(n.to_bits()),
+                    };
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::Host(format!("{e:#}")))?;
+    }
+    Ok(())
 }
 
 /// Define the embedder's global functions and values.
@@ -318,6 +420,9 @@ impl Guest {
             vfs: RefCell::new(vfs),
             stats_prototype: RefCell::new(None),
         });
+        // Until the guest owns it, clear the host on early returns: its JS values (the Go object,
+        // whose functions hold the host) must go before the realm does.
+        let mut clear_on_error = ClearHost(Some(host.clone()));
         let h = Rc::downgrade(&host);
         js.track_rejections(move |promise, reason, handled| {
             let Some(h) = h.upgrade() else { return };
@@ -350,10 +455,12 @@ impl Guest {
         };
         let inner = &module.inner;
         let store = Store::new(&inner.engine.inner, state);
+        let mut guest = Guest { store, host, js };
+        clear_on_error.0 = None;
         let mut linker = Linker::new(&inner.engine.inner);
         crate::imports::link(&mut linker, inner.abi.module_name())
             .map_err(|e| Error::Host(format!("{e:#}")))?;
-        let mut guest = Guest { store, host, js };
+        link_wasm_imports(&mut linker, &inner.module, config.wasm_imports)?;
         let instance = linker
             .instantiate(&mut guest.store, &inner.module)
             .map_err(|e| Error::NotGoJs(format!("cannot instantiate: {e:#}")))?;

@@ -291,3 +291,50 @@ fn dropping_running_stops_the_program_quietly() {
     // Go was stopped, not told it is deadlocked.
     assert_eq!(String::from_utf8_lossy(&err_out.0.lock().unwrap()), "");
 }
+
+#[test]
+fn wasmimport_functions_are_satisfied_by_rust_closures() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("wasmimport")).unwrap();
+    let out = Buffer::default();
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Writer(Box::new(out.clone())))
+        .stderr(gojs::Output::Null)
+        .wasm_import("env", "add", |a: i32, b: i32| a + b)
+        .wasm_import("env", "mean", |a: f64, b: f64| (a + b) / 2.0)
+        .wasm_import("env", "fail", |code: i64| -> Result<i64, String> {
+            if code == 0 {
+                Ok(7)
+            } else {
+                Err(format!("asked to fail with {code}"))
+            }
+        });
+    // A closure's error traps the guest, with the message and Go's backtrace.
+    let err = module.run(config).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, gojs::Error::Trap(_)), "{msg}");
+    assert!(msg.starts_with("env.fail: asked to fail with 1"), "{msg}");
+    assert!(msg.contains("main.main"), "{msg}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "add(40, 2) = 42\nmean(1, 2) = 1.5\nfail(0) = 7\n"
+    );
+    // Without the imports, instantiation fails naming the first missing one.
+    let err = module.run(gojs::Config::new()).unwrap_err();
+    assert!(
+        matches!(err, gojs::Error::MissingImport(ref i) if i == "env.add"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_until_idle_then_call() {
+    let (running, out) = spawn_greeter();
+    let h = running.handle();
+    h.run_until_idle().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "greeter published\n"
+    );
+    assert_eq!(h.call::<String>("greeter", ("idle",)).unwrap(), "idle");
+}

@@ -22,7 +22,7 @@ const NOT_COMPARABLE: &[(&str, &str)] = &[
 
 /// Fixtures Node cannot run at all, or that show gojs's own access model (see each fixture's
 /// `node-differs`).
-const NODE_CANNOT_RUN: &[&str] = &["deep_callbacks", "fsprobe"];
+const NODE_CANNOT_RUN: &[&str] = &["deep_callbacks", "fsprobe", "wasmimport"];
 
 fn differential(name: &str) {
     if NODE_CANNOT_RUN.contains(&name) {
