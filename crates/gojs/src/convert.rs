@@ -9,6 +9,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A JavaScript value copied across the Rust/JS boundary.
+///
+/// ```
+/// use gojs::{FromValue, IntoValue, Value};
+/// let v = vec![1, 2].into_value();
+/// assert_eq!(v, Value::Array(vec![Value::Number(1.0), Value::Number(2.0)]));
+/// assert_eq!(v.to_json(), "[1,2]");
+/// assert_eq!(Vec::<u8>::from_value(v).unwrap(), vec![1, 2]);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     Undefined,
@@ -46,6 +54,12 @@ impl Value {
 }
 
 /// A value of the wrong type for a Rust parameter or result.
+///
+/// ```
+/// use gojs::{FromValue, Value};
+/// let err = i32::from_value(Value::String("7".into())).unwrap_err();
+/// assert_eq!(err.to_string(), "expected i32, got string");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("expected {expected}, got {got}")]
 pub struct ConversionError {
@@ -63,11 +77,24 @@ impl ConversionError {
 }
 
 /// Rust values that become JS values.
+///
+/// ```
+/// use gojs::{IntoValue, Value};
+/// assert_eq!(Some("go").into_value(), Value::String("go".into()));
+/// assert_eq!(None::<u8>.into_value(), Value::Null);
+/// ```
 pub trait IntoValue {
     fn into_value(self) -> Value;
 }
 
 /// Rust values made from JS values; a wrong type is a [`ConversionError`].
+///
+/// ```
+/// use gojs::{FromValue, Value};
+/// assert_eq!(Option::<f64>::from_value(Value::Undefined).unwrap(), None);
+/// assert_eq!(u8::from_value(Value::Number(7.0)).unwrap(), 7);
+/// assert!(u8::from_value(Value::Number(7.5)).is_err());
+/// ```
 pub trait FromValue: Sized {
     fn from_value(v: Value) -> Result<Self, ConversionError>;
 }
@@ -182,6 +209,11 @@ impl FromValue for String {
 }
 
 /// A byte buffer: a `Uint8Array` in JS.
+///
+/// ```
+/// let config = gojs::Config::new()
+///     .func("reverse", |b: gojs::Bytes| gojs::Bytes(b.0.into_iter().rev().collect()));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bytes(pub Vec<u8>);
 
@@ -292,6 +324,14 @@ impl FromValue for serde_json::Value {
 }
 
 /// Any serde type, crossing as the JSON-like JS value it serializes to.
+///
+/// ```
+/// use gojs::{FromValue, IntoValue, Json};
+/// let v = Json(std::collections::BTreeMap::from([("a", 1)])).into_value();
+/// assert_eq!(v.to_json(), r#"{"a":1}"#);
+/// let back: Json<serde_json::Value> = FromValue::from_value(v).unwrap();
+/// assert_eq!(back.0["a"], 1);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Json<T>(pub T);
 
@@ -313,6 +353,11 @@ impl<T: serde::de::DeserializeOwned> FromValue for Json<T> {
 }
 
 /// Arguments for a call into the guest: a tuple of [`IntoValue`]s (or a `Vec<Value>`).
+///
+/// ```
+/// use gojs::{IntoArgs, Value};
+/// assert_eq!(("a", 1).into_args(), vec![Value::String("a".into()), Value::Number(1.0)]);
+/// ```
 pub trait IntoArgs {
     fn into_args(self) -> Vec<Value>;
 }
@@ -324,6 +369,12 @@ impl IntoArgs for Vec<Value> {
 }
 
 /// What a host function returns: a value, or an error that JS sees as a thrown `Error`.
+///
+/// ```
+/// use gojs::{IntoResult, Value};
+/// assert_eq!(42.into_result(), Ok(Value::Number(42.0)));
+/// assert_eq!(Err::<u8, _>("no").into_result(), Err("no".to_string()));
+/// ```
 pub trait IntoResult {
     fn into_result(self) -> Result<Value, String>;
 }
@@ -346,6 +397,13 @@ pub(crate) type DynHostFn = Box<dyn Fn(Vec<Value>) -> Result<Value, String> + Se
 
 /// Rust closures JS (and so Go) can call: `Fn(A, B, …) -> R` with every argument a
 /// [`FromValue`] and `R` an [`IntoValue`] or a `Result` of one (the error is thrown to JS).
+///
+/// ```
+/// let config = gojs::Config::new()
+///     .func("now", || 1700000000.0)
+///     .func("join", |xs: Vec<String>, sep: String| xs.join(&sep))
+///     .func("parse", |s: String| s.parse::<i64>().map_err(|e| e.to_string()));
+/// ```
 pub trait HostFn<Args>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_dyn(self) -> DynHostFn;

@@ -12,6 +12,16 @@ pub(crate) const GUEST_THREAD_STACK: usize = 256 << 20;
 pub(crate) const WASM_MAX_STACK: usize = 192 << 20;
 
 /// A configured wasm engine. Cheap to clone; share one across modules.
+///
+/// [`Engine::new`] caches compiled code on disk (`$GOJS_CACHE_DIR`, else the platform cache
+/// directory), so a module compiles once per machine:
+///
+/// ```
+/// let engine = gojs::Engine::new()?;
+/// let bad = gojs::Module::new(&engine, b"not wasm");
+/// assert!(matches!(bad, Err(gojs::Error::InvalidModule(_))));
+/// # Ok::<(), gojs::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: wasmtime::Engine,

@@ -16,6 +16,23 @@ use crate::values::ValueTable;
 use crate::{Error, Module, reentry};
 
 /// Where guest output goes.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// #[derive(Clone, Default)]
+/// struct Captured(Arc<Mutex<Vec<u8>>>);
+/// impl std::io::Write for Captured {
+///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+///         self.0.lock().unwrap().extend_from_slice(b);
+///         Ok(b.len())
+///     }
+///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// }
+/// let out = Captured::default();
+/// let config = gojs::Config::new()
+///     .stdout(gojs::Output::Writer(Box::new(out.clone())))
+///     .stderr(gojs::Output::Null);
+/// ```
 pub enum Output {
     /// The host process's stdout or stderr.
     Inherit,
@@ -26,6 +43,11 @@ pub enum Output {
 }
 
 /// Where guest input (`fd 0`) comes from.
+///
+/// ```
+/// let config = gojs::Config::new()
+///     .stdin(gojs::Input::Reader(Box::new(std::io::Cursor::new(b"line one\n".to_vec()))));
+/// ```
 pub enum Input {
     /// The host process's stdin.
     Inherit,

@@ -1,8 +1,44 @@
-//! Run Go programs compiled with `GOOS=js GOARCH=wasm` natively, without Node.
+//! Run Go programs compiled with `GOOS=js GOARCH=wasm` natively, without Node — and embed them
+//! in Rust.
 //!
 //! gojs implements the host that Go's `wasm_exec.js` provides — the `gojs` import module
 //! (`go` before Go 1.21), a JavaScript realm holding the values Go sees (QuickJS), the Go object
-//! for `js.FuncOf` callbacks, and an event loop for timers — in Rust, on wasmtime.
+//! for `js.FuncOf` callbacks, an event loop for timers, and Node's `fs`/`process` over a
+//! capability-checked filesystem — in Rust, on wasmtime.
+//!
+//! # Calling Go from Rust, and Rust from Go
+//!
+//! The Go side publishes a function and gets one from its host:
+//!
+//! ```go
+//! func main() {
+//!     js.Global().Set("greeter", js.FuncOf(func(this js.Value, args []js.Value) any {
+//!         stamp := js.Global().Call("hostStamp", args[0]).String() // a Rust closure
+//!         fmt.Println("Hello", args[0].String())
+//!         return stamp
+//!     }))
+//!     select {} // stay alive to be called
+//! }
+//! ```
+//!
+//! The Rust side loads the module once, runs an instance on its own event-loop thread, waits
+//! until Go is idle and calls `greeter` with typed arguments and result:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), gojs::Error> {
+//! let engine = gojs::Engine::new()?; // compiled code is cached on disk
+//! let module = gojs::Module::from_file(&engine, "greeter.wasm")?;
+//! let config = gojs::Config::new()
+//!     .args(["greeter.wasm"])
+//!     .func("hostStamp", |name: String| format!("{name}@{}", std::process::id()))
+//!     .ro_dir("assets", "/assets"); // the only host files the guest may read
+//! let running = module.spawn(config)?;
+//! let stamp: String = running.handle().call("greeter", ("gopher",))?; // prints "Hello gopher"
+//! println!("{stamp}");
+//! # Ok(()) }
+//! ```
+//!
+//! To just run a program to completion (like `gojs run`), use [`Module::run`]:
 //!
 //! ```no_run
 //! # fn main() -> Result<(), gojs::Error> {
@@ -12,6 +48,19 @@
 //! std::process::exit(code);
 //! # }
 //! ```
+//!
+//! # Safety model
+//!
+//! [`Config`]'s defaults deny: no environment, no files, empty stdin. A guest reaches only what
+//! the embedder grants ([`Config::dir`], [`Config::ro_dir`], [`Config::env`],
+//! [`Config::func`], …); wild pointers and bad values from the guest become JS exceptions or
+//! traps with a clear message ([`Error`]), never a host crash.
+//!
+//! # Values
+//!
+//! Arguments and results cross as [`Value`]s, converted with [`IntoValue`] and [`FromValue`]:
+//! numbers, `bool`, `String`, `Option`, `Vec`, [`Bytes`] (a `Uint8Array`), maps, and any serde
+//! type through [`Json`].
 
 mod abi;
 mod cache;

@@ -29,6 +29,25 @@ impl GoAbi {
 }
 
 /// A compiled Go js/wasm module, ready to be instantiated many times, from any thread.
+///
+/// Cloning is cheap (the compiled code is shared); each [`Module::run`] or [`Module::spawn`]
+/// makes a fresh instance with its own memory, realm and event loop.
+///
+/// ```no_run
+/// # fn main() -> Result<(), gojs::Error> {
+/// let engine = gojs::Engine::new()?;
+/// let module = gojs::Module::from_file(&engine, "tool.wasm")?;
+/// let runs: Vec<_> = (0..4)
+///     .map(|i| {
+///         let module = module.clone();
+///         std::thread::spawn(move || module.run(gojs::Config::new().args(["tool", &i.to_string()])))
+///     })
+///     .collect();
+/// for r in runs {
+///     assert_eq!(r.join().unwrap()?, 0);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Module {
     pub(crate) inner: Arc<ModuleInner>,

@@ -26,6 +26,13 @@ use crate::host::path::resolve;
 pub(crate) const MAX_OPEN_FILES: usize = 4096;
 
 /// One directory of the host made visible to the guest.
+///
+/// ```
+/// let config = gojs::Config::new()
+///     .grant(gojs::Grant::read_only("/usr/share/zoneinfo", "/zoneinfo"))
+///     .grant(gojs::Grant::read_write("/tmp/work", "/work"))
+///     .cwd("/work");
+/// ```
 #[derive(Clone, Debug)]
 pub struct Grant {
     pub(crate) host: PathBuf,
