@@ -44,6 +44,18 @@ enum Task {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// Run the programs under bench/ with gojs and Node, back to back; print gojs/Node ratios.
+    ///
+    /// Wall time and peak RSS are measured by the runner (best of --runs); programs report
+    /// their own figures as `METRIC name value unit` lines.
+    Bench {
+        /// Runs per program and runtime (the best is kept).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Also write the results as Markdown and an SVG chart under docs/.
+        #[arg(long)]
+        write_docs: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -63,8 +75,11 @@ fn main() -> Result<()> {
             exec,
             Duration::from_secs(timeout),
         ),
+        Task::Bench { runs, write_docs } => bench::run(runs, write_docs),
     }
 }
+
+mod bench;
 
 /// How one package fared under one runner.
 #[derive(Clone, Debug, Default)]

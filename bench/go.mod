@@ -1,0 +1,3 @@
+module gojs.bench
+
+go 1.21

@@ -1,0 +1,37 @@
+// jsops: the cost of single syscall/js operations.
+package main
+
+import (
+	"fmt"
+	"syscall/js"
+	"time"
+)
+
+func measure(name string, n int, f func()) {
+	for i := 0; i < n/10; i++ { // warm up
+		f()
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		f()
+	}
+	fmt.Printf("METRIC %s %.1f ns/op\n", name, float64(time.Since(start).Nanoseconds())/float64(n))
+}
+
+func main() {
+	g := js.Global()
+	obj := g.Get("Object").New()
+	obj.Set("num", 42)
+	obj.Set("str", "hello")
+	math := g.Get("Math")
+	arr := g.Get("Uint8Array").New(1024)
+	buf := make([]byte, 1024)
+	var sink float64
+	measure("get_number_ns", 200_000, func() { sink += obj.Get("num").Float() })
+	measure("get_object_ns", 200_000, func() { _ = g.Get("Math") })
+	measure("get_string_ns", 200_000, func() { _ = obj.Get("str").String() })
+	measure("call_number_ns", 200_000, func() { sink += math.Call("abs", -1.5).Float() })
+	measure("set_number_ns", 200_000, func() { obj.Set("num", 7) })
+	measure("copy_1k_ns", 100_000, func() { js.CopyBytesToJS(arr, buf) })
+	_ = sink
+}
