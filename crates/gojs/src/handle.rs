@@ -6,6 +6,11 @@ use std::thread::JoinHandle;
 use crate::event_loop::Task;
 use crate::{Config, Error, Module, engine, event_loop, instance};
 
+/// A call made on the loop thread: the outer `Err` is fatal to the instance, the inner the
+/// caller's.
+type GuestCall =
+    fn(&mut instance::Guest, &str, Vec<crate::Value>) -> Result<Result<crate::Value, Error>, Error>;
+
 /// A Go program running on its own event-loop thread (from [`Module::spawn`]).
 ///
 /// The program runs to completion like under [`Module::run`], except that while any [`Handle`]
@@ -145,10 +150,7 @@ impl Handle {
         name: &str,
         args: impl crate::IntoArgs,
     ) -> Result<R, Error> {
-        let name = name.to_string();
-        let args = args.into_args();
-        let v = self.request(true, move |guest| guest.call(&name, args))?;
-        Ok(R::from_value(v)?)
+        self.call_with(name, args, instance::Guest::call)
     }
 
     /// Like [`Handle::call`], but only `//go:wasmexport` functions (Go 1.24+).
@@ -160,10 +162,7 @@ impl Handle {
         name: &str,
         args: impl crate::IntoArgs,
     ) -> Result<R, Error> {
-        let name = name.to_string();
-        let args = args.into_args();
-        let v = self.request(true, move |guest| guest.call_export(&name, args))?;
-        Ok(R::from_value(v)?)
+        self.call_with(name, args, instance::Guest::call_export)
     }
 
     /// Wait until Go is idle (nothing but posted work can wake it): `run_until_idle`, where
@@ -178,6 +177,19 @@ impl Handle {
                 None => Ok(()),
             })
         })
+    }
+
+    /// Once idle, `how(guest, name, args)`; convert the result.
+    fn call_with<R: crate::FromValue>(
+        &self,
+        name: &str,
+        args: impl crate::IntoArgs,
+        how: GuestCall,
+    ) -> Result<R, Error> {
+        let name = name.to_string();
+        let args = args.into_args();
+        let v = self.request(true, move |guest| how(guest, &name, args))?;
+        Ok(R::from_value(v)?)
     }
 
     /// Post `f` to run on the loop thread and wait for its answer.

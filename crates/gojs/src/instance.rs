@@ -599,17 +599,7 @@ impl Guest {
                 }
                 Ok(())
             }
-            Due::Js { callback, args } => {
-                let thrown = self.run_js(|ctx| {
-                    realm::call(
-                        &callback.into_value(),
-                        Value::new_undefined(ctx.clone()),
-                        args,
-                    )
-                    .err()
-                });
-                self.after_js(thrown)
-            }
+            Due::Js { callback, args } => self.call_callback(callback, args),
         }
     }
 
@@ -619,6 +609,16 @@ impl Guest {
         let Some((callback, args)) = next else {
             return Ok(false);
         };
+        self.call_callback(callback, args)?;
+        Ok(true)
+    }
+
+    /// Call a JS callback from the loop (a timer's, a completed fs call's).
+    fn call_callback(
+        &mut self,
+        callback: rquickjs::Function<'static>,
+        args: Vec<JsValue>,
+    ) -> Result<(), Error> {
         let thrown = self.run_js(|ctx| {
             realm::call(
                 &callback.into_value(),
@@ -627,8 +627,7 @@ impl Guest {
             )
             .err()
         });
-        self.after_js(thrown)?;
-        Ok(true)
+        self.after_js(thrown)
     }
 
     /// Nothing can wake Go any more: tell it (`_pendingEvent = {id: 0}`) so it reports the

@@ -349,13 +349,13 @@ impl Vfs {
     }
 
     /// Where a guest path leads, refusing changes to read-only or virtual places.
-    fn place_mut(&self, cwd: &str, path: &str) -> io::Result<(&Mount, PathBuf)> {
+    fn place_mut(&self, cwd: &str, path: &str) -> io::Result<(&Root, PathBuf)> {
         match self
             .place(cwd, path)
             .map_err(|e| self.denied_if_in_virtual(cwd, path, e))?
         {
             Place::Mounted { mount, .. } if mount.read_only => Err(errno(libc::EACCES)),
-            Place::Mounted { mount, rel } => Ok((mount, rel)),
+            Place::Mounted { mount, rel } => Ok((&mount.root, rel)),
             Place::Virtual(_) => Err(errno(libc::EACCES)),
         }
     }
@@ -528,7 +528,7 @@ impl Vfs {
         let (m, rel) = self
             .place_mut(cwd, path)
             .map_err(exists_if_virtual(self, cwd, path))?;
-        match &m.root {
+        match m {
             Root::Ambient => std::fs::DirBuilder::new().mode(mode).create(rel),
             Root::Dir(d) => {
                 let mut b = cap_std::fs::DirBuilder::new();
@@ -540,42 +540,20 @@ impl Vfs {
 
     pub fn rmdir(&self, cwd: &str, path: &str) -> io::Result<()> {
         match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => std::fs::remove_dir(rel),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => d.remove_dir(rel),
+            (Root::Ambient, rel) => std::fs::remove_dir(rel),
+            (Root::Dir(d), rel) => d.remove_dir(rel),
         }
     }
 
     pub fn unlink(&self, cwd: &str, path: &str) -> io::Result<()> {
         match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => std::fs::remove_file(rel),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => d.remove_file_or_symlink(rel),
+            (Root::Ambient, rel) => std::fs::remove_file(rel),
+            (Root::Dir(d), rel) => d.remove_file_or_symlink(rel),
         }
     }
 
     /// Two guest paths in the same mount (a link or rename across grants is `EXDEV`).
-    fn pair(&self, cwd: &str, from: &str, to: &str) -> io::Result<(&Mount, PathBuf, PathBuf)> {
+    fn pair(&self, cwd: &str, from: &str, to: &str) -> io::Result<(&Root, PathBuf, PathBuf)> {
         let (m1, r1) = self.place_mut(cwd, from)?;
         let (m2, r2) = self.place_mut(cwd, to)?;
         if !std::ptr::eq(m1, m2) {
@@ -586,41 +564,15 @@ impl Vfs {
 
     pub fn rename(&self, cwd: &str, from: &str, to: &str) -> io::Result<()> {
         match self.pair(cwd, from, to)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                a,
-                b,
-            ) => std::fs::rename(a, b),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                a,
-                b,
-            ) => d.rename(a, d, b),
+            (Root::Ambient, a, b) => std::fs::rename(a, b),
+            (Root::Dir(d), a, b) => d.rename(a, d, b),
         }
     }
 
     pub fn link(&self, cwd: &str, existing: &str, new: &str) -> io::Result<()> {
         match self.pair(cwd, existing, new)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                a,
-                b,
-            ) => std::fs::hard_link(a, b),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                a,
-                b,
-            ) => d.hard_link(a, d, b),
+            (Root::Ambient, a, b) => std::fs::hard_link(a, b),
+            (Root::Dir(d), a, b) => d.hard_link(a, d, b),
         }
     }
 
@@ -628,19 +580,8 @@ impl Vfs {
     /// would lead out of it (absolute, or `..` past the grant) are refused when followed.
     pub fn symlink(&self, cwd: &str, target: &str, path: &str) -> io::Result<()> {
         match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => std::os::unix::fs::symlink(target, rel),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => d.symlink_contents(target, rel),
+            (Root::Ambient, rel) => std::os::unix::fs::symlink(target, rel),
+            (Root::Dir(d), rel) => d.symlink_contents(target, rel),
         }
     }
 
@@ -657,19 +598,10 @@ impl Vfs {
 
     pub fn chmod(&self, cwd: &str, path: &str, mode: u32) -> io::Result<()> {
         match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => std::fs::set_permissions(rel, std::fs::Permissions::from_mode(mode)),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => {
+            (Root::Ambient, rel) => {
+                std::fs::set_permissions(rel, std::fs::Permissions::from_mode(mode))
+            }
+            (Root::Dir(d), rel) => {
                 use cap_std::fs::PermissionsExt;
                 d.set_permissions(rel, cap_std::fs::Permissions::from_mode(mode))
             }
@@ -684,26 +616,9 @@ impl Vfs {
     pub fn chown(&self, cwd: &str, path: &str, uid: u32, gid: u32, follow: bool) -> io::Result<()> {
         let (uid, gid) = (Some(uid), Some(gid));
         match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) if follow => std::os::unix::fs::chown(rel, uid, gid),
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => std::os::unix::fs::lchown(rel, uid, gid),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => {
+            (Root::Ambient, rel) if follow => std::os::unix::fs::chown(rel, uid, gid),
+            (Root::Ambient, rel) => std::os::unix::fs::lchown(rel, uid, gid),
+            (Root::Dir(d), rel) => {
                 // Resolve beneath the grant to an `O_PATH` handle, then change that inode.
                 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
                 use cap_std::fs::OpenOptionsExt;
@@ -736,19 +651,8 @@ impl Vfs {
     pub fn truncate(&self, cwd: &str, path: &str, len: i64) -> io::Result<()> {
         let len = u64::try_from(len).map_err(|_| errno(libc::EINVAL))?;
         let file = match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => std::fs::OpenOptions::new().write(true).open(rel)?,
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => d
+            (Root::Ambient, rel) => std::fs::OpenOptions::new().write(true).open(rel)?,
+            (Root::Dir(d), rel) => d
                 .open_with(rel, cap_std::fs::OpenOptions::new().write(true))?
                 .into_std(),
         };
@@ -771,19 +675,8 @@ impl Vfs {
     pub fn utimes(&self, cwd: &str, path: &str, atime: f64, mtime: f64) -> io::Result<()> {
         let (a, m) = (system_time(atime)?, system_time(mtime)?);
         match self.place_mut(cwd, path)? {
-            (
-                Mount {
-                    root: Root::Ambient,
-                    ..
-                },
-                rel,
-            ) => set_times_path(&rel, a, m),
-            (
-                Mount {
-                    root: Root::Dir(d), ..
-                },
-                rel,
-            ) => d.set_times(
+            (Root::Ambient, rel) => set_times_path(&rel, a, m),
+            (Root::Dir(d), rel) => d.set_times(
                 rel,
                 Some(SystemTimeSpec::Absolute(
                     cap_std::time::SystemTime::from_std(a),

@@ -68,6 +68,19 @@ pub(crate) struct ProcessState {
     pub argv0: String,
 }
 
+/// Run `f` with `count` one higher (restored also on unwind).
+fn counted<R>(count: &Cell<u32>, f: impl FnOnce() -> R) -> R {
+    struct Leave<'a>(&'a Cell<u32>);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+    count.set(count.get() + 1);
+    let _leave = Leave(count);
+    f()
+}
+
 /// How much of Go's stderr is kept to find a panic message.
 const STDERR_TAIL: usize = 16 << 10;
 
@@ -108,28 +121,12 @@ pub(crate) struct Host {
 impl Host {
     /// Run `f` (a call into Go) counting it in [`Host::go_depth`].
     pub fn in_go<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Leave<'a>(&'a Cell<u32>);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.set(self.0.get() - 1);
-            }
-        }
-        self.go_depth.set(self.go_depth.get() + 1);
-        let _leave = Leave(&self.go_depth);
-        f()
+        counted(&self.go_depth, f)
     }
 
     /// Run `f` while a caller waits for Go's answer (see [`Host::awaiting`]).
     pub fn awaiting_result<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Leave<'a>(&'a Cell<u32>);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.set(self.0.get() - 1);
-            }
-        }
-        self.awaiting.set(self.awaiting.get() + 1);
-        let _leave = Leave(&self.awaiting);
-        f()
+        counted(&self.awaiting, f)
     }
 
     /// Whether a completed host call's callback must wait for the event loop, as in Node: yes
