@@ -226,6 +226,7 @@ impl Drop for ClearHost {
 /// Define the embedder's `//go:wasmimport` functions, and explain any import nobody provides.
 fn link_wasm_imports(
     linker: &mut Linker<HostState>,
+    store: &mut Store<HostState>,
     module: &wasmtime::Module,
     provided: Vec<(String, String, crate::convert::DynHostFn)>,
 ) -> Result<(), Error> {
@@ -236,7 +237,8 @@ fn link_wasm_imports(
         .collect();
     for import in module.imports() {
         let (m, n) = (import.module(), import.name());
-        if m == "gojs" || m == "go" {
+        // Ours: the runtime's imports and Go's own test hooks (`_gotest`).
+        if linker.get(&mut *store, m, n).is_ok() {
             continue;
         }
         let Some(f) = provided
@@ -482,7 +484,12 @@ impl Guest {
         let mut linker = Linker::new(&inner.engine.inner);
         crate::imports::link(&mut linker, inner.abi.module_name())
             .map_err(|e| Error::Host(format!("{e:#}")))?;
-        link_wasm_imports(&mut linker, &inner.module, config.wasm_imports)?;
+        link_wasm_imports(
+            &mut linker,
+            &mut guest.store,
+            &inner.module,
+            config.wasm_imports,
+        )?;
         let instance = linker
             .instantiate(&mut guest.store, &inner.module)
             .map_err(|e| Error::NotGoJs(format!("cannot instantiate: {e:#}")))?;
