@@ -265,7 +265,7 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                 a.get(3),
                 a.get(4),
             );
-            complete(&h, &ctx, &cb, n)
+            complete(&h, &ctx, &cb, n, arg(&ctx, &a, 1))
         })?,
     )?;
     let h = host.clone();
@@ -301,7 +301,7 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
                 a.get(3),
                 a.get(4),
             );
-            complete(&h, &ctx, &cb, n)
+            complete(&h, &ctx, &cb, n, arg(&ctx, &a, 1))
         })?,
     )?;
     Ok(fs)
@@ -492,28 +492,49 @@ fn callback(
     cb: &Function<'static>,
     result: Result<JsValue, JsValue>,
 ) -> rquickjs::Result<()> {
+    // Node's shapes: `(err)`, `(null)` for calls without a result, `(null, result)`.
     let args = match result {
+        Ok(v) if v.is_undefined() => vec![Value::new_null(ctx.clone())],
         Ok(v) => vec![Value::new_null(ctx.clone()), v],
         Err(e) => vec![e],
     };
+    call_back(h, ctx, cb, args)
+}
+
+/// Call (or queue) `cb` with `args`, its receiver a request object as in Node.
+fn call_back(
+    h: &Host,
+    ctx: &JsCtx,
+    cb: &Function<'static>,
+    args: Vec<JsValue>,
+) -> rquickjs::Result<()> {
     if h.defer_callbacks() {
         h.deferred.borrow_mut().push_back((cb.clone(), args));
         return Ok(());
     }
-    realm::call(cb.as_value(), Value::new_undefined(ctx.clone()), args)
+    let req = Object::new(ctx.clone())?.into_value();
+    realm::call(cb.as_value(), req, args)
         .map(drop)
         .map_err(|e| ctx.throw(e))
 }
 
-/// Call a Node-style callback: `cb(err)` or `cb(null, n)`.
+/// Complete `read`/`write` like Node: `cb(err)` or `cb(null, bytes, buffer)`.
 fn complete(
     h: &Host,
     ctx: &JsCtx,
     cb: &Function<'static>,
     result: Result<usize, JsValue>,
+    buffer: JsValue,
 ) -> rquickjs::Result<()> {
-    let result = result.map(|n| Value::new_number(ctx.clone(), n as f64));
-    callback(h, ctx, cb, result)
+    let args = match result {
+        Ok(n) => vec![
+            Value::new_null(ctx.clone()),
+            Value::new_number(ctx.clone(), n as f64),
+            buffer,
+        ],
+        Err(e) => vec![e],
+    };
+    call_back(h, ctx, cb, args)
 }
 
 /// The `[offset, offset + length)` range of `buf`, checked like Node's `fs.write`/`fs.read`.
