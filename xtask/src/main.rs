@@ -164,7 +164,11 @@ fn conformance(
         rows.insert(pkg.clone(), (g, n));
     }
 
-    let report = render(go, &rows, with_node)?;
+    let mut report = render(go, &rows, with_node)?;
+    if let Ok(notes) = std::fs::read_to_string(root.join("conformance/notes.md")) {
+        report.push('\n');
+        report.push_str(&notes);
+    }
     std::fs::write(root.join(output), &report)
         .with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {}", output.display());
