@@ -218,13 +218,28 @@ pub(crate) fn run(
     args: &[String],
     env: &[String],
     inbox: Option<Receiver<Task>>,
+    on_exit: impl FnOnce(i32),
 ) -> Result<i32, crate::Error> {
     let mut inbox = inbox;
+    let mut on_exit = Some(on_exit);
     let mut when_idle: VecDeque<Task> = VecDeque::new();
     guest.start(args, env)?;
     loop {
         guest.drain_microtasks()?;
         if let Some(code) = guest.exit_code() {
+            if let Some(f) = on_exit.take() {
+                f(code);
+            }
+            // Like Node, the instance outlives Go's exit for whoever still holds it: its
+            // `//go:wasmexport` functions stay callable until the last handle is dropped.
+            if let Some(rx) = inbox.take() {
+                for task in when_idle.drain(..) {
+                    (task.run)(guest)?;
+                }
+                for task in rx.iter() {
+                    (task.run)(guest)?;
+                }
+            }
             return Ok(code);
         }
         // Completed I/O first, as Node's loop delivers fs callbacks before timers.

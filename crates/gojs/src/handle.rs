@@ -20,6 +20,8 @@ type GuestCall =
 pub struct Running {
     handle: Option<Handle>,
     thread: Option<JoinHandle<Result<i32, Error>>>,
+    /// Go's exit code, sent as soon as Go exits (the thread may serve exports longer).
+    exit: mpsc::Receiver<i32>,
 }
 
 /// A cloneable, thread-safe way to post work into a running program's event loop.
@@ -51,18 +53,22 @@ impl Module {
     /// uncaught exceptions, a failed setup) are returned by [`Running::wait`].
     pub fn spawn(&self, config: Config) -> Result<Running, Error> {
         let (tx, rx) = mpsc::channel();
+        let (exit_tx, exit) = mpsc::sync_channel(1);
         let module = self.clone();
         let thread = std::thread::Builder::new()
             .name("gojs-guest".into())
             .stack_size(engine::GUEST_THREAD_STACK)
             .spawn(move || {
                 let (mut guest, args, env) = instance::Guest::new(&module, config)?;
-                event_loop::run(&mut guest, &args, &env, Some(rx))
+                event_loop::run(&mut guest, &args, &env, Some(rx), |code| {
+                    let _ = exit_tx.send(code);
+                })
             })
             .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?;
         Ok(Running {
             handle: Some(Handle { tx }),
             thread: Some(thread),
+            exit,
         })
     }
 }
@@ -77,14 +83,21 @@ impl Running {
 
     /// Drop this `Running`'s own handle and wait for the program to exit; Go's exit code.
     ///
+    /// Handles still held elsewhere keep the instance (not Go) alive after that: its
+    /// `//go:wasmexport` functions stay callable, as under Node.
+    ///
     /// # Errors
     /// As [`Module::run`].
     pub fn wait(mut self) -> Result<i32, Error> {
         self.handle = None;
         let thread = self.thread.take().expect("only `wait` takes the thread");
-        thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::Host("the guest thread panicked".into())))
+        match self.exit.recv() {
+            Ok(code) => Ok(code),
+            // The loop ended without Go exiting normally: a trap, an uncaught exception.
+            Err(_) => thread
+                .join()
+                .unwrap_or_else(|_| Err(Error::Host("the guest thread panicked".into()))),
+        }
     }
 }
 

@@ -701,7 +701,11 @@ impl Guest {
         args: Vec<crate::Value>,
     ) -> Result<Result<crate::Value, Error>, Error> {
         if self.exit_code().is_some() {
-            return Ok(Err(self.exited()));
+            // After exit only exports can still answer (as under Node).
+            return match self.call_export(name, args)? {
+                Err(Error::NoSuchFunction(_)) => Ok(Err(self.exited())),
+                other => Ok(other),
+            };
         }
         let ctx = self.store.data().ctx.clone();
         let f: JsValue = ctx.globals().get(name).unwrap_or_else(|_| {
@@ -738,9 +742,6 @@ impl Guest {
         args: Vec<crate::Value>,
     ) -> Result<Result<crate::Value, Error>, Error> {
         use wasmtime::{Val, ValType};
-        if self.exit_code().is_some() {
-            return Ok(Err(self.exited()));
-        }
         let g = self
             .store
             .data()
@@ -789,12 +790,21 @@ impl Guest {
         }
         let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
         let host = self.host.clone();
+        let exited_before = self.exit_code().is_some();
         let r = host
             .awaiting_result(|| host.in_go(|| func.call(&mut self.store, &params, &mut results)));
-        self.settle(r)?;
-        self.drain_microtasks()?;
-        if self.exit_code().is_some() {
-            return Ok(Err(self.exited()));
+        if exited_before {
+            // Go's runtime is gone: a pure function still answers (as under Node), anything
+            // else traps, which is the caller's error, not the instance's.
+            if let Err(e) = r {
+                return Ok(Err(trap_error(e)));
+            }
+        } else {
+            self.settle(r)?;
+            self.drain_microtasks()?;
+            if self.exit_code().is_some() {
+                return Ok(Err(self.exited()));
+            }
         }
         let value = match results.first() {
             None => crate::Value::Undefined,

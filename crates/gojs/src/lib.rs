@@ -122,7 +122,7 @@ impl Module {
             .stack_size(engine::GUEST_THREAD_STACK)
             .spawn(move || {
                 let (mut guest, args, env) = instance::Guest::new(&module, config)?;
-                let code = event_loop::run(&mut guest, &args, &env, None)?;
+                let code = event_loop::run(&mut guest, &args, &env, None, |_| ())?;
                 Ok((code, inspect(&guest)))
             })
             .map_err(|e| Error::Host(format!("cannot start the guest thread: {e}")))?

@@ -69,10 +69,19 @@ fn misuse_is_a_clean_error() {
     assert!(out.stderr().contains("is not JSON"), "{}", out.stderr());
     // A program that exits before it is idle: its exit code, and why the call failed.
     let out = call("exitcode", "anything", &[]);
-    assert_ne!(out.code, Some(0));
+    assert_eq!(out.code, Some(3));
     assert!(
-        out.stderr().contains("Go program has already exited"),
+        out.stderr()
+            .ends_with("gojs: anything: Go program exited with code 3\n"),
         "{}",
         out.stderr()
     );
+}
+
+#[test]
+fn exports_stay_callable_after_main_returns() {
+    // As under Node: Go exited (code 0), but a pure exported function still answers.
+    let out = call("wasmexport_after_exit", "add", &["40", "2"]);
+    assert_eq!(out.stdout(), "main returns\n42\n");
+    assert_eq!(out.code, Some(0), "{}", out.stderr());
 }

@@ -125,9 +125,10 @@ fn a_panicking_callback_is_an_error_with_the_panic_message() {
     let again = handle.call::<String>("greeter", ("again",)).unwrap_err();
     assert!(matches!(again, gojs::Error::Exited { .. }), "{again}");
     assert_eq!(running.wait().unwrap(), 2);
+    // The instance outlives Go for this handle (for exports), but JS work is refused.
     let late = handle.eval_json("1").unwrap_err();
     assert!(
-        matches!(late, gojs::Error::Exited { code: None, .. }),
+        matches!(late, gojs::Error::Exited { code: Some(2), .. }),
         "{late}"
     );
 }
@@ -337,4 +338,24 @@ fn run_until_idle_then_call() {
         "greeter published\n"
     );
     assert_eq!(h.call::<String>("greeter", ("idle",)).unwrap(), "idle");
+}
+
+#[test]
+fn exports_are_callable_after_go_exits_while_handles_live() {
+    let engine = gojs::Engine::new().unwrap();
+    let module =
+        gojs::Module::from_file(&engine, Go::path().build("wasmexport_after_exit")).unwrap();
+    let running = module
+        .spawn(gojs::Config::new().stdout(gojs::Output::Null))
+        .unwrap();
+    let h = running.handle();
+    // `wait` returns when Go exits; the handle keeps the instance for its exports.
+    assert_eq!(running.wait().unwrap(), 0);
+    assert_eq!(h.call_export::<i32>("add", (40, 2)).unwrap(), 42);
+    assert_eq!(h.call::<i32>("add", (1, 2)).unwrap(), 3);
+    let err = h.call::<i32>("nope", ()).unwrap_err();
+    assert!(
+        matches!(err, gojs::Error::Exited { code: Some(0), .. }),
+        "{err}"
+    );
 }
