@@ -52,6 +52,10 @@ impl Engine {
         // Only checked against max_wasm_stack: we never run wasm on async fibers.
         config.async_stack_size(WASM_MAX_STACK);
         config.parallel_compilation(true);
+        // `GOJS_PERFMAP=1`: write /tmp/perf-PID.map so `perf report` names wasm functions.
+        if std::env::var_os("GOJS_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let inner =
             wasmtime::Engine::new(&config).map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
         Ok(Engine { inner, cache })

@@ -373,9 +373,10 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub fn guest(&self) -> wasmtime::Result<GuestExports> {
+    /// The guest's exports (cloning them is not free: clone only what a call needs).
+    pub fn guest(&self) -> wasmtime::Result<&GuestExports> {
         self.guest
-            .clone()
+            .as_ref()
             .ok_or_else(|| wasmtime::Error::msg("the Go module is not instantiated yet"))
     }
 
@@ -522,6 +523,7 @@ impl Guest {
             .store
             .data()
             .guest()
+            .cloned()
             .map_err(|e| Error::Host(e.to_string()))?;
         let mem = g.mem.data_mut(&mut self.store);
         let dst = mem
@@ -541,6 +543,7 @@ impl Guest {
             .store
             .data()
             .guest()
+            .cloned()
             .map_err(|e| Error::Host(e.to_string()))?;
         let host = self.host.clone();
         let r = host.in_go(|| g.resume.call(&mut self.store, ()));
@@ -746,6 +749,7 @@ impl Guest {
             .store
             .data()
             .guest()
+            .cloned()
             .map_err(|e| Error::Host(e.to_string()))?;
         // The runtime's own entry points are not the embedder's to call.
         let internal = ["run", "resume", "getsp"].contains(&name);

@@ -75,7 +75,7 @@ pub(crate) fn resume(ctx: &JsCtx, host: &Host) -> rquickjs::Result<()> {
         ));
     }
     let outcome = reentry::with_active(|store| {
-        let resume = store.data().guest().map(|g| g.resume)?;
+        let resume = store.data().guest().map(|g| g.resume.clone())?;
         // Called from Go (through JS), the caller needs the answer before it can go on.
         if host.go_depth.get() > 0 {
             host.awaiting_result(|| host.in_go(|| resume.call(store, ())))

@@ -152,7 +152,7 @@ impl Call<'_, '_> {
         if self.caller.data().host.stopped() {
             return Err(Unwind.into());
         }
-        let getsp = self.caller.data().guest()?.getsp;
+        let getsp = self.caller.data().guest()?.getsp.clone();
         self.sp = getsp.call(&mut *self.caller, ())? as u32;
         Ok(r)
     }
