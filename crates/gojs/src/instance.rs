@@ -370,6 +370,8 @@ pub(crate) struct HostState {
     pub values: ValueTable,
     pub reflect: Reflect,
     guest: Option<GuestExports>,
+    /// Property names Go used, as JS strings (see `Call::load_name`).
+    pub names: std::collections::HashMap<Box<[u8]>, JsValue>,
 }
 
 impl HostState {
@@ -477,6 +479,7 @@ impl Guest {
             reflect: Reflect::new(&ctx)?,
             ctx,
             guest: None,
+            names: std::collections::HashMap::new(),
         };
         let inner = &module.inner;
         let store = Store::new(&inner.engine.inner, state);
@@ -837,6 +840,7 @@ impl Drop for Guest {
         // Release every JS value Rust holds, so the realm can be freed cleanly after the store.
         self.host.clear();
         self.store.data_mut().values.clear();
+        self.store.data_mut().names.clear();
         self.js.collect();
     }
 }

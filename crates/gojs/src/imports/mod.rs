@@ -58,6 +58,10 @@ imports! {
 
 /// Define every import under `module` (`gojs` or `go`), plus `debug` and the `_gotest` imports
 /// that `syscall/js`'s own tests use.
+/// How many property names are kept as JS strings, and how long one may be.
+const NAME_CACHE: usize = 4096;
+const NAME_MAX: usize = 64;
+
 pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
     for import in IMPORTS {
         let (name, go, func) = (import.name, import.go, import.func);
@@ -134,6 +138,24 @@ impl Call<'_, '_> {
         let bytes = self.with_mem(|m, f| f.bytes(m, off))?;
         let ctx = self.state().ctx.clone();
         Ok(crate::realm::string_from_go(&ctx, &bytes)?)
+    }
+
+    /// A property or method name at `sp + off` as a JS string. Programs use few names many
+    /// times, so short ones are kept (up to [`NAME_CACHE`] of them) instead of decoding the
+    /// bytes into a new string on every access.
+    fn load_name(&mut self, off: u32) -> wasmtime::Result<JsValue> {
+        let frame = self.frame();
+        let (mem, state) = self.split()?;
+        let s = frame.slice(&mem, off)?;
+        let bytes = mem.bytes(s.ptr, s.len)?;
+        if let Some(v) = state.names.get(bytes) {
+            return Ok(v.clone());
+        }
+        let v = crate::realm::string_from_go(&state.ctx, bytes)?;
+        if bytes.len() <= NAME_MAX && state.names.len() < NAME_CACHE {
+            state.names.insert(bytes.into(), v.clone());
+        }
+        Ok(v)
     }
 
     /// Store `v` for Go (`storeValue`) and write its ref at `sp + off`.

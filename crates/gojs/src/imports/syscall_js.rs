@@ -29,7 +29,7 @@ pub(super) fn string_val(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func valueGet(v ref, p string) ref`: `Reflect.get(v, p)`.
 pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, p) = (c.load(8)?, c.load_string(16)?);
+    let (v, p) = (c.load(8)?, c.load_name(16)?);
     let get = c.state().reflect.get.clone().into_value();
     let this = undefined(c);
     match c.run_js(|| realm::call(&get, this, vec![v, p]))? {
@@ -40,7 +40,7 @@ pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func valueSet(v ref, p string, x ref)`: `Reflect.set(v, p, x)`.
 pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, p, x) = (c.load(8)?, c.load_string(16)?, c.load(32)?);
+    let (v, p, x) = (c.load(8)?, c.load_name(16)?, c.load(32)?);
     let set = c.state().reflect.set.clone().into_value();
     let this = undefined(c);
     match c.run_js(|| realm::call(&set, this, vec![v, p, x]))? {
@@ -51,7 +51,7 @@ pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func valueDelete(v ref, p string)`: `Reflect.deleteProperty(v, p)`.
 pub(super) fn value_delete(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, p) = (c.load(8)?, c.load_string(16)?);
+    let (v, p) = (c.load(8)?, c.load_name(16)?);
     let delete = c.state().reflect.delete_property.clone().into_value();
     let this = undefined(c);
     match c.run_js(|| realm::call(&delete, this, vec![v, p]))? {
@@ -105,7 +105,7 @@ fn store_outcome(
 /// `func valueCall(v ref, m string, args []ref) (ref, bool)`:
 /// `Reflect.apply(Reflect.get(v, m), v, args)`, catching what it throws.
 pub(super) fn value_call(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, name, args) = (c.load(8)?, c.load_string(16)?, c.load_all(32)?);
+    let (v, name, args) = (c.load(8)?, c.load_name(16)?, c.load_all(32)?);
     let (get, apply) = (
         c.state().reflect.get.clone().into_value(),
         c.state().reflect.apply.clone().into_value(),
