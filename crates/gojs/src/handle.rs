@@ -192,6 +192,35 @@ impl Handle {
         })
     }
 
+    /// [`Handle::call`] for async code: returns at once with a future of the result, so an
+    /// async task awaits Go without blocking its executor's thread. Works with any executor.
+    ///
+    /// ```no_run
+    /// # async fn demo(running: &gojs::Running) -> Result<(), gojs::Error> {
+    /// let reply: String = running.handle().call_async("greeter", ("gopher",)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn call_async<R: crate::FromValue + Send + 'static>(
+        &self,
+        name: &str,
+        args: impl crate::IntoArgs,
+    ) -> Reply<R> {
+        let name = name.to_string();
+        let args = args.into_args();
+        let (reply, responder) = Reply::new();
+        let task = Task {
+            when_idle: true,
+            run: Box::new(move |guest| {
+                let outcome = guest.call(&name, args)?;
+                responder.answer(outcome.and_then(|v| Ok(R::from_value(v)?)));
+                Ok(())
+            }),
+        };
+        // If the loop is gone the task (and its responder) is dropped: the reply says so.
+        let _ = self.tx.send(task);
+        reply
+    }
+
     /// Once idle, `how(guest, name, args)`; convert the result.
     fn call_with<R: crate::FromValue>(
         &self,
@@ -226,5 +255,81 @@ impl Handle {
         };
         self.tx.send(task).map_err(|_| gone())?;
         answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// The future result of [`Handle::call_async`].
+pub struct Reply<R> {
+    slot: std::sync::Arc<std::sync::Mutex<Slot<R>>>,
+}
+
+struct Slot<R> {
+    value: Option<Result<R, Error>>,
+    waker: Option<std::task::Waker>,
+}
+
+/// The loop's end of a [`Reply`]; answers `Exited` if dropped unanswered.
+struct Responder<R> {
+    slot: Option<std::sync::Arc<std::sync::Mutex<Slot<R>>>>,
+}
+
+impl<R> Reply<R> {
+    fn new() -> (Reply<R>, Responder<R>) {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Slot {
+            value: None,
+            waker: None,
+        }));
+        (Reply { slot: slot.clone() }, Responder { slot: Some(slot) })
+    }
+}
+
+impl<R> Responder<R> {
+    fn answer(mut self, value: Result<R, Error>) {
+        if let Some(slot) = self.slot.take() {
+            let mut s = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.value = Some(value);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<R> Drop for Responder<R> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let mut s = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.value = Some(Err(Error::Exited {
+                code: None,
+                panic: None,
+            }));
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<R> std::future::Future for Reply<R> {
+    type Output = Result<R, Error>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut s = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match s.value.take() {
+            Some(v) => std::task::Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
     }
 }

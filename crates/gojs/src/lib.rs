@@ -84,7 +84,7 @@ pub use convert::{
 };
 pub use engine::Engine;
 pub use error::Error;
-pub use handle::{Handle, Running};
+pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};
 pub use module::{GoAbi, Module};
 pub use vfs::Grant;

@@ -359,3 +359,42 @@ fn exports_are_callable_after_go_exits_while_handles_live() {
         "{err}"
     );
 }
+
+/// A minimal executor: poll, park until woken.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn async_calls_are_futures() {
+    let (running, out) = spawn_greeter();
+    let h = running.handle();
+    // Several calls in flight at once; each future resolves with its own answer.
+    let replies: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| h.call_async::<String>("greeter", (*n,)))
+        .collect();
+    let got: Vec<String> = replies.into_iter().map(|r| block_on(r).unwrap()).collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    assert!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()).ends_with("Hello a\nHello b\nHello c\n")
+    );
+    // A call the instance can no longer answer resolves to `Exited`, not a hang.
+    drop(running);
+    let err = block_on(h.call_async::<String>("greeter", ("late",))).unwrap_err();
+    assert!(matches!(err, gojs::Error::Exited { .. }), "{err}");
+}
