@@ -616,21 +616,13 @@ impl Guest {
         }
     }
 
-    /// Run the oldest deferred callback (a completed fs call), if any; whether one ran. Its
-    /// receiver is a fresh request object, as Node's `FSReqCallback`.
+    /// Run the oldest deferred callback (a completed fs call), if any; whether one ran.
     pub fn run_deferred(&mut self) -> Result<bool, Error> {
         let next = self.host.deferred.borrow_mut().pop_front();
         let Some((callback, args)) = next else {
             return Ok(false);
         };
-        let thrown = self.run_js(|ctx| {
-            let req = match rquickjs::Object::new(ctx.clone()) {
-                Ok(o) => o.into_value(),
-                Err(_) => Value::new_undefined(ctx.clone()),
-            };
-            realm::call(&callback.into_value(), req, args).err()
-        });
-        self.after_js(thrown)?;
+        self.call_callback(callback, args)?;
         Ok(true)
     }
 

@@ -501,7 +501,8 @@ fn callback(
     call_back(h, ctx, cb, args)
 }
 
-/// Call (or queue) `cb` with `args`, its receiver a request object as in Node.
+/// Call (or queue) `cb` with `args` (and no receiver: Node's `this` is `undefined` in the
+/// strict-mode wrappers Go's callbacks are).
 fn call_back(
     h: &Host,
     ctx: &JsCtx,
@@ -512,8 +513,7 @@ fn call_back(
         h.deferred.borrow_mut().push_back((cb.clone(), args));
         return Ok(());
     }
-    let req = Object::new(ctx.clone())?.into_value();
-    realm::call(cb.as_value(), req, args)
+    realm::call(cb.as_value(), Value::new_undefined(ctx.clone()), args)
         .map(drop)
         .map_err(|e| ctx.throw(e))
 }
