@@ -29,6 +29,73 @@ pub enum Value {
     Array(Vec<Value>),
     /// A plain object's own enumerable properties, in property order.
     Object(Vec<(String, Value)>),
+    /// A JS function kept in its instance's realm (e.g. a `js.FuncOf` callback Go passed to a
+    /// host function), callable later with [`Handle::invoke`](crate::Handle::invoke).
+    Function(JsFunction),
+}
+
+/// A JS function that stays in its instance's realm while Rust holds it (cheap to clone, `Send`).
+///
+/// Go hands one to the host by passing a `js.Func` (or any JS function) to a host function; call
+/// it later with [`Handle::invoke`](crate::Handle::invoke), from any thread. Dropping the last
+/// clone releases it. Using it after its instance ended is [`Error::Exited`](crate::Error).
+///
+/// ```no_run
+/// # fn main() -> Result<(), gojs::Error> {
+/// # let module: gojs::Module = todo!();
+/// use std::sync::{Arc, Mutex};
+/// let saved: Arc<Mutex<Option<gojs::JsFunction>>> = Arc::default();
+/// let keep = saved.clone();
+/// // Go: js.Global().Call("subscribe", js.FuncOf(onEvent))
+/// let config = gojs::Config::new().func("subscribe", move |f: gojs::JsFunction| {
+///     *keep.lock().unwrap() = Some(f);
+/// });
+/// let running = module.spawn(config)?;
+/// running.handle().run_until_idle()?;
+/// let f = saved.lock().unwrap().clone().expect("Go subscribed");
+/// running.handle().invoke::<()>(&f, ("an event",))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct JsFunction(pub(crate) std::sync::Arc<KeptRef>);
+
+/// The id of a kept JS value; releases it when dropped.
+pub(crate) struct KeptRef {
+    pub instance: u64,
+    pub id: u64,
+    pub release: std::sync::mpsc::Sender<u64>,
+}
+
+impl Drop for KeptRef {
+    fn drop(&mut self) {
+        let _ = self.release.send(self.id);
+    }
+}
+
+impl fmt::Debug for JsFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsFunction({}#{})", self.0.instance, self.0.id)
+    }
+}
+
+impl PartialEq for JsFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.instance == other.0.instance && self.0.id == other.0.id
+    }
+}
+
+impl IntoValue for JsFunction {
+    fn into_value(self) -> Value {
+        Value::Function(self)
+    }
+}
+impl FromValue for JsFunction {
+    fn from_value(v: Value) -> Result<Self, ConversionError> {
+        match v {
+            Value::Function(f) => Ok(f),
+            other => Err(ConversionError::new("function", &other)),
+        }
+    }
 }
 
 impl Value {
@@ -43,6 +110,7 @@ impl Value {
             Value::Bytes(_) => "Uint8Array",
             Value::Array(_) => "array",
             Value::Object(_) => "object",
+            Value::Function(_) => "function",
         }
     }
 
@@ -281,7 +349,7 @@ impl From<Value> for serde_json::Value {
     fn from(v: Value) -> Self {
         use serde_json::Value as J;
         match v {
-            Value::Undefined | Value::Null => J::Null,
+            Value::Undefined | Value::Null | Value::Function(_) => J::Null,
             Value::Bool(b) => J::Bool(b),
             // Integral numbers print as integers (`42`, not `42.0`), like `JSON.stringify`.
             Value::Number(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {

@@ -242,6 +242,7 @@ pub(crate) fn run(
             }
             return Ok(code);
         }
+        guest.host().kept.drain_released();
         // Completed I/O first, as Node's loop delivers fs callbacks before timers.
         if guest.run_deferred()? {
             continue;

@@ -192,6 +192,22 @@ impl Handle {
         })
     }
 
+    /// Once Go is idle, call a JS function Rust kept (see [`crate::JsFunction`]) — typically a
+    /// `js.FuncOf` callback Go handed to a host function — and convert its result.
+    ///
+    /// # Errors
+    /// As [`Handle::call`]; [`Error::Conversion`] for a function of another instance.
+    pub fn invoke<R: crate::FromValue>(
+        &self,
+        f: &crate::JsFunction,
+        args: impl crate::IntoArgs,
+    ) -> Result<R, Error> {
+        let f = f.clone();
+        let args = args.into_args();
+        let v = self.request(true, move |guest| guest.invoke(&f, args))?;
+        Ok(R::from_value(v)?)
+    }
+
     /// [`Handle::call`] for async code: returns at once with a future of the result, so an
     /// async task awaits Go without blocking its executor's thread. Works with any executor.
     ///

@@ -296,24 +296,33 @@ fn link_wasm_imports(
 /// Define the embedder's global functions and values.
 fn install_extras(
     ctx: &JsCtx,
+    host: &Rc<Host>,
     funcs: Vec<(String, crate::convert::DynHostFn)>,
     globals: Vec<(String, crate::Value)>,
 ) -> rquickjs::Result<()> {
     let g = ctx.globals();
     for (name, value) in globals {
-        g.set(name.as_str(), realm::to_js(ctx, &value)?)?;
+        g.set(name.as_str(), realm::to_js(ctx, &value, &host.kept)?)?;
     }
     for (name, f) in funcs {
         let f = std::sync::Arc::new(f);
         let label = name.clone();
+        // Weak: the function lives in the realm the host owns.
+        let h = Rc::downgrade(host);
         let js = rquickjs::Function::new(
             ctx.clone(),
             move |ctx: JsCtx,
                   args: rquickjs::function::Rest<JsValue>|
                   -> rquickjs::Result<JsValue> {
+                let Some(host) = h.upgrade() else {
+                    return Err(rquickjs::Exception::throw_message(
+                        &ctx,
+                        "the instance is gone",
+                    ));
+                };
                 let mut values = Vec::with_capacity(args.0.len());
                 for (i, a) in args.0.iter().enumerate() {
-                    match realm::from_js(a) {
+                    match realm::from_js(a, &host.kept) {
                         Ok(v) => values.push(v),
                         Err(e) => {
                             let msg = format!("{label}: argument {}: {e}", i + 1);
@@ -322,7 +331,7 @@ fn install_extras(
                     }
                 }
                 match f(values) {
-                    Ok(v) => realm::to_js(&ctx, &v),
+                    Ok(v) => realm::to_js(&ctx, &v, &host.kept),
                     Err(msg) if msg.starts_with("argument ") => Err(
                         rquickjs::Exception::throw_type(&ctx, &format!("{label}: {msg}")),
                     ),
@@ -425,6 +434,7 @@ impl Guest {
             matches!(config.stderr, Output::Inherit),
         ];
         let host = Rc::new(Host {
+            kept: realm::Kept::new(),
             stderr_tail: RefCell::default(),
             stdio_inherited: inherited,
             stdin: RefCell::new(reader(config.stdin)),
@@ -461,7 +471,7 @@ impl Guest {
             }
         });
         host::install(&ctx, &host)?;
-        install_extras(&ctx, config.funcs, config.globals)?;
+        install_extras(&ctx, &host, config.funcs, config.globals)?;
         let go = host::go::object(&ctx, &host)?;
         *host.go.borrow_mut() = Some(go.clone());
         let presets = [
@@ -713,16 +723,48 @@ impl Guest {
         if !f.is_function() {
             return self.call_export(name, args);
         }
+        self.call_function(f, args)
+    }
+
+    /// Call a JS function Rust kept (a [`crate::JsFunction`]) with `args`.
+    pub fn invoke(
+        &mut self,
+        f: &crate::JsFunction,
+        args: Vec<crate::Value>,
+    ) -> Result<Result<crate::Value, Error>, Error> {
+        if !self.host.kept.owns(f) {
+            return Ok(Err(Error::Conversion(crate::ConversionError {
+                expected: "a function of this instance".into(),
+                got: "a function of another instance".into(),
+            })));
+        }
+        if self.exit_code().is_some() {
+            return Ok(Err(self.exited()));
+        }
+        match self.host.kept.get(f) {
+            Some(v) => self.call_function(v, args),
+            None => Ok(Err(self.exited())),
+        }
+    }
+
+    /// Call the JS function `f` with `args` while the caller waits for the answer.
+    fn call_function(
+        &mut self,
+        f: JsValue,
+        args: Vec<crate::Value>,
+    ) -> Result<Result<crate::Value, Error>, Error> {
         let host = self.host.clone();
         let outcome = host.awaiting_result(|| {
             self.run_js(|ctx| -> Result<crate::Value, Error> {
                 let mut js_args = Vec::with_capacity(args.len());
                 for a in &args {
-                    js_args.push(realm::to_js(ctx, a).map_err(|e| Error::Host(e.to_string()))?);
+                    js_args.push(
+                        realm::to_js(ctx, a, &host.kept).map_err(|e| Error::Host(e.to_string()))?,
+                    );
                 }
                 let r = realm::call(&f, Value::new_undefined(ctx.clone()), js_args)
                     .map_err(|e| Error::JsException(realm::describe_error(&e)))?;
-                realm::from_js(&r).map_err(Error::Host)
+                realm::from_js(&r, &host.kept).map_err(Error::Host)
             })
         });
         self.settle(Ok(()))?;

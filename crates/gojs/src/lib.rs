@@ -80,7 +80,8 @@ mod vfs;
 
 pub use abi::ArgsTooLong;
 pub use convert::{
-    Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, Json, Value,
+    Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, JsFunction, Json,
+    Value,
 };
 pub use engine::Engine;
 pub use error::Error;

@@ -321,10 +321,13 @@ pub(crate) fn describe_error(err: &JsValue) -> String {
     to_string_lossy(err)
 }
 
-/// Copy a Rust [`Value`](crate::Value) into the realm.
-pub(crate) fn to_js(ctx: &JsCtx, v: &crate::Value) -> rquickjs::Result<JsValue> {
+/// Copy a Rust [`Value`](crate::Value) into the realm (functions come from `kept`).
+pub(crate) fn to_js(ctx: &JsCtx, v: &crate::Value, kept: &Kept) -> rquickjs::Result<JsValue> {
     use crate::Value as V;
     Ok(match v {
+        V::Function(f) => kept
+            .get(f)
+            .unwrap_or_else(|| Value::new_undefined(ctx.clone())),
         V::Undefined => Value::new_undefined(ctx.clone()),
         V::Null => Value::new_null(ctx.clone()),
         V::Bool(b) => Value::new_bool(ctx.clone(), *b),
@@ -334,32 +337,36 @@ pub(crate) fn to_js(ctx: &JsCtx, v: &crate::Value) -> rquickjs::Result<JsValue> 
         V::Array(items) => {
             let a = rquickjs::Array::new(ctx.clone())?;
             for (i, item) in items.iter().enumerate() {
-                a.set(i, to_js(ctx, item)?)?;
+                a.set(i, to_js(ctx, item, kept)?)?;
             }
             a.into_value()
         }
         V::Object(props) => {
             let o = Object::new(ctx.clone())?;
             for (k, item) in props {
-                o.set(k.as_str(), to_js(ctx, item)?)?;
+                o.set(k.as_str(), to_js(ctx, item, kept)?)?;
             }
             o.into_value()
         }
     })
 }
 
-/// Copy a JS value out of the realm: typed arrays and `ArrayBuffer`s become bytes, functions and
-/// symbols `undefined` (as `JSON.stringify` drops them); nesting deeper than 128 is an error.
-pub(crate) fn from_js(v: &JsValue) -> Result<crate::Value, String> {
-    from_js_at(v, 0)
+/// Copy a JS value out of the realm: typed arrays and `ArrayBuffer`s become bytes, functions
+/// are kept in `kept` and referred to, symbols become `undefined`; nesting deeper than 128 is an
+/// error.
+pub(crate) fn from_js(v: &JsValue, kept: &Kept) -> Result<crate::Value, String> {
+    from_js_at(v, kept, 0)
 }
 
-fn from_js_at(v: &JsValue, depth: usize) -> Result<crate::Value, String> {
+fn from_js_at(v: &JsValue, kept: &Kept, depth: usize) -> Result<crate::Value, String> {
     use crate::Value as V;
     if depth > 128 {
         return Err("value nested too deeply (or cyclic)".into());
     }
-    if v.is_undefined() || v.is_function() || v.is_symbol() {
+    if v.is_function() {
+        return Ok(V::Function(kept.keep(v.clone())));
+    }
+    if v.is_undefined() || v.is_symbol() {
         return Ok(V::Undefined);
     }
     if v.is_null() {
@@ -391,7 +398,11 @@ fn from_js_at(v: &JsValue, depth: usize) -> Result<crate::Value, String> {
     if let Some(a) = v.as_array() {
         let mut items = Vec::with_capacity(a.len());
         for item in a.iter::<JsValue>() {
-            items.push(from_js_at(&item.map_err(|e| e.to_string())?, depth + 1)?);
+            items.push(from_js_at(
+                &item.map_err(|e| e.to_string())?,
+                kept,
+                depth + 1,
+            )?);
         }
         return Ok(V::Array(items));
     }
@@ -399,9 +410,69 @@ fn from_js_at(v: &JsValue, depth: usize) -> Result<crate::Value, String> {
         let mut props = Vec::new();
         for prop in o.props::<String, JsValue>() {
             let (k, item) = prop.map_err(|e| e.to_string())?;
-            props.push((k, from_js_at(&item, depth + 1)?));
+            props.push((k, from_js_at(&item, kept, depth + 1)?));
         }
         return Ok(V::Object(props));
     }
     Ok(V::Undefined)
+}
+
+/// JS values Rust holds through [`JsFunction`](crate::JsFunction)s, by id. Released ids arrive
+/// on a channel (a `JsFunction` may be dropped on any thread) and are freed on the guest thread.
+pub(crate) struct Kept {
+    instance: u64,
+    values: std::cell::RefCell<std::collections::HashMap<u64, JsValue>>,
+    next: std::cell::Cell<u64>,
+    release_tx: std::sync::mpsc::Sender<u64>,
+    release_rx: std::sync::mpsc::Receiver<u64>,
+}
+
+impl Kept {
+    pub fn new() -> Kept {
+        static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        Kept {
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            values: Default::default(),
+            next: std::cell::Cell::new(1),
+            release_tx,
+            release_rx,
+        }
+    }
+
+    pub fn keep(&self, v: JsValue) -> crate::JsFunction {
+        self.drain_released();
+        let id = self.next.get();
+        self.next.set(id + 1);
+        self.values.borrow_mut().insert(id, v);
+        crate::JsFunction(std::sync::Arc::new(crate::convert::KeptRef {
+            instance: self.instance,
+            id,
+            release: self.release_tx.clone(),
+        }))
+    }
+
+    /// The value of a `JsFunction` of this instance.
+    pub fn get(&self, f: &crate::JsFunction) -> Option<JsValue> {
+        if f.0.instance != self.instance {
+            return None;
+        }
+        self.values.borrow().get(&f.0.id).cloned()
+    }
+
+    pub fn owns(&self, f: &crate::JsFunction) -> bool {
+        f.0.instance == self.instance
+    }
+
+    /// Free the values whose last `JsFunction` was dropped.
+    pub fn drain_released(&self) {
+        let mut values = self.values.borrow_mut();
+        for id in self.release_rx.try_iter() {
+            values.remove(&id);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.values.borrow_mut().clear();
+    }
 }

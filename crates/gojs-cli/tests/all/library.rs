@@ -398,3 +398,45 @@ fn async_calls_are_futures() {
     let err = block_on(h.call_async::<String>("greeter", ("late",))).unwrap_err();
     assert!(matches!(err, gojs::Error::Exited { .. }), "{err}");
 }
+
+#[test]
+fn rust_keeps_a_go_callback_and_invokes_it_later() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("subscribe")).unwrap();
+    let out = Buffer::default();
+    let saved: Arc<Mutex<Option<gojs::JsFunction>>> = Arc::default();
+    let keep = saved.clone();
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Writer(Box::new(out.clone())))
+        .stderr(gojs::Output::Null)
+        .func("subscribe", move |f: gojs::JsFunction| {
+            *keep.lock().unwrap() = Some(f);
+        })
+        .func("notAFunction", |f: gojs::JsFunction| drop(f));
+    let running = module.spawn(config).unwrap();
+    let h = running.handle();
+    h.run_until_idle().unwrap();
+    let f = saved.lock().unwrap().clone().expect("Go subscribed");
+    assert_eq!(
+        h.invoke::<String>(&f, ("tick",)).unwrap(),
+        "handled tick (#1)"
+    );
+    // From another thread, through a clone of the function.
+    let (h2, f2) = (h.clone(), f.clone());
+    let t = std::thread::spawn(move || h2.invoke::<String>(&f2, ("tock",)));
+    assert_eq!(t.join().unwrap().unwrap(), "handled tock (#2)");
+    // A non-function where a JsFunction is expected is a TypeError for JS.
+    let err = h.eval_json("notAFunction(1)").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("notAFunction: argument 1: expected function, got number"),
+        "{err}"
+    );
+    drop(running);
+    let err = h.invoke::<String>(&f, ("late",)).unwrap_err();
+    assert!(matches!(err, gojs::Error::Exited { .. }), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "subscribed\nevent: tick\nevent: tock\n"
+    );
+}

@@ -86,6 +86,8 @@ const STDERR_TAIL: usize = 16 << 10;
 
 /// State shared by the imports, the host globals and the event loop. Lives on the guest thread.
 pub(crate) struct Host {
+    /// JS functions Rust holds (`JsFunction`).
+    pub kept: crate::realm::Kept,
     /// How many entries into Go (`run`, `resume`, an export) are active on the stack: 1 when
     /// the event loop is in Go, more inside `js.FuncOf` callbacks.
     pub go_depth: Cell<u32>,
@@ -187,6 +189,7 @@ impl Host {
     pub fn clear(&self) {
         self.timers.borrow_mut().clear();
         self.deferred.borrow_mut().clear();
+        self.kept.clear();
         self.go.borrow_mut().take();
         self.stats_prototype.borrow_mut().take();
         self.vfs.borrow_mut().clear();
