@@ -46,7 +46,7 @@ fn plugins() {
     let out = run(example("plugins"), b"");
     assert_eq!(out.code, Some(0), "{}", out.stderr());
     let lines: Vec<&str> = out.stdout().lines().map(|_| "").collect();
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 8);
     for i in 0..8 {
         assert!(
             out.stdout().contains(&format!(
