@@ -75,6 +75,7 @@ pub struct Config {
     pub(crate) funcs: Vec<(String, crate::convert::DynHostFn)>,
     pub(crate) globals: Vec<(String, crate::Value)>,
     pub(crate) wasm_imports: Vec<(String, String, crate::convert::DynHostFn)>,
+    pub(crate) start_time: Option<std::time::SystemTime>,
 }
 
 impl Default for Config {
@@ -92,6 +93,7 @@ impl Default for Config {
             funcs: Vec::new(),
             globals: Vec::new(),
             wasm_imports: Vec::new(),
+            start_time: None,
         }
     }
 }
@@ -203,6 +205,19 @@ impl Config {
     /// ```
     pub fn global(mut self, name: impl Into<String>, value: impl crate::IntoValue) -> Self {
         self.globals.push((name.into(), value.into_value()));
+        self
+    }
+    /// Start the guest's wall clock (Go's `time.Now`, `performance.timeOrigin`) at `start`
+    /// instead of the host's current time; it then advances in real time. For reproducible
+    /// runs and for testing time-dependent programs. (JavaScript's own `Date` keeps the host's
+    /// time.)
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let config = gojs::Config::new().start_time(UNIX_EPOCH + Duration::from_secs(1_000_000_000));
+    /// ```
+    pub fn start_time(mut self, start: std::time::SystemTime) -> Self {
+        self.start_time = Some(start);
         self
     }
     /// Set `process.argv0` (Go's net/http disables `fetch` when it starts with "node").
@@ -441,7 +456,7 @@ impl Guest {
             stdout: RefCell::new(writer(config.stdout, 1)),
             stderr: RefCell::new(writer(config.stderr, 2)),
             timers: RefCell::default(),
-            clock: Clock::new(),
+            clock: Clock::new(config.start_time),
             process: ProcessState {
                 cwd: RefCell::new(cwd),
                 umask: Cell::new(config.umask.unwrap_or_else(host::process::host_umask)),

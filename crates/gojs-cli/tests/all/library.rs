@@ -440,3 +440,20 @@ fn rust_keeps_a_go_callback_and_invokes_it_later() {
         "subscribed\nevent: tick\nevent: tock\n"
     );
 }
+
+#[test]
+fn the_guest_clock_can_start_at_a_given_time() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("clock")).unwrap();
+    let out = Buffer::default();
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let config = gojs::Config::new()
+        .args(["clock", "show"])
+        .start_time(start)
+        .stdout(gojs::Output::Writer(Box::new(out.clone())));
+    assert_eq!(module.run(config).unwrap(), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "recent: false\nadvances: true\n2001-09-09 01:46\n"
+    );
+}

@@ -37,15 +37,28 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    pub fn new() -> Self {
-        let unix = SystemTime::now()
+    /// A clock that reads `start` (default: the host's wall clock) when the instance starts and
+    /// advances with the host's monotonic clock.
+    pub fn new(start: Option<SystemTime>) -> Self {
+        let unix = match start
+            .unwrap_or_else(SystemTime::now)
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
+        {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
         Clock {
             start: Instant::now(),
             start_unix_ns: unix,
         }
+    }
+    /// `runtime.walltime`: seconds and nanoseconds since the Unix epoch.
+    pub fn walltime(&self) -> (i64, i32) {
+        let ns = self.start_unix_ns + self.start.elapsed().as_nanos() as i128;
+        (
+            ns.div_euclid(1_000_000_000) as i64,
+            ns.rem_euclid(1_000_000_000) as i32,
+        )
     }
     /// Milliseconds since the instance started (`performance.now()`).
     pub fn now_ms(&self) -> f64 {

@@ -39,14 +39,12 @@ pub(super) fn nanotime1(c: &mut Call) -> wasmtime::Result<()> {
     c.with_mem(|m, f| f.set_i64(m, 8, now))
 }
 
-/// `func walltime() (sec int64, nsec int32)`.
+/// `func walltime() (sec int64, nsec int32)`: the instance's clock (see `Config::start_time`).
 pub(super) fn walltime(c: &mut Call) -> wasmtime::Result<()> {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let (sec, nsec) = c.state().host.clock.walltime();
     c.with_mem(|m, f| {
-        f.set_i64(m, 8, d.as_secs() as i64)?;
-        f.set_i32(m, 16, d.subsec_nanos() as i32)
+        f.set_i64(m, 8, sec)?;
+        f.set_i32(m, 16, nsec)
     })
 }
 
