@@ -161,7 +161,9 @@ impl Config {
         self
     }
     /// Define a global JS function `name` (Go: `js.Global().Call(name, …)`) backed by a Rust
-    /// closure. Arguments convert with [`FromValue`](crate::FromValue) — a wrong type throws a
+    /// closure. A dotted name (`"db.get"`) defines a method of a global object instead (Go:
+    /// `js.Global().Get("db").Call("get", …)`), creating the object if needed — so a Rust
+    /// "object" is a set of such methods, plus [`Config::global`] data. Arguments convert with [`FromValue`](crate::FromValue) — a wrong type throws a
     /// `TypeError` naming the argument — and the result with [`IntoValue`](crate::IntoValue); a
     /// closure returning `Err(e)` throws an `Error` whose message is `e`'s, which Go sees as a
     /// `js.Error`.
@@ -354,10 +356,36 @@ fn install_extras(
                 }
             },
         )?
-        .with_name(name.as_str())?;
-        g.set(name.as_str(), js)?;
+        .with_name(name.rsplit('.').next().unwrap_or(&name))?;
+        let (owner, key) = owner_of(&g, &name)?;
+        owner.set(key, js)?;
     }
     Ok(())
+}
+
+/// For a dotted name (`db.get`), the object that gets the last part (`globalThis.db`, created
+/// if missing) and that part; for a plain name, the global object.
+fn owner_of<'n>(
+    g: &rquickjs::Object<'static>,
+    name: &'n str,
+) -> rquickjs::Result<(rquickjs::Object<'static>, &'n str)> {
+    let mut owner = g.clone();
+    let mut parts = name.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            return Ok((owner, part));
+        }
+        let next: JsValue = owner.get(part)?;
+        owner = match next.into_object() {
+            Some(o) => o,
+            None => {
+                let o = rquickjs::Object::new(g.ctx().clone())?;
+                owner.set(part, o.clone())?;
+                o
+            }
+        };
+    }
+    Ok((owner, name))
 }
 
 fn writer(o: Output, fd: i32) -> Box<dyn Write> {

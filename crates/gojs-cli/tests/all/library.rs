@@ -218,6 +218,9 @@ fn go_calls_rust_functions_and_reads_host_globals() {
             m.insert("sum".to_string(), xs.iter().sum());
             m
         })
+        // A Rust "object": methods under one global name.
+        .func("kv.get", |k: String| if k == "a" { Some(1) } else { None })
+        .func("kv.put", |k: String, v: f64| format!("{k}={v}"))
         .global(
             "settings",
             gojs::Json(Settings {
@@ -236,6 +239,8 @@ fn go_calls_rust_functions_and_reads_host_globals() {
          hostFind('b') = 1\n\
          hostFind('z') = null\n\
          hostStats([1,2,3]) = {\"count\":3,\"sum\":6}\n\
+         kv.get('a') = 1\n\
+         kv.put('b', 2) = \"b=2\"\n\
          settings.name: gojs\n\
          settings.limits[1]: 20\n"
     );
