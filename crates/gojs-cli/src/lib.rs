@@ -10,6 +10,7 @@ pub struct RunOptions {
     /// `process.argv0` ("node" for `go_js_wasm_exec`, so net/http uses its fake network in tests).
     pub argv0: String,
     pub no_cache: bool,
+    pub compiler: gojs::Compiler,
     pub grants: Vec<gojs::Grant>,
 }
 
@@ -87,11 +88,7 @@ fn prepare(
     module: &Path,
     options: RunOptions,
 ) -> Result<(gojs::Module, gojs::Config), gojs::Error> {
-    let engine = if options.no_cache {
-        gojs::Engine::without_cache()?
-    } else {
-        gojs::Engine::new()?
-    };
+    let engine = gojs::Engine::with_compiler(options.compiler, !options.no_cache)?;
     let module = gojs::Module::from_file(&engine, module)?;
     // The guest's umask is applied by gojs, as Node's `process.umask` is by the kernel: clear the
     // process's own so that it isn't applied twice.

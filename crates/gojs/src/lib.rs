@@ -83,7 +83,7 @@ pub use convert::{
     Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, JsFunction, Json,
     Value,
 };
-pub use engine::Engine;
+pub use engine::{Compiler, Engine};
 pub use error::Error;
 pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};

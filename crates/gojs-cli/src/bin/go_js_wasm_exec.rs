@@ -29,6 +29,11 @@ fn main() -> ExitCode {
         env,
         argv0: "node".into(),
         no_cache: false,
+        // `GOJS_COMPILER=winch` trades run speed for compile time (e.g. for `go test`).
+        compiler: std::env::var("GOJS_COMPILER")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_default(),
         grants: vec![gojs::Grant::host_filesystem()],
     };
     let code = gojs_cli::run(&module, options);

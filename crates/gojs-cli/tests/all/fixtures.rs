@@ -39,3 +39,19 @@ fn every_fixture_has_a_test() {
         "fixtures/ and the fixtures! list in tests/all/fixtures.rs disagree"
     );
 }
+
+/// The baseline compiler (`--compiler=winch`) runs programs the same as Cranelift.
+#[test]
+fn fixtures_under_winch() {
+    for name in ["hello", "values", "callbacks", "cpu", "goroutines"] {
+        let wasm = Go::path().build(name);
+        let inv = Invocation::of(name);
+        let mut cmd = std::process::Command::new(crate::harness::gojs());
+        cmd.arg("run").arg("--compiler=winch");
+        for (k, v) in inv.env.iter().flatten() {
+            cmd.arg(format!("--env={k}={v}"));
+        }
+        cmd.arg(&wasm).args(&inv.args);
+        assert_golden(name, &crate::harness::run(cmd, &inv.stdin));
+    }
+}
