@@ -42,7 +42,8 @@ pub enum Value {
 ///
 /// ```no_run
 /// # fn main() -> Result<(), gojs::Error> {
-/// # let module: gojs::Module = todo!();
+/// # let engine = gojs::Engine::new()?;
+/// # let module = gojs::Module::from_file(&engine, "subscribe.wasm")?;
 /// use std::sync::{Arc, Mutex};
 /// let saved: Arc<Mutex<Option<gojs::JsFunction>>> = Arc::default();
 /// let keep = saved.clone();
