@@ -92,21 +92,8 @@ fn best(samples: &[Sample]) -> Sample {
 
 pub fn run(runs: usize, write_docs: bool) -> Result<()> {
     let root = repo();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--bin", "go_js_wasm_exec"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building go_js_wasm_exec failed");
-    }
-    let gojs = root.join("target/release/go_js_wasm_exec");
-    let goroot = String::from_utf8(Command::new("go").args(["env", "GOROOT"]).output()?.stdout)?;
-    let goroot = PathBuf::from(goroot.trim());
-    let node_exec = ["lib/wasm/wasm_exec_node.js", "misc/wasm/wasm_exec_node.js"]
-        .iter()
-        .map(|p| goroot.join(p))
-        .find(|p| p.exists())
-        .context("no wasm_exec_node.js in GOROOT")?;
+    let gojs = super::build_gojs_exec(&root)?;
+    let node_exec = super::goroot_wasm_file("go", "wasm_exec_node.js")?;
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
 

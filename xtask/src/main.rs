@@ -109,23 +109,9 @@ fn conformance(
     let packages = read_list(&root.join(list))?;
     let gojs_exec = match exec {
         Some(p) => std::path::absolute(p)?,
-        None => {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--bin", "go_js_wasm_exec"])
-                .current_dir(&root)
-                .status()?;
-            if !status.success() {
-                bail!("building go_js_wasm_exec failed");
-            }
-            root.join("target/release/go_js_wasm_exec")
-        }
+        None => build_gojs_exec(&root)?,
     };
-    let goroot = capture(Command::new(go).args(["env", "GOROOT"]))?;
-    let node_exec = ["lib/wasm/go_js_wasm_exec", "misc/wasm/go_js_wasm_exec"]
-        .iter()
-        .map(|p| Path::new(&goroot).join(p))
-        .find(|p| p.exists())
-        .context("no go_js_wasm_exec in GOROOT")?;
+    let node_exec = goroot_wasm_file(go, "go_js_wasm_exec")?;
     if with_node && capture(Command::new("node").arg("--version")).is_err() {
         bail!("node is not on PATH (install Node 20, or pass --no-node)");
     }
@@ -366,6 +352,28 @@ fn render(
         )?;
     }
     Ok(s)
+}
+
+/// Build the workspace's `go_js_wasm_exec` (release) and return its path.
+fn build_gojs_exec(root: &Path) -> Result<PathBuf> {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--bin", "go_js_wasm_exec"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("building go_js_wasm_exec failed");
+    }
+    Ok(root.join("target/release/go_js_wasm_exec"))
+}
+
+/// A file of Go's wasm support (`lib/wasm` since Go 1.24, `misc/wasm` before).
+fn goroot_wasm_file(go: &str, name: &str) -> Result<PathBuf> {
+    let goroot = capture(Command::new(go).args(["env", "GOROOT"]))?;
+    ["lib/wasm", "misc/wasm"]
+        .iter()
+        .map(|d| Path::new(&goroot).join(d).join(name))
+        .find(|p| p.exists())
+        .with_context(|| format!("no {name} in {goroot}/lib/wasm or misc/wasm"))
 }
 
 fn read_list(path: &Path) -> Result<Vec<String>> {

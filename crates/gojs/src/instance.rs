@@ -410,9 +410,11 @@ fn reader(i: Input) -> Box<dyn Read> {
 pub(crate) struct GuestExports {
     pub mem: Memory,
     pub instance: wasmtime::Instance,
-    pub run: TypedFunc<(i32, i32), ()>,
-    pub resume: TypedFunc<(), ()>,
-    pub getsp: TypedFunc<(), i32>,
+    // Shared, not cloned: cloning a `TypedFunc` clones its registered type (atomics), and
+    // `getsp`/`resume` are needed on every import that runs JS and every callback.
+    pub run: Rc<TypedFunc<(i32, i32), ()>>,
+    pub resume: Rc<TypedFunc<(), ()>>,
+    pub getsp: Rc<TypedFunc<(), i32>>,
 }
 
 /// The store's data: what imports reach through their `Caller`.
@@ -427,7 +429,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    /// The guest's exports (cloning them is not free: clone only what a call needs).
+    /// The guest's exports (cheap to clone).
     pub fn guest(&self) -> wasmtime::Result<&GuestExports> {
         self.guest
             .as_ref()
@@ -557,9 +559,9 @@ impl Guest {
                 mem: instance
                     .get_memory(&mut *s, "mem")
                     .ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
-                run: instance.get_typed_func(&mut *s, "run")?,
-                resume: instance.get_typed_func(&mut *s, "resume")?,
-                getsp: instance.get_typed_func(&mut *s, "getsp")?,
+                run: Rc::new(instance.get_typed_func(&mut *s, "run")?),
+                resume: Rc::new(instance.get_typed_func(&mut *s, "resume")?),
+                getsp: Rc::new(instance.get_typed_func(&mut *s, "getsp")?),
             })
         })()
         .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;

@@ -405,21 +405,10 @@ impl Vfs {
                 } else {
                     0
                 };
-                let file = match &mount.root {
-                    Root::Ambient => std::fs::OpenOptions::new()
-                        .read(flags.read || !flags.write)
-                        .write(flags.write && !flags.append)
-                        .append(flags.append)
-                        .truncate(flags.truncate)
-                        .create(flags.create && !flags.exclusive)
-                        .create_new(flags.create && flags.exclusive)
-                        .mode(mode)
-                        .custom_flags(custom)
-                        .open(&rel)?,
-                    Root::Dir(dir) => {
-                        use cap_std::fs::OpenOptionsExt;
-                        let mut o = cap_std::fs::OpenOptions::new();
-                        o.read(flags.read || !flags.write)
+                // std's and cap-std's `OpenOptions` are different types with the same methods.
+                macro_rules! configure {
+                    ($o:expr) => {
+                        $o.read(flags.read || !flags.write)
                             .write(flags.write && !flags.append)
                             .append(flags.append)
                             .truncate(flags.truncate)
@@ -427,7 +416,14 @@ impl Vfs {
                             .create_new(flags.create && flags.exclusive)
                             .mode(mode)
                             .custom_flags(custom)
-                            .maybe_dir(true);
+                    };
+                }
+                let file = match &mount.root {
+                    Root::Ambient => configure!(std::fs::OpenOptions::new()).open(&rel)?,
+                    Root::Dir(dir) => {
+                        use cap_std::fs::OpenOptionsExt;
+                        let mut o = cap_std::fs::OpenOptions::new();
+                        configure!(o).maybe_dir(true);
                         dir.open_with(&rel, &o)?.into_std()
                     }
                 };

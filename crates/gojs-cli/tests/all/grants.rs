@@ -203,3 +203,25 @@ fn bad_grants_are_clean_cli_errors() {
         );
     }
 }
+
+/// Inherited stdio is the host's own descriptor: Go sees a redirected file as a file.
+#[test]
+fn fstat_of_inherited_stdin_is_the_hosts() {
+    let root = fresh_scratch_dir("stdin");
+    let input = root.join("input.txt");
+    std::fs::write(&input, "12345").unwrap();
+    let wasm = Go::path().build("fsprobe");
+    let out = Command::new(gojs())
+        .arg("run")
+        .arg(&wasm)
+        .arg("stdin")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "stdin -> regular file of 5 bytes ok\n"
+    );
+    // Piped, it is a pipe.
+    assert_eq!(probe(&root, &[], &["stdin"]), ["stdin -> pipe ok"]);
+}

@@ -45,6 +45,17 @@ const CONSTANTS: &[(&str, i32)] = &[
     ("X_OK", libc::X_OK),
 ];
 
+/// `read` or `write`: `(fd, buffer, offset, length, position)` → bytes transferred.
+type BufferOp = fn(
+    &Host,
+    &JsCtx,
+    &JsValue,
+    &JsValue,
+    Option<&JsValue>,
+    Option<&JsValue>,
+    Option<&JsValue>,
+) -> Result<usize, JsValue>;
+
 /// A method body: the arguments before the callback; `Ok` is the callback's second argument.
 type Body = fn(&Host, &JsCtx, &[JsValue]) -> Result<JsValue, JsValue>;
 
@@ -230,80 +241,40 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
         )?;
     }
 
-    let h = host.clone();
-    fs.set(
-        "writeSync",
-        Function::new(
-            ctx.clone(),
-            move |ctx: JsCtx, fd: JsValue, buf: JsValue, rest: Rest<JsValue>| {
-                let n = write(
+    // `read`/`write` (and their `…Sync` twins) work on the buffer's bytes in place:
+    // `(fd, buffer, offset, length, position[, callback])`.
+    for (name, op) in [("read", read as BufferOp), ("write", write as BufferOp)] {
+        let h = host.clone();
+        fs.set(
+            name,
+            Function::new(ctx.clone(), move |ctx: JsCtx, args: Rest<JsValue>| {
+                let mut a = args.0;
+                let cb = pop_callback(&ctx, &mut a)?;
+                let buffer = arg(&ctx, &a, 1);
+                let n = op(
                     &h,
                     &ctx,
-                    &fd,
-                    &buf,
-                    rest.0.first(),
-                    rest.0.get(1),
-                    rest.0.get(2),
-                )
-                .map_err(|e| ctx.throw(e))?;
+                    &arg(&ctx, &a, 0),
+                    &buffer,
+                    a.get(2),
+                    a.get(3),
+                    a.get(4),
+                );
+                complete(&h, &ctx, &cb, n, buffer)
+            })?,
+        )?;
+        let h = host.clone();
+        fs.set(
+            format!("{name}Sync"),
+            Function::new(ctx.clone(), move |ctx: JsCtx, args: Rest<JsValue>| {
+                let a = args.0;
+                let (fd, buffer) = (arg(&ctx, &a, 0), arg(&ctx, &a, 1));
+                let n = op(&h, &ctx, &fd, &buffer, a.get(2), a.get(3), a.get(4))
+                    .map_err(|e| ctx.throw(e))?;
                 Ok::<_, rquickjs::Error>(n as f64)
-            },
-        )?,
-    )?;
-    let h = host.clone();
-    fs.set(
-        "write",
-        Function::new(ctx.clone(), move |ctx: JsCtx, args: Rest<JsValue>| {
-            let mut a = args.0;
-            let cb = pop_callback(&ctx, &mut a)?;
-            let n = write(
-                &h,
-                &ctx,
-                &arg(&ctx, &a, 0),
-                &arg(&ctx, &a, 1),
-                a.get(2),
-                a.get(3),
-                a.get(4),
-            );
-            complete(&h, &ctx, &cb, n, arg(&ctx, &a, 1))
-        })?,
-    )?;
-    let h = host.clone();
-    fs.set(
-        "readSync",
-        Function::new(ctx.clone(), move |ctx: JsCtx, args: Rest<JsValue>| {
-            let a = args.0;
-            let n = read(
-                &h,
-                &ctx,
-                &arg(&ctx, &a, 0),
-                &arg(&ctx, &a, 1),
-                a.get(2),
-                a.get(3),
-                a.get(4),
-            )
-            .map_err(|e| ctx.throw(e))?;
-            Ok::<_, rquickjs::Error>(n as f64)
-        })?,
-    )?;
-    let h = host.clone();
-    fs.set(
-        "read",
-        Function::new(ctx.clone(), move |ctx: JsCtx, args: Rest<JsValue>| {
-            let mut a = args.0;
-            let cb = pop_callback(&ctx, &mut a)?;
-            let n = read(
-                &h,
-                &ctx,
-                &arg(&ctx, &a, 0),
-                &arg(&ctx, &a, 1),
-                a.get(2),
-                a.get(3),
-                a.get(4),
-            );
-            complete(&h, &ctx, &cb, n, arg(&ctx, &a, 1))
-        })?,
-    )?;
+            })?,
+        )?;
+    }
     Ok(fs)
 }
 
