@@ -88,7 +88,8 @@ fn prepare(
     module: &Path,
     options: RunOptions,
 ) -> Result<(gojs::Module, gojs::Config), gojs::Error> {
-    let engine = gojs::Engine::with_compiler(options.compiler, !options.no_cache)?;
+    let engine = gojs::Engine::with_compiler(options.compiler, !options.no_cache)?
+        .fill_cache_with(fill_cache_command);
     let module = gojs::Module::from_file(&engine, module)?;
     // The guest's umask is applied by gojs, as Node's `process.umask` is by the kernel: clear the
     // process's own so that it isn't applied twice.
@@ -107,6 +108,62 @@ fn prepare(
         config = config.grant(g);
     }
     Ok((module, config))
+}
+
+/// The environment variable that turns either binary into a background cache filler.
+const FILL_CACHE_FROM: &str = "GOJS_FILL_CACHE_FROM";
+
+/// How `--compiler=auto` fills the cache: this same executable, run with the module's path in
+/// `GOJS_FILL_CACHE_FROM`, which [`fill_cache_if_asked`] picks up.
+fn fill_cache_command() -> std::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gojs"));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(FILL_CACHE_FROM, "1");
+    cmd
+}
+
+/// Called first by both binaries: if this process was started to fill the compile cache in the
+/// background (see [`gojs::Engine::fill_cache_with`]), do that and exit.
+pub fn fill_cache_if_asked() {
+    if std::env::var_os(FILL_CACHE_FROM).is_none() {
+        return;
+    }
+    let code = match std::env::args_os().nth(1) {
+        Some(path) => match gojs::Engine::compile_pending(Path::new(&path)) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        },
+        None => 2,
+    };
+    std::process::exit(code)
+}
+
+/// `gojs compile`: compile `module` into the cache, or to the artifact `out`. Returns the exit
+/// code.
+pub fn compile(module: &Path, out: Option<&Path>, compiler: gojs::Compiler) -> i32 {
+    let result = (|| {
+        let wasm = std::fs::read(module).map_err(|source| gojs::Error::Read {
+            path: module.to_owned(),
+            source,
+        })?;
+        let compiler = match compiler {
+            gojs::Compiler::Auto => gojs::Compiler::Cranelift,
+            c => c,
+        };
+        match out {
+            Some(out) => gojs::Engine::with_compiler(compiler, false)?.compile_to_file(&wasm, out),
+            None => {
+                gojs::Module::new(&gojs::Engine::with_compiler(compiler, true)?, &wasm).map(drop)
+            }
+        }
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("gojs: {e}");
+            1
+        }
+    }
 }
 
 /// Set the process umask to 0 and return what it was.

@@ -1,30 +1,71 @@
-//! The compile cache: serialized modules on disk, checked before they are trusted.
+//! Compiled artifacts on disk: the compile cache and `gojs compile` output.
 //!
-//! A file is `MAGIC`, the BLAKE3 hash of the artifact, then the artifact. Loading verifies the
-//! hash (a torn or tampered file is recompiled, never deserialized) and wasmtime checks the
-//! artifact's engine compatibility. Writes go to a temporary file renamed into place, so
-//! concurrent runs never see a partial file. The cache is bounded (`GOJS_CACHE_MAX_MB`, default
-//! 2048): after a write, the least recently used entries (by modification time, refreshed on
-//! every hit) are removed until the total fits.
+//! An artifact file is wasmtime's serialized module (an ELF image) followed by a trailer: `MAGIC`
+//! and the BLAKE3 hash of everything before it. Loading verifies the hash over a read-only
+//! mapping of the file (a torn, truncated or altered file is refused, never deserialized), then
+//! lets wasmtime map the same file and check the engine's compatibility; code pages are read
+//! from the page cache as they run instead of being copied, which keeps warm starts and memory
+//! small. Writes go to a temporary file renamed into place, so concurrent runs never see a
+//! partial file. The cache is bounded (`GOJS_CACHE_MAX_MB`, default 2048): after a write, the
+//! least recently used entries (by modification time, refreshed on every hit) are removed until
+//! the total fits.
 
 use std::io::Write;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"GOJSC\x00\x01\x00";
+const MAGIC: &[u8; 8] = b"GOJSC\x00\x02\x00";
+const TRAILER: usize = MAGIC.len() + blake3::OUT_LEN;
 
-/// A cached module, or `None` if absent, damaged or incompatible.
-pub(crate) fn load(engine: &wasmtime::Engine, path: &Path) -> Option<wasmtime::Module> {
-    let data = std::fs::read(path).ok()?;
-    let rest = data.strip_prefix(MAGIC.as_slice())?;
-    let (hash, artifact) = rest.split_at_checked(32)?;
-    if blake3::hash(artifact).as_bytes() != hash {
-        let _ = std::fs::remove_file(path);
-        return None;
+/// Does `bytes` start like an artifact (an ELF image) rather than a `.wasm` module?
+pub(crate) fn is_artifact(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x7fELF")
+}
+
+/// Load an artifact written by [`write`], checking it first.
+pub(crate) fn read(engine: &wasmtime::Engine, path: &Path) -> Result<wasmtime::Module, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    verify(&file)?;
+    // SAFETY: `verify` checked that the file is exactly what `write` produced from
+    // `Module::serialize` (its BLAKE3 hash matches), and wasmtime checks that the artifact was
+    // built by a compatible engine. Our writers never modify a file in place (they rename new
+    // files over old ones), so the mapping wasmtime makes sees the bytes we hashed.
+    unsafe { wasmtime::Module::deserialize_open_file(engine, file) }.map_err(|e| format!("{e:#}"))
+}
+
+/// Check the trailer and hash of an artifact file through a temporary read-only mapping.
+fn verify(file: &std::fs::File) -> Result<(), String> {
+    let corrupt = || "not a gojs artifact, or damaged (its checksum does not match)".to_string();
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let len = usize::try_from(len).map_err(|_| corrupt())?;
+    if len <= TRAILER {
+        return Err(corrupt());
     }
-    // SAFETY: the artifact was produced by `Module::serialize` of this same engine configuration
-    // (the file name includes the engine's compatibility hash) and its content hash matches what
-    // we wrote, so it is not truncated or altered.
-    match unsafe { wasmtime::Module::deserialize(engine, artifact) } {
+    // SAFETY: a fresh read-only private mapping of `len` bytes of an open file; it is only read
+    // through the slice below and unmapped before returning.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ,
+            rustix::mm::MapFlags::PRIVATE,
+            file,
+            0,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    // SAFETY: the mapping is `len` readable bytes and lives until the munmap below.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    let (artifact, trailer) = bytes.split_at(len - TRAILER);
+    let ok =
+        trailer.starts_with(MAGIC) && blake3::hash(artifact).as_bytes() == &trailer[MAGIC.len()..];
+    // SAFETY: unmapping exactly what we mapped; `bytes` is not used after this.
+    let _ = unsafe { rustix::mm::munmap(ptr, len) };
+    if ok { Ok(()) } else { Err(corrupt()) }
+}
+
+/// A cached module, or `None` if absent, damaged or incompatible (a bad entry is removed).
+pub(crate) fn load(engine: &wasmtime::Engine, path: &Path) -> Option<wasmtime::Module> {
+    match read(engine, path) {
         Ok(m) => {
             // Mark it recently used, for eviction.
             if let Ok(f) = std::fs::File::options().append(true).open(path) {
@@ -33,39 +74,50 @@ pub(crate) fn load(engine: &wasmtime::Engine, path: &Path) -> Option<wasmtime::M
             Some(m)
         }
         Err(_) => {
-            let _ = std::fs::remove_file(path);
+            if path.exists() {
+                let _ = std::fs::remove_file(path);
+            }
             None
         }
     }
 }
 
-/// Save a compiled module. Failures are ignored: the cache is an optimisation.
-pub(crate) fn store(module: &wasmtime::Module, path: &Path) {
-    let Ok(artifact) = module.serialize() else {
-        return;
+/// Write `module` as an artifact at `path`, atomically (temporary file, fsync, rename).
+pub(crate) fn write(module: &wasmtime::Module, path: &Path) -> std::io::Result<()> {
+    let artifact = module
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
+    std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".tmp-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
-    let write = || -> std::io::Result<()> {
+    let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&artifact)?;
         f.write_all(MAGIC)?;
         f.write_all(blake3::hash(&artifact).as_bytes())?;
-        f.write_all(&artifact)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
-    };
-    if write().is_err() {
+    })();
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return;
     }
-    evict(dir, max_bytes(), path);
+    result
+}
+
+/// Save a compiled module in the cache. Failures are ignored: the cache is an optimisation.
+pub(crate) fn store(module: &wasmtime::Module, path: &Path) {
+    if write(module, path).is_ok()
+        && let Some(dir) = path.parent()
+    {
+        evict(dir, max_bytes(), path);
+    }
 }
 
 fn max_bytes() -> u64 {

@@ -1,6 +1,9 @@
 //! The wasm engine configuration shared by every module and instance, and the compile cache.
 
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::Error;
 
@@ -24,23 +27,40 @@ pub(crate) const WASM_MAX_STACK: usize = 192 << 20;
 /// ```
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) inner: wasmtime::Engine,
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    /// Cranelift's engine for `Cranelift` and `Auto`, Winch's for `Winch`.
+    primary: wasmtime::Engine,
+    /// Winch's engine, made on first use when `Auto` has to compile.
+    baseline: OnceLock<wasmtime::Engine>,
     cache: Option<PathBuf>,
     compiler: Compiler,
+    /// How `Auto` fills the cache with Cranelift's code: `None` = a background thread.
+    fill_command: Option<FillCommand>,
 }
+
+type FillCommand = Box<dyn Fn() -> std::process::Command + Send + Sync>;
 
 /// Which compiler turns wasm into machine code.
 ///
-/// Measured on this project's 2-core machine (see RATIONALE.md): Winch compiles hello world
-/// ~3× faster than Cranelift, and its code runs ~2× slower.
+/// Measured on this project's 2-core machine (RATIONALE.md, "Why `auto`…"): Winch compiles
+/// hello world ~4× faster than Cranelift, and its code runs ~2× slower.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compiler {
-    /// Optimizing: slower to compile, fastest code. The default; its code is cached on disk.
+    /// Optimizing: slower to compile, fastest code. The library's default; its code is cached
+    /// on disk, so only the first load of a module pays for it.
     #[default]
     Cranelift,
     /// Baseline: fast to compile, slower code. Good for short runs of a binary seen once.
     Winch,
+    /// Cranelift's code from the cache when it is there; otherwise compile with Winch to start
+    /// at once, and fill the cache with Cranelift's code in the background (a low-priority
+    /// thread, or the command given to [`Engine::fill_cache_with`]) for the next load. Without
+    /// a cache this is Winch. The default of `gojs run` and `go_js_wasm_exec`.
+    Auto,
 }
 
 impl std::str::FromStr for Compiler {
@@ -49,14 +69,20 @@ impl std::str::FromStr for Compiler {
         match s {
             "cranelift" => Ok(Compiler::Cranelift),
             "winch" => Ok(Compiler::Winch),
-            other => Err(format!("unknown compiler {other:?} (cranelift or winch)")),
+            "auto" => Ok(Compiler::Auto),
+            other => Err(format!(
+                "unknown compiler {other:?} (cranelift, winch or auto)"
+            )),
         }
     }
 }
 
+/// How long a background compile may hold a module before another run may start one again.
+const FILL_STALE: Duration = Duration::from_secs(600);
+
 impl Engine {
     /// An engine using the on-disk compile cache (`$GOJS_CACHE_DIR`, else the platform cache
-    /// directory, e.g. `~/.cache/gojs`).
+    /// directory, e.g. `~/.cache/gojs`) and Cranelift.
     ///
     /// # Errors
     /// [`Error::Host`] if wasmtime rejects the configuration.
@@ -67,7 +93,7 @@ impl Engine {
     /// An engine with a chosen compiler (and the compile cache, unless `cache` is false).
     ///
     /// ```
-    /// let fast_start = gojs::Engine::with_compiler(gojs::Compiler::Winch, true)?;
+    /// let fast_start = gojs::Engine::with_compiler(gojs::Compiler::Auto, true)?;
     /// # Ok::<(), gojs::Error>(())
     /// ```
     ///
@@ -85,46 +111,342 @@ impl Engine {
         Engine::with(None, Compiler::default())
     }
 
-    fn with(cache: Option<PathBuf>, compiler: Compiler) -> Result<Engine, Error> {
-        let mut config = wasmtime::Config::new();
-        config.max_wasm_stack(WASM_MAX_STACK);
-        // Only checked against max_wasm_stack: we never run wasm on async fibers.
-        config.async_stack_size(WASM_MAX_STACK);
-        config.parallel_compilation(true);
-        config.strategy(match compiler {
-            Compiler::Cranelift => wasmtime::Strategy::Cranelift,
-            Compiler::Winch => wasmtime::Strategy::Winch,
-        });
-        // `GOJS_PERFMAP=1`: write /tmp/perf-PID.map so `perf report` names wasm functions.
-        if std::env::var_os("GOJS_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    /// With [`Compiler::Auto`]: fill the cache from a separate process instead of a background
+    /// thread, so that the work survives this process's exit (what the `gojs` CLI does). The
+    /// engine appends the path of a private copy of the module to the command from `make`,
+    /// detaches its stdio and doesn't wait for it; the command must call
+    /// [`Engine::compile_pending`] with that path.
+    pub fn fill_cache_with(
+        self,
+        make: impl Fn() -> std::process::Command + Send + Sync + 'static,
+    ) -> Engine {
+        let inner = EngineInner {
+            primary: self.inner.primary.clone(),
+            baseline: self.inner.baseline.clone(),
+            cache: self.inner.cache.clone(),
+            compiler: self.inner.compiler,
+            fill_command: Some(Box::new(make)),
+        };
+        Engine {
+            inner: Arc::new(inner),
         }
-        let inner =
-            wasmtime::Engine::new(&config).map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+    }
+
+    /// Compile a module queued by [`Compiler::Auto`] (`pending`, a file in the cache directory)
+    /// with Cranelift into the compile cache — the other half of [`Engine::fill_cache_with`].
+    ///
+    /// Runs at idle CPU priority on Linux, so it only uses otherwise idle cores. One process
+    /// at a time compiles for a cache directory (an advisory lock): whoever holds the lock
+    /// works through every queued module, oldest first, and removes each; a call that finds
+    /// the lock taken returns at once, its module being left to the holder.
+    ///
+    /// # Errors
+    /// [`Error::Host`] if the cache directory can't be used.
+    pub fn compile_pending(pending: &Path) -> Result<(), Error> {
+        let host = |e: std::io::Error| Error::Host(format!("compile cache: {e}"));
+        let dir = pending
+            .parent()
+            .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
+        lower_priority();
+        let lock = std::fs::File::create(dir.join(".fill.lock")).map_err(host)?;
+        // One core at a time: the run that queued the module may still be going.
+        let engine = wasmtime::Engine::new(&config(Compiler::Cranelift, false))
+            .map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+        loop {
+            if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+            {
+                return Ok(());
+            }
+            while let Some(next) = oldest_pending(dir) {
+                if let Ok(wasm) = std::fs::read(&next)
+                    && crate::module::classify(&wasm).is_ok()
+                {
+                    // The entry is named by the content, not by the queue file's name.
+                    let key = dir.join(cache_key(&engine, Compiler::Cranelift, &mut &wasm[..])?);
+                    if crate::cache::load(&engine, &key).is_none()
+                        && let Ok(module) = wasmtime::Module::new(&engine, &wasm)
+                    {
+                        crate::cache::store(&module, &key);
+                    }
+                }
+                let _ = std::fs::remove_file(&next);
+            }
+            let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+            // A module queued after the last scan, whose filler found the lock taken.
+            if oldest_pending(dir).is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The compiler this engine was made with.
+    pub fn compiler(&self) -> Compiler {
+        self.inner.compiler
+    }
+
+    fn with(cache: Option<PathBuf>, compiler: Compiler) -> Result<Engine, Error> {
+        let primary = wasmtime::Engine::new(&config(compiler, true))
+            .map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
         Ok(Engine {
-            inner,
-            cache,
-            compiler,
+            inner: Arc::new(EngineInner {
+                primary,
+                baseline: OnceLock::new(),
+                cache,
+                compiler,
+                fill_command: None,
+            }),
         })
     }
 
+    fn baseline(&self) -> Result<&wasmtime::Engine, Error> {
+        if let Some(e) = self.inner.baseline.get() {
+            return Ok(e);
+        }
+        let e = wasmtime::Engine::new(&config(Compiler::Winch, true))
+            .map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+        Ok(self.inner.baseline.get_or_init(|| e))
+    }
+
+    /// Compile `wasm` (already classified as Go js/wasm), through the cache.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<wasmtime::Module, Error> {
-        let key = self
-            .cache
-            .as_ref()
-            .map(|dir| dir.join(cache_key(&self.inner, self.compiler, wasm)));
+        let key = self.key_path(&mut &wasm[..])?;
         if let Some(path) = &key
-            && let Some(m) = crate::cache::load(&self.inner, path)
+            && let Some(m) = crate::cache::load(&self.inner.primary, path)
         {
             return Ok(m);
         }
-        let module = wasmtime::Module::new(&self.inner, wasm)
-            .map_err(|e| Error::InvalidModule(format!("invalid WebAssembly module: {e:#}")))?;
+        self.compile_missing(wasm, key)
+    }
+
+    /// Load the module in `file` (a `.wasm` or an artifact from `gojs compile`): from the cache
+    /// when it is there, without reading the module into memory; otherwise read, classify and
+    /// compile it.
+    pub(crate) fn load_file(&self, path: &Path) -> Result<wasmtime::Module, Error> {
+        let read_err = |source| Error::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let mut magic = [0u8; 4];
+        let n = file.read(&mut magic).map_err(read_err)?;
+        if crate::cache::is_artifact(&magic[..n]) {
+            return self.load_artifact(path);
+        }
+        file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        let key = self.key_path(&mut file)?;
+        if let Some(key) = &key
+            && let Some(m) = crate::cache::load(&self.inner.primary, key)
+        {
+            crate::module::classify_compiled(&m)?;
+            return Ok(m);
+        }
+        let wasm = std::fs::read(path).map_err(read_err)?;
+        crate::module::classify(&wasm)?;
+        self.compile_missing(&wasm, key)
+    }
+
+    /// An artifact written by `gojs compile`, by whichever compiler made it.
+    fn load_artifact(&self, path: &Path) -> Result<wasmtime::Module, Error> {
+        let module = match crate::cache::read(&self.inner.primary, path) {
+            Ok(m) => m,
+            Err(first) => {
+                let other = match self.inner.compiler {
+                    Compiler::Winch => wasmtime::Engine::new(&config(Compiler::Cranelift, true))
+                        .map_err(|e| Error::Host(format!("wasm engine: {e}")))?,
+                    _ => self.baseline()?.clone(),
+                };
+                crate::cache::read(&other, path).map_err(|_| {
+                    Error::InvalidModule(format!(
+                        "cannot load compiled artifact {}: {first}",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        crate::module::classify_compiled(&module)?;
+        Ok(module)
+    }
+
+    /// Compile a module and write it to `out` as an artifact that [`Module::from_file`]
+    /// (and `gojs run`) load without compiling.
+    ///
+    /// [`Module::from_file`]: crate::Module::from_file
+    ///
+    /// # Errors
+    /// As [`crate::Module::new`], and [`Error::Host`] if `out` can't be written.
+    pub fn compile_to_file(&self, wasm: &[u8], out: &Path) -> Result<(), Error> {
+        crate::module::classify(wasm)?;
+        // The primary engine: an artifact is for running many times, so Auto means Cranelift.
+        let module = wasmtime::Module::new(&self.inner.primary, wasm).map_err(invalid)?;
+        crate::cache::write(&module, out)
+            .map_err(|e| Error::Host(format!("cannot write {}: {e}", out.display())))
+    }
+
+    fn compile_missing(
+        &self,
+        wasm: &[u8],
+        key: Option<PathBuf>,
+    ) -> Result<wasmtime::Module, Error> {
+        if self.inner.compiler == Compiler::Auto {
+            let module = wasmtime::Module::new(self.baseline()?, wasm).map_err(invalid)?;
+            if let Some(key) = key {
+                self.fill_in_background(wasm, key);
+            }
+            return Ok(module);
+        }
+        let module = wasmtime::Module::new(&self.inner.primary, wasm).map_err(invalid)?;
         if let Some(path) = &key {
             crate::cache::store(&module, path);
         }
         Ok(module)
     }
+
+    /// Start compiling `wasm` with Cranelift into the cache entry `key`, unless another run is
+    /// already doing it. Failures only cost the next run its fast start.
+    fn fill_in_background(&self, wasm: &[u8], key: PathBuf) {
+        let Some(dir) = key.parent() else { return };
+        let Some(name) = key.file_stem() else { return };
+        let pending = dir.join(format!(".pending-{}.wasm", name.to_string_lossy()));
+        if !claim(&pending, wasm) {
+            return;
+        }
+        match &self.inner.fill_command {
+            Some(make) => {
+                let mut cmd = make();
+                cmd.arg(&pending)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                match cmd.spawn() {
+                    // Reap it if this process outlives it; otherwise init does.
+                    Ok(mut child) => {
+                        let _ = std::thread::Builder::new()
+                            .name("gojs-fill-wait".into())
+                            .spawn(move || child.wait());
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&pending);
+                    }
+                }
+            }
+            None => {
+                let queued = pending.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("gojs-fill-cache".into())
+                    .spawn(move || Engine::compile_pending(&queued));
+                if spawned.is_err() {
+                    let _ = std::fs::remove_file(&pending);
+                }
+            }
+        }
+    }
+
+    /// The cache entry for this engine's primary compiler, or `None` without a cache.
+    fn key_path(&self, wasm: &mut impl Read) -> Result<Option<PathBuf>, Error> {
+        let Some(dir) = &self.inner.cache else {
+            return Ok(None);
+        };
+        let compiler = match self.inner.compiler {
+            Compiler::Auto => Compiler::Cranelift,
+            c => c,
+        };
+        Ok(Some(dir.join(cache_key(
+            &self.inner.primary,
+            compiler,
+            wasm,
+        )?)))
+    }
+}
+
+fn invalid(e: wasmtime::Error) -> Error {
+    Error::InvalidModule(format!("invalid WebAssembly module: {e:#}"))
+}
+
+/// The oldest module queued for a background compile in `dir`.
+fn oldest_pending(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name();
+            let name = name.to_str()?;
+            if !(name.starts_with(".pending-") && name.ends_with(".wasm")) {
+                return None;
+            }
+            Some((e.metadata().ok()?.modified().ok()?, e.path()))
+        })
+        .min()
+        .map(|(_, p)| p)
+}
+
+/// Queue `wasm` for a background compile (the file is both input and marker); false if it is
+/// queued already.
+fn claim(pending: &Path, wasm: &[u8]) -> bool {
+    if let Ok(meta) = std::fs::metadata(pending) {
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if age < FILL_STALE {
+            return false;
+        }
+        let _ = std::fs::remove_file(pending);
+    }
+    let Some(dir) = pending.parent() else {
+        return false;
+    };
+    if std::fs::create_dir_all(dir).is_err() {
+        return false;
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(pending)?;
+        f.write_all(wasm)
+    };
+    match write() {
+        Ok(()) => true,
+        Err(_) => {
+            let _ = std::fs::remove_file(pending);
+            false
+        }
+    }
+}
+
+/// Let the scheduler run this thread (and threads it starts) only on otherwise idle CPU.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads `param`; pid 0 is the calling thread.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    }
+}
+
+fn config(compiler: Compiler, parallel: bool) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.max_wasm_stack(WASM_MAX_STACK);
+    // Only checked against max_wasm_stack: we never run wasm on async fibers.
+    config.async_stack_size(WASM_MAX_STACK);
+    config.parallel_compilation(parallel);
+    match compiler {
+        Compiler::Winch => {
+            config.strategy(wasmtime::Strategy::Winch);
+            // Winch still uses Cranelift for trampolines; optimizing them isn't worth the time.
+            config.cranelift_opt_level(wasmtime::OptLevel::None);
+        }
+        Compiler::Cranelift | Compiler::Auto => {
+            config.strategy(wasmtime::Strategy::Cranelift);
+        }
+    }
+    // `GOJS_PERFMAP=1`: write /tmp/perf-PID.map so `perf report` names wasm functions.
+    if std::env::var_os("GOJS_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -138,14 +460,28 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// The cache file name: module content + everything about the engine that affects code.
-fn cache_key(engine: &wasmtime::Engine, compiler: Compiler, wasm: &[u8]) -> String {
+fn cache_key(
+    engine: &wasmtime::Engine,
+    compiler: Compiler,
+    wasm: &mut impl Read,
+) -> Result<String, Error> {
     use std::hash::{Hash, Hasher};
     let mut h = blake3::Hasher::new();
-    h.update(wasm);
+    let mut buf = vec![0u8; 128 << 10];
+    loop {
+        match wasm.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Host(format!("reading the module: {e}"))),
+        }
+    }
     let mut fp = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut fp);
     h.update(&fp.finish().to_le_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(format!("{compiler:?}").as_bytes());
-    format!("{}.cwasm", h.finalize().to_hex())
+    Ok(format!("{}.cwasm", h.finalize().to_hex()))
 }

@@ -537,10 +537,11 @@ impl Guest {
             names: std::collections::HashMap::new(),
         };
         let inner = &module.inner;
-        let store = Store::new(&inner.engine.inner, state);
+        // The module's own engine: with `Compiler::Auto` it may be Winch's.
+        let store = Store::new(inner.module.engine(), state);
         let mut guest = Guest { store, host, js };
         clear_on_error.0 = None;
-        let mut linker = Linker::new(&inner.engine.inner);
+        let mut linker = Linker::new(inner.module.engine());
         crate::imports::link(&mut linker, inner.abi.module_name())
             .map_err(|e| Error::Host(format!("{e:#}")))?;
         link_wasm_imports(

@@ -54,7 +54,6 @@ pub struct Module {
 }
 
 pub(crate) struct ModuleInner {
-    pub engine: Engine,
     pub module: wasmtime::Module,
     pub abi: GoAbi,
 }
@@ -68,12 +67,8 @@ impl Module {
     /// [`Error::Read`] if the file can't be read, [`Error::InvalidModule`] if it is not (intact)
     /// WebAssembly, [`Error::NotGoJs`] if it wasn't built with `GOOS=js GOARCH=wasm`.
     pub fn from_file(engine: &Engine, path: impl AsRef<Path>) -> Result<Module, Error> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Module::new(engine, &bytes)
+        let module = engine.load_file(path.as_ref())?;
+        Module::from_compiled(module)
     }
 
     /// Check and compile a module from its bytes.
@@ -84,11 +79,14 @@ impl Module {
         let abi = classify(wasm)?;
         let module = engine.compile(wasm)?;
         Ok(Module {
-            inner: Arc::new(ModuleInner {
-                engine: engine.clone(),
-                module,
-                abi,
-            }),
+            inner: Arc::new(ModuleInner { module, abi }),
+        })
+    }
+
+    fn from_compiled(module: wasmtime::Module) -> Result<Module, Error> {
+        let abi = classify_compiled(&module)?;
+        Ok(Module {
+            inner: Arc::new(ModuleInner { module, abi }),
         })
     }
 
@@ -158,6 +156,36 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
     if let Some(missing) = REQUIRED_EXPORTS
         .iter()
         .find(|e| !exports.iter().any(|x| x == *e))
+    {
+        return Err(Error::NotGoJs(format!("it does not export `{missing}`")));
+    }
+    Ok(abi)
+}
+
+/// The same decision for a module that is already compiled (loaded from the cache or an
+/// artifact).
+pub(crate) fn classify_compiled(module: &wasmtime::Module) -> Result<GoAbi, Error> {
+    let mut abi = None;
+    for import in module.imports() {
+        match import.module() {
+            "gojs" => abi = Some(GoAbi::GoJs),
+            "go" => abi = abi.or(Some(GoAbi::Go)),
+            m if m.starts_with("wasi") => {
+                return Err(Error::NotGoJs(format!(
+                    "it imports `{m}`, so it was built for WASI (GOOS=wasip1)"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let abi = abi.ok_or_else(|| {
+        Error::NotGoJs(
+            "it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm".into(),
+        )
+    })?;
+    if let Some(missing) = REQUIRED_EXPORTS
+        .iter()
+        .find(|e| module.get_export(e).is_none())
     {
         return Err(Error::NotGoJs(format!("it does not export `{missing}`")));
     }

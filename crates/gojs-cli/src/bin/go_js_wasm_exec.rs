@@ -9,6 +9,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    gojs_cli::fill_cache_if_asked();
     let mut args = std::env::args_os().skip(1);
     let Some(module) = args.next() else {
         eprintln!("usage: go_js_wasm_exec [wasm binary] [arguments]");
@@ -29,11 +30,12 @@ fn main() -> ExitCode {
         env,
         argv0: "node".into(),
         no_cache: false,
-        // `GOJS_COMPILER=winch` trades run speed for compile time (e.g. for `go test`).
+        // `GOJS_COMPILER=cranelift|winch|auto` (default auto: Winch for a binary not yet in the
+        // cache, which `go test` builds fresh each time, with Cranelift filling the cache).
         compiler: std::env::var("GOJS_COMPILER")
             .ok()
             .and_then(|c| c.parse().ok())
-            .unwrap_or_default(),
+            .unwrap_or(gojs::Compiler::Auto),
         grants: vec![gojs::Grant::host_filesystem()],
     };
     let code = gojs_cli::run(&module, options);

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod call;
+mod compile;
 mod conformance;
 mod examples;
 mod fixtures;

@@ -1,0 +1,203 @@
+//! Ahead-of-time artifacts (`gojs compile`), the compile cache, and `--compiler=auto`'s
+//! background fill.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Go, fresh_scratch_dir, gojs, run};
+
+/// `gojs ARGS…` with its own compile cache directory.
+fn gojs_in(cache: &Path, args: &[&str]) -> crate::harness::Outcome {
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", cache)
+        .env_remove("GOJS_COMPILER")
+        .args(args);
+    run(cmd, b"")
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+fn pending(dir: &Path) -> Vec<PathBuf> {
+    files(dir, ".wasm")
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".pending-")
+        })
+        .collect()
+}
+
+const HELLO: &str = "hello, world\nargc: 1\narg0-nonempty: true\n";
+
+fn hello() -> String {
+    Go::path().build("hello").to_string_lossy().into_owned()
+}
+
+#[test]
+fn artifact_runs_like_the_module_and_damage_is_refused() {
+    let wasm = hello();
+    let dir = fresh_scratch_dir("artifact");
+    let cache = dir.join("cache");
+    let expected = gojs_in(&cache, &["run", "--compiler=cranelift", &wasm, "a", "b"]);
+    assert_eq!(expected.code, Some(0), "{}", expected.stderr());
+
+    for compiler in ["cranelift", "winch"] {
+        let art = dir.join(format!("hello-{compiler}.cwasm"));
+        let art_s = art.to_string_lossy().into_owned();
+        let o = gojs_in(
+            &cache,
+            &[
+                "compile",
+                &format!("--compiler={compiler}"),
+                &wasm,
+                "-o",
+                &art_s,
+            ],
+        );
+        assert_eq!(o.code, Some(0), "{}", o.stderr());
+        assert!(o.stdout.is_empty() && o.stderr.is_empty());
+        // Whatever compiler the run asks for, the artifact's own code runs.
+        for run_with in [
+            "--compiler=cranelift",
+            "--compiler=winch",
+            "--compiler=auto",
+        ] {
+            let got = gojs_in(&cache, &["run", run_with, &art_s, "a", "b"]);
+            assert_eq!(got, expected, "{compiler} artifact run with {run_with}");
+        }
+    }
+
+    let good = std::fs::read(dir.join("hello-cranelift.cwasm")).unwrap();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 1;
+    let damaged = [
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("flipped", flipped),
+        (
+            "header-and-trailer",
+            [&good[..64], &good[good.len() - 40..]].concat(),
+        ),
+        ("elf-magic-only", b"\x7fELF".to_vec()),
+    ];
+    for (name, bytes) in damaged {
+        let p = dir.join(format!("{name}.cwasm"));
+        std::fs::write(&p, bytes).unwrap();
+        let o = gojs_in(&cache, &["run", &p.to_string_lossy()]);
+        assert_eq!(o.code, Some(1), "{name}: {}", o.stderr());
+        assert!(o.stdout.is_empty(), "{name}");
+        let err = o.stderr();
+        assert!(
+            err.starts_with("gojs: cannot load compiled artifact") && err.lines().count() == 1,
+            "{name}: {err}"
+        );
+    }
+
+    let o = gojs_in(&cache, &["compile", "/etc/hostname", "-o", "/dev/null"]);
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr().contains("not a WebAssembly module"),
+        "{}",
+        o.stderr()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compile_fills_the_cache_and_runs_use_it() {
+    let wasm = hello();
+    let dir = fresh_scratch_dir("compile-cache");
+    let o = gojs_in(&dir, &["compile", &wasm]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    let entries = files(&dir, ".cwasm");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let before = std::fs::read(&entries[0]).unwrap();
+
+    // A hit: nothing is queued for a background compile and the entry is not rewritten.
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert!(pending(&dir).is_empty());
+    assert_eq!(std::fs::read(&entries[0]).unwrap(), before);
+
+    // A damaged entry is dropped and recompiled, never loaded.
+    std::fs::write(&entries[0], &before[..before.len() - 1]).unwrap();
+    let o = gojs_in(&dir, &["run", "--compiler=cranelift", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert_eq!(std::fs::read(&entries[0]).unwrap().len(), before.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn auto_runs_at_once_and_fills_the_cache_in_the_background() {
+    let wasm = hello();
+    let dir = fresh_scratch_dir("auto");
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    // Queued (or already compiled by the background filler).
+    assert!(
+        !pending(&dir).is_empty() || !files(&dir, ".cwasm").is_empty(),
+        "nothing queued in {}",
+        dir.display()
+    );
+    // The filler runs at idle priority: give it time on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !(pending(&dir).is_empty() && files(&dir, ".cwasm").len() == 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the background compile did not finish: {:?}",
+            std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The next run loads Cranelift's code: nothing more is queued.
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert!(pending(&dir).is_empty());
+    assert_eq!(files(&dir, ".cwasm").len(), 1);
+
+    // Without a cache, auto is plain Winch: nothing is written anywhere.
+    let empty = dir.join("unused");
+    let o = gojs_in(&empty, &["run", "--no-cache", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert!(!empty.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn queued_modules_are_compiled_by_one_filler() {
+    // The protocol `--compiler=auto` uses, driven by hand: two queued modules, one filler.
+    let dir = fresh_scratch_dir("fill-queue");
+    let go = Go::path();
+    for name in ["hello", "exitcode"] {
+        let bytes = std::fs::read(go.build(name)).unwrap();
+        std::fs::write(dir.join(format!(".pending-{name}.wasm")), bytes).unwrap();
+    }
+    std::fs::write(dir.join(".pending-junk.wasm"), b"not wasm").unwrap();
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_FILL_CACHE_FROM", "1")
+        .arg(dir.join(".pending-hello.wasm"));
+    let o = run(cmd, b"");
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    assert!(pending(&dir).is_empty(), "{:?}", pending(&dir));
+    assert_eq!(files(&dir, ".cwasm").len(), 2);
+    // Both entries are the ones runs look up.
+    for name in ["hello", "exitcode"] {
+        let o = gojs_in(&dir, &["run", &go.build(name).to_string_lossy()]);
+        assert!(o.code.is_some(), "{}", o.stderr());
+    }
+    assert!(pending(&dir).is_empty());
+    assert_eq!(files(&dir, ".cwasm").len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
