@@ -2,7 +2,7 @@
 package main
 
 import (
-	"fmt"
+	"strconv"
 	"syscall/js"
 	"time"
 )
@@ -19,6 +19,8 @@ func main() {
 	for i := 0; i < n; i++ {
 		v = f.Invoke(v).Int()
 	}
-	fmt.Printf("METRIC funcof_ns %.1f ns/op\n", float64(time.Since(start).Nanoseconds())/n)
+	// println writes through runtime.wasmWrite, so the do-nothing floor host can report too.
+	ns := float64(time.Since(start).Nanoseconds()) / n
+	println("METRIC funcof_ns", strconv.FormatFloat(ns, 'f', 1, 64), "ns/op")
 	_ = v
 }

@@ -2,7 +2,7 @@
 package main
 
 import (
-	"fmt"
+	"strconv"
 	"syscall/js"
 	"time"
 )
@@ -15,7 +15,9 @@ func measure(name string, n int, f func()) {
 	for i := 0; i < n; i++ {
 		f()
 	}
-	fmt.Printf("METRIC %s %.1f ns/op\n", name, float64(time.Since(start).Nanoseconds())/float64(n))
+	// println writes through runtime.wasmWrite, so the do-nothing floor host can report too.
+	ns := float64(time.Since(start).Nanoseconds()) / float64(n)
+	println("METRIC", name, strconv.FormatFloat(ns, 'f', 1, 64), "ns/op")
 }
 
 func main() {

@@ -53,7 +53,7 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
         bail!("{cmd:?} failed:\n{out}\n{err}");
     }
     let mut metrics = BTreeMap::new();
-    for line in out.lines() {
+    for line in out.lines().chain(err.lines()) {
         let mut f = line.split_whitespace();
         if f.next() == Some("METRIC")
             && let (Some(name), Some(v), Some(unit)) = (f.next(), f.next(), f.next())
@@ -90,15 +90,55 @@ fn best(samples: &[Sample]) -> Sample {
     b
 }
 
+/// Bridge programs also run under the do-nothing host (xtask/src/floor.rs): the Go-side floor.
+const FLOOR_PROGRAMS: &[&str] = &["jsops", "funcof"];
+
+/// Std packages whose test binaries make the batch (like `go test` of a few packages).
+const STD_BATCH: &[&str] = &[
+    "bytes",
+    "strings",
+    "strconv",
+    "sort",
+    "encoding/base64",
+    "encoding/json",
+];
+
+/// One table row: label, gojs value, Node value, unit, Go-side floor (bridge metrics only).
+type Row = (String, f64, f64, String, Option<f64>);
+
+/// Wait until `--compiler=auto`'s background compiles queued in `cache` are done, so that
+/// they don't run during the next measurement.
+fn wait_for_fill(cache: &Path) -> Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(900);
+    loop {
+        let queued = std::fs::read_dir(cache).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with(".pending-"))
+        });
+        if !queued {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("background compiles in {} did not finish", cache.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub fn run(runs: usize, write_docs: bool) -> Result<()> {
     let root = repo();
     let gojs = super::build_gojs_exec(&root)?;
     let node_exec = super::goroot_wasm_file("go", "wasm_exec_node.js")?;
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
+    let xtask = std::env::current_exe()?;
+    let node = |wasm: &Path| {
+        let mut c = Command::new("node");
+        c.arg("--stack-size=8192").arg(&node_exec).arg(wasm);
+        c
+    };
 
-    // (label, gojs value, node value, unit)
-    let mut rows: Vec<(String, f64, f64, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for prog in PROGRAMS {
         let wasm = out_dir.join(format!("{prog}.wasm"));
         let ok = Command::new("go")
@@ -113,26 +153,36 @@ pub fn run(runs: usize, write_docs: bool) -> Result<()> {
         if !ok {
             bail!("building bench/{prog} failed");
         }
-        // Cold: an empty compile cache, the first run of this binary.
+        // Cold: an empty compile cache, the first run of this binary (--compiler=auto).
         let cold_dir = out_dir.join(format!("cold-cache-{prog}"));
         let _ = std::fs::remove_dir_all(&cold_dir);
         let cold = measure(
             Command::new(&gojs)
                 .arg(&wasm)
-                .env("GOJS_CACHE_DIR", &cold_dir),
+                .env("GOJS_CACHE_DIR", &cold_dir)
+                .env_remove("GOJS_COMPILER"),
+        )?;
+        wait_for_fill(&cold_dir)?;
+        // Warm: Cranelift's code in the cache (this first run puts it there).
+        measure(
+            Command::new(&gojs)
+                .arg(&wasm)
+                .env("GOJS_COMPILER", "cranelift"),
         )?;
         let mut g = Vec::new();
         let mut n = Vec::new();
+        let mut f = Vec::new();
         for _ in 0..runs {
-            g.push(measure(Command::new(&gojs).arg(&wasm))?);
-            n.push(measure(
-                Command::new("node")
-                    .arg("--stack-size=8192")
-                    .arg(&node_exec)
-                    .arg(&wasm),
+            g.push(measure(
+                Command::new(&gojs).arg(&wasm).env_remove("GOJS_COMPILER"),
             )?);
+            n.push(measure(&mut node(&wasm))?);
+            if FLOOR_PROGRAMS.contains(prog) {
+                f.push(measure(Command::new(&xtask).arg("floor-host").arg(&wasm))?);
+            }
         }
         let (g, n) = (best(&g), best(&n));
+        let f = (!f.is_empty()).then(|| best(&f));
         eprintln!(
             "{prog}: gojs {:.0} ms (cold {:.0} ms), node {:.0} ms",
             g.wall_ms, cold.wall_ms, n.wall_ms
@@ -142,32 +192,42 @@ pub fn run(runs: usize, write_docs: bool) -> Result<()> {
             g.wall_ms,
             n.wall_ms,
             "ms".into(),
+            None,
         ));
         rows.push((
             format!("{prog}: wall, cold"),
             cold.wall_ms,
             n.wall_ms,
             "ms".into(),
+            None,
         ));
         rows.push((
             format!("{prog}: peak RSS"),
             g.rss_mib,
             n.rss_mib,
             "MiB".into(),
+            None,
         ));
         for (k, (v, unit)) in &g.metrics {
             let nv = n.metrics.get(k).map_or(f64::NAN, |m| m.0);
-            rows.push((format!("{prog}: {k}"), *v, nv, unit.clone()));
+            let fv = f.as_ref().and_then(|f| f.metrics.get(k)).map(|m| m.0);
+            rows.push((format!("{prog}: {k}"), *v, nv, unit.clone(), fv));
         }
     }
+    rows.extend(std_batch(&root, &gojs, &node)?);
 
-    let mut table =
-        String::from("| measurement | gojs | Node | gojs/Node |\n|---|---:|---:|---:|\n");
-    for (label, g, n, unit) in &rows {
+    let mut table = String::from(
+        "| measurement | gojs | Node | gojs/Node | Go-side floor | gojs host share |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, g, n, unit, floor) in &rows {
         // For throughput, the ratio is inverted so that lower is better everywhere.
         let ratio = if unit.ends_with("/s") { n / g } else { g / n };
+        let (fl, share) = match floor {
+            Some(fl) => (format!("{fl:.1} {unit}"), format!("{:.1} {unit}", g - fl)),
+            None => (String::new(), String::new()),
+        };
         table.push_str(&format!(
-            "| {label} | {g:.1} {unit} | {n:.1} {unit} | {ratio:.2} |\n"
+            "| {label} | {g:.1} {unit} | {n:.1} {unit} | {ratio:.2} | {fl} | {share} |\n"
         ));
     }
     println!("{table}");
@@ -180,8 +240,92 @@ pub fn run(runs: usize, write_docs: bool) -> Result<()> {
     Ok(())
 }
 
+/// The std test batch: each package's test binary (`go test -c`), run in the package's
+/// directory with `-test.short`, one after another; total wall time. Cold: an empty compile
+/// cache (`--compiler=auto`; background compiles finish between binaries, as they would while
+/// `go test` builds the next one); warm: Cranelift's code cached.
+fn std_batch(root: &Path, gojs: &Path, node: &dyn Fn(&Path) -> Command) -> Result<Vec<Row>> {
+    let dir = root.join("target/bench/std");
+    std::fs::create_dir_all(&dir)?;
+    let goroot = super::capture(Command::new("go").args(["env", "GOROOT"]))?;
+    let mut bins = Vec::new();
+    for pkg in STD_BATCH {
+        let bin = dir.join(format!("{}.test", pkg.replace('/', "_")));
+        let ok = Command::new("go")
+            .env("GOOS", "js")
+            .env("GOARCH", "wasm")
+            .args(["test", "-c", "-o"])
+            .arg(&bin)
+            .arg(pkg)
+            .status()?
+            .success();
+        if !ok {
+            bail!("building the test binary of {pkg} failed");
+        }
+        bins.push((Path::new(&goroot).join("src").join(pkg), bin));
+    }
+    let batch = |make: &dyn Fn(&Path) -> Command, cache: Option<&Path>| -> Result<Sample> {
+        let mut total = Sample::default();
+        for (pkg_dir, bin) in &bins {
+            let mut cmd = make(bin);
+            cmd.arg("-test.short").current_dir(pkg_dir);
+            if let Some(c) = cache {
+                cmd.env("GOJS_CACHE_DIR", c);
+            }
+            let s = measure(&mut cmd)?;
+            if let Some(c) = cache {
+                wait_for_fill(c)?;
+            }
+            total.wall_ms += s.wall_ms;
+            total.rss_mib = total.rss_mib.max(s.rss_mib);
+        }
+        Ok(total)
+    };
+    let plain = |bin: &Path| {
+        let mut c = Command::new(gojs);
+        c.arg(bin).env_remove("GOJS_COMPILER");
+        c
+    };
+    let cold_dir = dir.join("cold-cache");
+    let _ = std::fs::remove_dir_all(&cold_dir);
+    let cold = batch(&plain, Some(&cold_dir))?;
+    // Warm: the cache that the cold batch filled.
+    let warm = batch(&plain, Some(&cold_dir))?;
+    let n = batch(node, None)?;
+    eprintln!(
+        "std batch ({} packages): gojs {:.0} ms (cold {:.0} ms), node {:.0} ms",
+        bins.len(),
+        warm.wall_ms,
+        cold.wall_ms,
+        n.wall_ms
+    );
+    Ok(vec![
+        (
+            "std test batch: wall, warm".into(),
+            warm.wall_ms,
+            n.wall_ms,
+            "ms".into(),
+            None,
+        ),
+        (
+            "std test batch: wall, cold".into(),
+            cold.wall_ms,
+            n.wall_ms,
+            "ms".into(),
+            None,
+        ),
+        (
+            "std test batch: peak RSS".into(),
+            warm.rss_mib,
+            n.rss_mib,
+            "MiB".into(),
+            None,
+        ),
+    ])
+}
+
 /// A horizontal bar chart of the gojs/Node ratios (log scale, 1.0 marked).
-fn chart(rows: &[(String, f64, f64, String)]) -> String {
+fn chart(rows: &[Row]) -> String {
     let h = 22;
     let (left, width) = (300.0, 420.0);
     let height = rows.len() * h + 40;
@@ -194,7 +338,7 @@ fn chart(rows: &[(String, f64, f64, String)]) -> String {
         x(1.0),
         height
     ));
-    for (i, (label, g, n, unit)) in rows.iter().enumerate() {
+    for (i, (label, g, n, unit, _)) in rows.iter().enumerate() {
         let ratio = if unit.ends_with("/s") { n / g } else { g / n };
         if !ratio.is_finite() {
             continue;

@@ -56,6 +56,10 @@ enum Task {
         #[arg(long)]
         write_docs: bool,
     },
+    /// Run a Go js/wasm module under the do-nothing host that `bench` measures the Go-side
+    /// floor with (see xtask/src/floor.rs).
+    #[command(hide = true)]
+    FloorHost { wasm: PathBuf },
 }
 
 fn main() -> Result<()> {
@@ -76,10 +80,12 @@ fn main() -> Result<()> {
             Duration::from_secs(timeout),
         ),
         Task::Bench { runs, write_docs } => bench::run(runs, write_docs),
+        Task::FloorHost { wasm } => std::process::exit(floor::run(&wasm)?),
     }
 }
 
 mod bench;
+mod floor;
 
 /// How one package fared under one runner.
 #[derive(Clone, Debug, Default)]

@@ -425,7 +425,7 @@ pub(crate) struct HostState {
     pub reflect: Reflect,
     guest: Option<GuestExports>,
     /// Property names Go used, as JS strings (see `Call::load_name`).
-    pub names: std::collections::HashMap<Box<[u8]>, JsValue>,
+    pub names: std::collections::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
 }
 
 impl HostState {
@@ -497,6 +497,7 @@ impl Guest {
             go: RefCell::new(None),
             rejections: RefCell::default(),
             go_depth: Cell::new(0),
+            go_entries: Cell::new(0),
             awaiting: Cell::new(0),
             deferred: RefCell::default(),
             vfs: RefCell::new(vfs),

@@ -237,12 +237,12 @@ pub(crate) fn error_with_code(ctx: &JsCtx, message: &str, code: &str) -> rquickj
 }
 
 /// Cached `Reflect` functions: bridge operations with exactly `wasm_exec.js`'s semantics.
+/// (`Reflect.apply`/`construct` and `Reflect.get` on objects are done directly: [`apply`],
+/// [`construct`], [`get_property`].)
 pub(crate) struct Reflect {
     pub get: Function<'static>,
     pub set: Function<'static>,
     pub delete_property: Function<'static>,
-    pub apply: Function<'static>,
-    pub construct: Function<'static>,
 }
 
 impl Reflect {
@@ -252,8 +252,6 @@ impl Reflect {
             get: r.get("get")?,
             set: r.get("set")?,
             delete_property: r.get("deleteProperty")?,
-            apply: r.get("apply")?,
-            construct: r.get("construct")?,
         })
     }
 }
@@ -278,6 +276,93 @@ pub(crate) fn call(f: &JsValue, this: JsValue, args: Vec<JsValue>) -> Result<JsV
     } else {
         Ok(v)
     }
+}
+
+/// Raw arguments for a call, on the stack for the usual few.
+fn raw_args(args: &[JsValue], f: impl FnOnce(&mut [qjs::JSValue]) -> qjs::JSValue) -> qjs::JSValue {
+    const INLINE: usize = 8;
+    if args.len() <= INLINE {
+        let mut raw = [qjs::JS_UNDEFINED; INLINE];
+        for (r, a) in raw.iter_mut().zip(args) {
+            *r = a.as_raw();
+        }
+        f(&mut raw[..args.len()])
+    } else {
+        let mut raw: Vec<qjs::JSValue> = args.iter().map(|a| a.as_raw()).collect();
+        f(&mut raw)
+    }
+}
+
+fn outcome(ctx: &JsCtx, r: qjs::JSValue) -> Result<JsValue, JsValue> {
+    // SAFETY: `r` is a value QuickJS just returned to us, owned by the caller.
+    let v = unsafe { Value::from_raw(ctx.clone(), r) };
+    if v.is_exception() {
+        Err(ctx.catch())
+    } else {
+        Ok(v)
+    }
+}
+
+/// `f.apply(this, args)` without building an arguments array (what `Reflect.apply` does for an
+/// array of arguments); `Err` is the thrown value (a `TypeError` if `f` isn't callable).
+pub(crate) fn apply(f: &JsValue, this: &JsValue, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let ctx = f.ctx();
+    let r = raw_args(args, |raw| unsafe {
+        // SAFETY: the raw values are borrowed from `args`, which outlive the call; QuickJS
+        // dups what it keeps.
+        qjs::JS_Call(
+            raw_ctx(ctx),
+            f.as_raw(),
+            this.as_raw(),
+            raw.len() as i32,
+            raw.as_mut_ptr(),
+        )
+    });
+    outcome(ctx, r)
+}
+
+/// `new f(...args)` (`Reflect.construct(f, args)`); `Err` is the thrown value.
+pub(crate) fn construct(f: &JsValue, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let ctx = f.ctx();
+    let r = raw_args(args, |raw| unsafe {
+        // SAFETY: as in `apply`.
+        qjs::JS_CallConstructor(raw_ctx(ctx), f.as_raw(), raw.len() as i32, raw.as_mut_ptr())
+    });
+    outcome(ctx, r)
+}
+
+/// A property name held both as a JS string and as an atom, for direct property access.
+pub(crate) struct PropName {
+    pub value: JsValue,
+    atom: qjs::JSAtom,
+}
+
+impl PropName {
+    pub fn new(value: JsValue) -> Result<PropName, JsValue> {
+        let ctx = value.ctx();
+        // SAFETY: a live value of this context; the atom is freed in `drop`.
+        let atom = unsafe { qjs::JS_ValueToAtom(raw_ctx(ctx), value.as_raw()) };
+        if atom == qjs::JS_ATOM_NULL {
+            return Err(ctx.catch());
+        }
+        Ok(PropName { value, atom })
+    }
+}
+
+impl Drop for PropName {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference to the atom, taken in `new`.
+        unsafe { qjs::JS_FreeAtom(raw_ctx(self.value.ctx()), self.atom) }
+    }
+}
+
+/// `obj[name]` for an object (`Reflect.get(obj, name)`, getters and proxies included);
+/// `Err` is the thrown value.
+pub(crate) fn get_property(obj: &JsValue, name: &PropName) -> Result<JsValue, JsValue> {
+    let ctx = obj.ctx();
+    // SAFETY: both are live values of this context.
+    let r = unsafe { qjs::JS_GetProperty(raw_ctx(ctx), obj.as_raw(), name.atom) };
+    outcome(ctx, r)
 }
 
 /// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).

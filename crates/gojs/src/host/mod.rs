@@ -104,6 +104,9 @@ pub(crate) struct Host {
     /// How many entries into Go (`run`, `resume`, an export) are active on the stack: 1 when
     /// the event loop is in Go, more inside `js.FuncOf` callbacks.
     pub go_depth: Cell<u32>,
+    /// How many times Go has been entered (run, resume, exports): an import that sees it
+    /// unchanged after running JS knows Go's stack didn't move.
+    pub go_entries: Cell<u64>,
     /// How many calls into Go whose caller waits for the result are active: a `js.FuncOf`
     /// callback called from Go (through JS), or a call the embedder made.
     pub awaiting: Cell<u32>,
@@ -136,6 +139,7 @@ pub(crate) struct Host {
 impl Host {
     /// Run `f` (a call into Go) counting it in [`Host::go_depth`].
     pub fn in_go<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.go_entries.set(self.go_entries.get() + 1);
         counted(&self.go_depth, f)
     }
 

@@ -86,6 +86,28 @@ pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Re
     runtime::link_extras(linker, module)
 }
 
+fn prop(state: &mut HostState, bytes: &[u8]) -> rquickjs::Result<Prop> {
+    if let Some(name) = state.names.get(bytes) {
+        return Ok(Prop::Cached(name.clone()));
+    }
+    let v = crate::realm::string_from_go(&state.ctx, bytes)?;
+    if bytes.len() <= NAME_MAX
+        && state.names.len() < NAME_CACHE
+        && let Ok(name) = crate::realm::PropName::new(v.clone())
+    {
+        let name = std::rc::Rc::new(name);
+        state.names.insert(bytes.into(), name.clone());
+        return Ok(Prop::Cached(name));
+    }
+    Ok(Prop::Other(v))
+}
+
+/// A property name read from Go: cached (string and atom), or a one-off string.
+pub(crate) enum Prop {
+    Cached(std::rc::Rc<crate::realm::PropName>),
+    Other(JsValue),
+}
+
 /// One import call in progress: the caller, Go's current `sp`, and typed access to both.
 pub(crate) struct Call<'a, 'c> {
     caller: &'a mut Caller<'c, HostState>,
@@ -140,22 +162,27 @@ impl Call<'_, '_> {
         Ok(crate::realm::string_from_go(&ctx, &bytes)?)
     }
 
-    /// A property or method name at `sp + off` as a JS string. Programs use few names many
-    /// times, so short ones are kept (up to [`NAME_CACHE`] of them) instead of decoding the
-    /// bytes into a new string on every access.
+    /// A property or method name at `sp + off` as a JS string.
     fn load_name(&mut self, off: u32) -> wasmtime::Result<JsValue> {
+        Ok(match self.load_prop(off)? {
+            Prop::Cached(name) => name.value.clone(),
+            Prop::Other(v) => v,
+        })
+    }
+
+    /// A property or method name at `sp + off`. Programs use few names many times, so short
+    /// ones are kept as JS strings and atoms (up to [`NAME_CACHE`] of them) instead of decoding
+    /// the bytes into a new string on every access.
+    fn load_prop(&mut self, off: u32) -> wasmtime::Result<Prop> {
         let frame = self.frame();
         let (mem, state) = self.split()?;
         let s = frame.slice(&mem, off)?;
-        let bytes = mem.bytes(s.ptr, s.len)?;
-        if let Some(v) = state.names.get(bytes) {
-            return Ok(v.clone());
-        }
-        let v = crate::realm::string_from_go(&state.ctx, bytes)?;
-        if bytes.len() <= NAME_MAX && state.names.len() < NAME_CACHE {
-            state.names.insert(bytes.into(), v.clone());
-        }
-        Ok(v)
+        Ok(prop(state, mem.bytes(s.ptr, s.len)?)?)
+    }
+
+    /// The name `bytes` (e.g. `length`), through the same cache as Go's names.
+    fn prop(&mut self, bytes: &[u8]) -> wasmtime::Result<Prop> {
+        Ok(prop(self.state(), bytes)?)
     }
 
     /// Store `v` for Go (`storeValue`) and write its ref at `sp + off`.
@@ -167,15 +194,20 @@ impl Call<'_, '_> {
     }
 
     /// Run JS with this caller published for re-entry; afterwards, unwind if Go stopped in a
-    /// nested call, and re-read `sp` (Go's stack may have moved).
+    /// nested call, and re-read `sp` if Go ran meanwhile (its stack may have moved; it can't
+    /// move unless Go code runs).
     fn run_js<R>(&mut self, f: impl FnOnce() -> R) -> wasmtime::Result<R> {
+        let entries = self.caller.data().host.go_entries.get();
         let mut store = wasmtime::AsContextMut::as_context_mut(&mut *self.caller);
         let r = reentry::publish(&mut store, f);
-        if self.caller.data().host.stopped() {
+        let host = &self.caller.data().host;
+        if host.stopped() {
             return Err(Unwind.into());
         }
-        let getsp = self.caller.data().guest()?.getsp.clone();
-        self.sp = getsp.call(&mut *self.caller, ())? as u32;
+        if host.go_entries.get() != entries {
+            let getsp = self.caller.data().guest()?.getsp.clone();
+            self.sp = getsp.call(&mut *self.caller, ())? as u32;
+        }
         Ok(r)
     }
 

@@ -5,7 +5,7 @@
 
 use rquickjs::Value;
 
-use super::Call;
+use super::{Call, Prop};
 use crate::realm::{self, JsValue};
 
 fn undefined(c: &mut Call) -> JsValue {
@@ -27,12 +27,26 @@ pub(super) fn string_val(c: &mut Call) -> wasmtime::Result<()> {
     c.store(24, &s)
 }
 
+/// `Reflect.get(v, p)`: a direct property read when `v` is an object and `p` a cached name.
+fn get(c: &mut Call, v: &JsValue, p: Prop) -> wasmtime::Result<Result<JsValue, JsValue>> {
+    match p {
+        Prop::Cached(name) if v.is_object() => c.run_js(|| realm::get_property(v, &name)),
+        p => {
+            let key = match p {
+                Prop::Cached(name) => name.value.clone(),
+                Prop::Other(key) => key,
+            };
+            let get = c.state().reflect.get.clone().into_value();
+            let this = undefined(c);
+            c.run_js(|| realm::call(&get, this, vec![v.clone(), key]))
+        }
+    }
+}
+
 /// `func valueGet(v ref, p string) ref`: `Reflect.get(v, p)`.
 pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, p) = (c.load(8)?, c.load_name(16)?);
-    let get = c.state().reflect.get.clone().into_value();
-    let this = undefined(c);
-    match c.run_js(|| realm::call(&get, this, vec![v, p]))? {
+    let (v, p) = (c.load(8)?, c.load_prop(16)?);
+    match get(c, &v, p)? {
         Ok(r) => c.store(32, &r),
         Err(e) => c.uncaught(e),
     }
@@ -105,67 +119,34 @@ fn store_outcome(
 /// `func valueCall(v ref, m string, args []ref) (ref, bool)`:
 /// `Reflect.apply(Reflect.get(v, m), v, args)`, catching what it throws.
 pub(super) fn value_call(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, name, args) = (c.load(8)?, c.load_name(16)?, c.load_all(32)?);
-    let (get, apply) = (
-        c.state().reflect.get.clone().into_value(),
-        c.state().reflect.apply.clone().into_value(),
-    );
-    let ctx = c.state().ctx.clone();
-    let outcome = c.run_js(|| {
-        let undefined = Value::new_undefined(ctx.clone());
-        let method = realm::call(&get, undefined.clone(), vec![v.clone(), name])?;
-        let args = array_of(&ctx, args)?;
-        realm::call(&apply, undefined, vec![method, v, args])
-    })?;
+    let (v, name, args) = (c.load(8)?, c.load_prop(16)?, c.load_all(32)?);
+    let outcome = match get(c, &v, name)? {
+        Ok(method) => c.run_js(|| realm::apply(&method, &v, &args))?,
+        Err(e) => Err(e),
+    };
     store_outcome(c, 56, outcome)
 }
 
 /// `func valueInvoke(v ref, args []ref) (ref, bool)`: `Reflect.apply(v, undefined, args)`.
 pub(super) fn value_invoke(c: &mut Call) -> wasmtime::Result<()> {
     let (v, args) = (c.load(8)?, c.load_all(16)?);
-    let apply = c.state().reflect.apply.clone().into_value();
-    let ctx = c.state().ctx.clone();
-    let outcome = c.run_js(|| {
-        let undefined = Value::new_undefined(ctx.clone());
-        let args = array_of(&ctx, args)?;
-        realm::call(&apply, undefined.clone(), vec![v, undefined, args])
-    })?;
+    let this = undefined(c);
+    let outcome = c.run_js(|| realm::apply(&v, &this, &args))?;
     store_outcome(c, 40, outcome)
 }
 
 /// `func valueNew(v ref, args []ref) (ref, bool)`: `Reflect.construct(v, args)`.
 pub(super) fn value_new(c: &mut Call) -> wasmtime::Result<()> {
     let (v, args) = (c.load(8)?, c.load_all(16)?);
-    let construct = c.state().reflect.construct.clone().into_value();
-    let ctx = c.state().ctx.clone();
-    let outcome = c.run_js(|| {
-        let undefined = Value::new_undefined(ctx.clone());
-        let args = array_of(&ctx, args)?;
-        realm::call(&construct, undefined, vec![v, args])
-    })?;
+    let outcome = c.run_js(|| realm::construct(&v, &args))?;
     store_outcome(c, 40, outcome)
-}
-
-fn array_of(ctx: &realm::JsCtx, items: Vec<JsValue>) -> Result<JsValue, JsValue> {
-    let a = rquickjs::Array::new(ctx.clone()).map_err(|_| ctx.catch())?;
-    for (i, v) in items.into_iter().enumerate() {
-        a.set(i, v).map_err(|_| ctx.catch())?;
-    }
-    Ok(a.into_value())
 }
 
 /// `func valueLength(v ref) int`: `parseInt(v.length)`.
 pub(super) fn value_length(c: &mut Call) -> wasmtime::Result<()> {
     let v = c.load(8)?;
-    let get = c.state().reflect.get.clone().into_value();
-    let ctx = c.state().ctx.clone();
-    let outcome = c.run_js(|| {
-        let key = Value::from_string(
-            rquickjs::String::from_str(ctx.clone(), "length").map_err(|_| ctx.catch())?,
-        );
-        realm::call(&get, Value::new_undefined(ctx.clone()), vec![v, key])
-    })?;
-    let len = match outcome {
+    let length = c.prop(b"length")?;
+    let len = match get(c, &v, length)? {
         Ok(len) => parse_int(&len),
         Err(e) => return c.uncaught(e),
     };
