@@ -425,7 +425,7 @@ pub(crate) struct HostState {
     pub reflect: Reflect,
     guest: Option<GuestExports>,
     /// Property names Go used, as JS strings (see `Call::load_name`).
-    pub names: std::collections::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
+    pub names: foldhash::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
 }
 
 impl HostState {
@@ -535,7 +535,7 @@ impl Guest {
             reflect: Reflect::new(&ctx)?,
             ctx,
             guest: None,
-            names: std::collections::HashMap::new(),
+            names: foldhash::HashMap::default(),
         };
         let inner = &module.inner;
         // The module's own engine: with `Compiler::Auto` it may be Winch's.

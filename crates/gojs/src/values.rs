@@ -5,8 +5,6 @@
 //! bigints by content) and bumps its count; `finalizeRef` decrements, and at zero the id goes back
 //! to a pool for reuse, so the table stays as large as what Go currently holds.
 
-use std::collections::HashMap;
-
 use rquickjs::qjs;
 
 use crate::abi::{Ref, TypeFlag};
@@ -43,7 +41,9 @@ struct Slot {
 /// The ids Go holds and the values behind them.
 pub(crate) struct ValueTable {
     slots: Vec<Option<Slot>>,
-    ids: HashMap<Key, u32>,
+    /// foldhash: fast for pointer keys, and randomly seeded per table, so a guest can't
+    /// choose strings that collide.
+    ids: foldhash::HashMap<Key, u32>,
     pool: Vec<u32>,
 }
 
@@ -52,7 +52,7 @@ impl ValueTable {
     pub fn new(preset: [JsValue; PRESET_IDS as usize]) -> Self {
         let mut t = ValueTable {
             slots: Vec::new(),
-            ids: HashMap::new(),
+            ids: foldhash::HashMap::default(),
             pool: Vec::new(),
         };
         for (id, value) in preset.into_iter().enumerate() {

@@ -38,7 +38,7 @@ fn get(c: &mut Call, v: &JsValue, p: Prop) -> wasmtime::Result<Result<JsValue, J
             };
             let get = c.state().reflect.get.clone().into_value();
             let this = undefined(c);
-            c.run_js(|| realm::call(&get, this, vec![v.clone(), key]))
+            c.run_js(|| realm::apply(&get, &this, &[v.clone(), key]))
         }
     }
 }
@@ -57,7 +57,7 @@ pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
     let (v, p, x) = (c.load(8)?, c.load_name(16)?, c.load(32)?);
     let set = c.state().reflect.set.clone().into_value();
     let this = undefined(c);
-    match c.run_js(|| realm::call(&set, this, vec![v, p, x]))? {
+    match c.run_js(|| realm::apply(&set, &this, &[v, p, x]))? {
         Ok(_) => Ok(()),
         Err(e) => c.uncaught(e),
     }
@@ -68,7 +68,7 @@ pub(super) fn value_delete(c: &mut Call) -> wasmtime::Result<()> {
     let (v, p) = (c.load(8)?, c.load_name(16)?);
     let delete = c.state().reflect.delete_property.clone().into_value();
     let this = undefined(c);
-    match c.run_js(|| realm::call(&delete, this, vec![v, p]))? {
+    match c.run_js(|| realm::apply(&delete, &this, &[v, p]))? {
         Ok(_) => Ok(()),
         Err(e) => c.uncaught(e),
     }
@@ -85,7 +85,7 @@ pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
     let (v, i) = (c.load(8)?, index_value(c, 16)?);
     let get = c.state().reflect.get.clone().into_value();
     let this = undefined(c);
-    match c.run_js(|| realm::call(&get, this, vec![v, i]))? {
+    match c.run_js(|| realm::apply(&get, &this, &[v, i]))? {
         Ok(r) => c.store(24, &r),
         Err(e) => c.uncaught(e),
     }
@@ -96,7 +96,7 @@ pub(super) fn value_set_index(c: &mut Call) -> wasmtime::Result<()> {
     let (v, i, x) = (c.load(8)?, index_value(c, 16)?, c.load(24)?);
     let set = c.state().reflect.set.clone().into_value();
     let this = undefined(c);
-    match c.run_js(|| realm::call(&set, this, vec![v, i, x]))? {
+    match c.run_js(|| realm::apply(&set, &this, &[v, i, x]))? {
         Ok(_) => Ok(()),
         Err(e) => c.uncaught(e),
     }
