@@ -1,6 +1,6 @@
 //! The wasm engine configuration shared by every module and instance, and the compile cache.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -152,6 +152,7 @@ impl Engine {
         // One core at a time: the run that queued the module may still be going.
         let engine = wasmtime::Engine::new(&config(Compiler::Cranelift, false))
             .map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+        let mut seen = std::collections::HashSet::new();
         loop {
             if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
                 .is_err()
@@ -159,6 +160,10 @@ impl Engine {
                 return Ok(());
             }
             while let Some(next) = oldest_pending(dir) {
+                // A queued file we can't remove must not keep us here forever.
+                if !seen.insert(next.clone()) {
+                    break;
+                }
                 if let Ok(wasm) = std::fs::read(&next)
                     && crate::module::classify(&wasm).is_ok()
                 {
@@ -174,7 +179,7 @@ impl Engine {
             }
             let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
             // A module queued after the last scan, whose filler found the lock taken.
-            if oldest_pending(dir).is_none() {
+            if oldest_pending(dir).is_none_or(|p| seen.contains(&p)) {
                 return Ok(());
             }
         }
@@ -400,20 +405,16 @@ fn claim(pending: &Path, wasm: &[u8]) -> bool {
     if std::fs::create_dir_all(dir).is_err() {
         return false;
     }
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(pending)?;
-        f.write_all(wasm)
-    };
-    match write() {
-        Ok(()) => true,
-        Err(_) => {
-            let _ = std::fs::remove_file(pending);
-            false
-        }
-    }
+    // Written under a private name, then linked into place: a filler scanning the directory
+    // never sees a partial module, and of two runs queueing the same module one wins.
+    let tmp = dir.join(format!(
+        ".queue-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let queued = std::fs::write(&tmp, wasm).and_then(|()| std::fs::hard_link(&tmp, pending));
+    let _ = std::fs::remove_file(&tmp);
+    queued.is_ok()
 }
 
 /// Let the scheduler run this thread (and threads it starts) only on otherwise idle CPU.

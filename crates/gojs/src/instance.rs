@@ -495,6 +495,7 @@ impl Guest {
             exit_code: Cell::new(None),
             stop: RefCell::new(None),
             go: RefCell::new(None),
+            event_atoms: RefCell::new(None),
             rejections: RefCell::default(),
             go_depth: Cell::new(0),
             go_entries: Cell::new(0),

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use rquickjs::function::{Rest, This};
-use rquickjs::{Exception, Function, Object, Value};
+use rquickjs::{Atom, Exception, Function, Object, Value};
 
 use super::{Host, Stop};
 use crate::realm::{self, JsCtx, JsValue};
@@ -41,6 +41,32 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
     Ok(go)
 }
 
+/// The property names a callback uses, as atoms: looked up once per realm instead of on every
+/// call. Held by the host (not by the wrappers: an atom keeps the context alive, and a function
+/// holding its own context from Rust is a cycle the JS collector can't see).
+pub(crate) struct EventAtoms {
+    id: Atom<'static>,
+    this: Atom<'static>,
+    args: Atom<'static>,
+    pending: Atom<'static>,
+    result: Atom<'static>,
+}
+
+fn event_atoms(ctx: &JsCtx, host: &Host) -> rquickjs::Result<Rc<EventAtoms>> {
+    if let Some(a) = host.event_atoms.borrow().as_ref() {
+        return Ok(a.clone());
+    }
+    let atoms = Rc::new(EventAtoms {
+        id: Atom::from_str(ctx.clone(), "id")?,
+        this: Atom::from_str(ctx.clone(), "this")?,
+        args: Atom::from_str(ctx.clone(), "args")?,
+        pending: Atom::from_str(ctx.clone(), "_pendingEvent")?,
+        result: Atom::from_str(ctx.clone(), "result")?,
+    });
+    *host.event_atoms.borrow_mut() = Some(atoms.clone());
+    Ok(atoms)
+}
+
 /// The JS function `_makeFuncWrapper(id)` returns: records `{id, this, args}` as the pending
 /// event, resumes Go, and returns what Go left in `event.result`.
 fn wrapper(ctx: &JsCtx, host: &Rc<Host>, id: u32) -> rquickjs::Result<Function<'static>> {
@@ -48,20 +74,21 @@ fn wrapper(ctx: &JsCtx, host: &Rc<Host>, id: u32) -> rquickjs::Result<Function<'
     Function::new(
         ctx.clone(),
         move |ctx: JsCtx, this: This<JsValue>, args: Rest<JsValue>| {
+            let a = event_atoms(&ctx, &host)?;
             let event = Object::new(ctx.clone())?;
-            event.set("id", id)?;
-            event.set("this", this.0)?;
+            event.set(a.id.clone(), id)?;
+            event.set(a.this.clone(), this.0)?;
             let array = rquickjs::Array::new(ctx.clone())?;
-            for (i, a) in args.0.into_iter().enumerate() {
-                array.set(i, a)?;
+            for (i, v) in args.0.into_iter().enumerate() {
+                array.set(i, v)?;
             }
-            event.set("args", array)?;
+            event.set(a.args.clone(), array)?;
             let go = host
                 .go_object()
                 .ok_or_else(|| Exception::throw_internal(&ctx, "Go object is gone"))?;
-            go.set("_pendingEvent", event.clone())?;
+            go.set(a.pending.clone(), event.clone())?;
             resume(&ctx, &host)?;
-            event.get::<_, JsValue>("result")
+            event.get::<_, JsValue>(a.result.clone())
         },
     )
 }

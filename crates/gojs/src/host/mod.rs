@@ -130,6 +130,8 @@ pub(crate) struct Host {
     pub rejections: RefCell<Vec<(usize, String)>>,
     /// The Go object (value id 6), held here rather than by the wrappers (see [`go`]).
     pub go: RefCell<Option<Object<'static>>>,
+    /// The property names every `js.FuncOf` call uses, as atoms (see `go::wrapper`).
+    pub event_atoms: RefCell<Option<Rc<go::EventAtoms>>>,
     /// The guest's filesystem: grants and open files.
     pub vfs: RefCell<crate::vfs::Vfs>,
     /// `fs.Stats.prototype`, given to every `Stats` object the host makes.
@@ -208,6 +210,7 @@ impl Host {
         self.deferred.borrow_mut().clear();
         self.kept.clear();
         self.go.borrow_mut().take();
+        self.event_atoms.borrow_mut().take();
         self.stats_prototype.borrow_mut().take();
         self.vfs.borrow_mut().clear();
     }
