@@ -120,9 +120,10 @@ impl ValueTable {
             // Internal tags never reach Go; treat as undefined rather than trusting them.
             _ => return Ref::UNDEFINED,
         };
-        let id = match self.ids.get(&key) {
-            Some(&id) => id,
-            None => {
+        // One hash lookup whether the value is new or already held.
+        let id = match self.ids.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => {
                 let id = match self.pool.pop() {
                     Some(id) => id,
                     None => {
@@ -133,9 +134,9 @@ impl ValueTable {
                 self.slots[id as usize] = Some(Slot {
                     value: value.clone(),
                     refs: 0,
-                    key: key.clone(),
+                    key: e.key().clone(),
                 });
-                self.ids.insert(key, id);
+                e.insert(id);
                 id
             }
         };
