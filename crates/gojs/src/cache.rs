@@ -84,6 +84,11 @@ pub(crate) fn load(engine: &wasmtime::Engine, path: &Path) -> Option<wasmtime::M
 
 /// Write `module` as an artifact at `path`, atomically (temporary file, fsync, rename).
 pub(crate) fn write(module: &wasmtime::Module, path: &Path) -> std::io::Result<()> {
+    write_with(module, path, true)
+}
+
+/// As [`write`]; `durable: false` skips the fsync (the checksum still catches a torn file).
+fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io::Result<()> {
     let artifact = module
         .serialize()
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
@@ -102,7 +107,9 @@ pub(crate) fn write(module: &wasmtime::Module, path: &Path) -> std::io::Result<(
         f.write_all(&artifact)?;
         f.write_all(MAGIC)?;
         f.write_all(blake3::hash(&artifact).as_bytes())?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -111,9 +118,10 @@ pub(crate) fn write(module: &wasmtime::Module, path: &Path) -> std::io::Result<(
     result
 }
 
-/// Save a compiled module in the cache. Failures are ignored: the cache is an optimisation.
-pub(crate) fn store(module: &wasmtime::Module, path: &Path) {
-    if write(module, path).is_ok()
+/// Save a compiled module in the cache (synced to disk if `durable`). Failures are ignored: the
+/// cache is an optimisation.
+pub(crate) fn store(module: &wasmtime::Module, path: &Path, durable: bool) {
+    if write_with(module, path, durable).is_ok()
         && let Some(dir) = path.parent()
     {
         evict(dir, max_bytes(), path);

@@ -152,6 +152,8 @@ impl Engine {
         // One core at a time: the run that queued the module may still be going.
         let engine = wasmtime::Engine::new(&config(Compiler::Cranelift, false))
             .map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
+        let winch = wasmtime::Engine::new(&config(Compiler::Winch, false))
+            .map_err(|e| Error::Host(format!("wasm engine: {e}")))?;
         let mut seen = std::collections::HashSet::new();
         loop {
             if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
@@ -168,11 +170,19 @@ impl Engine {
                     && crate::module::classify(&wasm).is_ok()
                 {
                     // The entry is named by the content, not by the queue file's name.
-                    let key = dir.join(cache_key(&engine, Compiler::Cranelift, &mut &wasm[..])?);
-                    if crate::cache::load(&engine, &key).is_none()
+                    let key = Key {
+                        dir: dir.to_owned(),
+                        content: content_hash(&mut &wasm[..])?,
+                    };
+                    let entry = key.entry(&engine, Compiler::Cranelift);
+                    if crate::cache::load(&engine, &entry).is_none()
                         && let Ok(module) = wasmtime::Module::new(&engine, &wasm)
                     {
-                        crate::cache::store(&module, &key);
+                        crate::cache::store(&module, &entry, true);
+                    }
+                    // Winch's code for it, if the queueing run cached it, is now superseded.
+                    if entry.exists() {
+                        let _ = std::fs::remove_file(key.entry(&winch, Compiler::Winch));
                     }
                 }
                 let _ = std::fs::remove_file(&next);
@@ -215,13 +225,36 @@ impl Engine {
 
     /// Compile `wasm` (already classified as Go js/wasm), through the cache.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<wasmtime::Module, Error> {
-        let key = self.key_path(&mut &wasm[..])?;
-        if let Some(path) = &key
-            && let Some(m) = crate::cache::load(&self.inner.primary, path)
-        {
+        let key = self.key(&mut &wasm[..])?;
+        if let Some(m) = self.cached(key.as_ref())? {
             return Ok(m);
         }
         self.compile_missing(wasm, key)
+    }
+
+    /// The cached code for a module: the primary compiler's, or with `Auto` Winch's while
+    /// Cranelift's is still being compiled.
+    fn cached(&self, key: Option<&Key>) -> Result<Option<wasmtime::Module>, Error> {
+        let Some(key) = key else { return Ok(None) };
+        let primary = &self.inner.primary;
+        if let Some(m) = crate::cache::load(primary, &key.entry(primary, self.primary_compiler())) {
+            return Ok(Some(m));
+        }
+        if self.inner.compiler == Compiler::Auto {
+            let baseline = self.baseline()?;
+            return Ok(crate::cache::load(
+                baseline,
+                &key.entry(baseline, Compiler::Winch),
+            ));
+        }
+        Ok(None)
+    }
+
+    fn primary_compiler(&self) -> Compiler {
+        match self.inner.compiler {
+            Compiler::Auto => Compiler::Cranelift,
+            c => c,
+        }
     }
 
     /// Load the module in `file` (a `.wasm` or an artifact from `gojs compile`): from the cache
@@ -239,10 +272,8 @@ impl Engine {
             return self.load_artifact(path);
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err)?;
-        let key = self.key_path(&mut file)?;
-        if let Some(key) = &key
-            && let Some(m) = crate::cache::load(&self.inner.primary, key)
-        {
+        let key = self.key(&mut file)?;
+        if let Some(m) = self.cached(key.as_ref())? {
             crate::module::classify_compiled(&m)?;
             return Ok(m);
         }
@@ -288,21 +319,22 @@ impl Engine {
             .map_err(|e| Error::Host(format!("cannot write {}: {e}", out.display())))
     }
 
-    fn compile_missing(
-        &self,
-        wasm: &[u8],
-        key: Option<PathBuf>,
-    ) -> Result<wasmtime::Module, Error> {
+    fn compile_missing(&self, wasm: &[u8], key: Option<Key>) -> Result<wasmtime::Module, Error> {
         if self.inner.compiler == Compiler::Auto {
-            let module = wasmtime::Module::new(self.baseline()?, wasm).map_err(invalid)?;
+            let baseline = self.baseline()?;
+            let module = wasmtime::Module::new(baseline, wasm).map_err(invalid)?;
             if let Some(key) = key {
-                self.fill_in_background(wasm, key);
+                // Winch's code too, for runs before Cranelift's is ready (not synced to disk:
+                // a torn entry fails its checksum and is recompiled).
+                crate::cache::store(&module, &key.entry(baseline, Compiler::Winch), false);
+                self.fill_in_background(wasm, key.entry(&self.inner.primary, Compiler::Cranelift));
             }
             return Ok(module);
         }
         let module = wasmtime::Module::new(&self.inner.primary, wasm).map_err(invalid)?;
-        if let Some(path) = &key {
-            crate::cache::store(&module, path);
+        if let Some(key) = &key {
+            let entry = key.entry(&self.inner.primary, self.primary_compiler());
+            crate::cache::store(&module, &entry, true);
         }
         Ok(module)
     }
@@ -347,20 +379,15 @@ impl Engine {
         }
     }
 
-    /// The cache entry for this engine's primary compiler, or `None` without a cache.
-    fn key_path(&self, wasm: &mut impl Read) -> Result<Option<PathBuf>, Error> {
+    /// The module's cache key, or `None` without a cache.
+    fn key(&self, wasm: &mut impl Read) -> Result<Option<Key>, Error> {
         let Some(dir) = &self.inner.cache else {
             return Ok(None);
         };
-        let compiler = match self.inner.compiler {
-            Compiler::Auto => Compiler::Cranelift,
-            c => c,
-        };
-        Ok(Some(dir.join(cache_key(
-            &self.inner.primary,
-            compiler,
-            wasm,
-        )?)))
+        Ok(Some(Key {
+            dir: dir.clone(),
+            content: content_hash(wasm)?,
+        }))
     }
 }
 
@@ -460,18 +487,36 @@ fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("gojs"))
 }
 
-/// The cache file name: module content + everything about the engine that affects code.
-fn cache_key(
-    engine: &wasmtime::Engine,
-    compiler: Compiler,
-    wasm: &mut impl Read,
-) -> Result<String, Error> {
-    use std::hash::{Hash, Hasher};
+/// Where a module's compiled code lives in the cache: by its content's hash, then per engine
+/// configuration and compiler ([`Key::entry`]).
+struct Key {
+    dir: PathBuf,
+    content: blake3::Hash,
+}
+
+impl Key {
+    /// The entry for code compiled by `engine` (whose settings are `compiler`'s): the content
+    /// plus everything about the engine that affects the code.
+    fn entry(&self, engine: &wasmtime::Engine, compiler: Compiler) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut fp = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut fp);
+        let mut h = blake3::Hasher::new();
+        h.update(self.content.as_bytes());
+        h.update(&fp.finish().to_le_bytes());
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(format!("{compiler:?}").as_bytes());
+        self.dir.join(format!("{}.cwasm", h.finalize().to_hex()))
+    }
+}
+
+/// BLAKE3 of everything `wasm` yields, read in chunks.
+fn content_hash(wasm: &mut impl Read) -> Result<blake3::Hash, Error> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 128 << 10];
     loop {
         match wasm.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(h.finalize()),
             Ok(n) => {
                 h.update(&buf[..n]);
             }
@@ -479,10 +524,4 @@ fn cache_key(
             Err(e) => return Err(Error::Host(format!("reading the module: {e}"))),
         }
     }
-    let mut fp = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut fp);
-    h.update(&fp.finish().to_le_bytes());
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    h.update(format!("{compiler:?}").as_bytes());
-    Ok(format!("{}.cwasm", h.finalize().to_hex()))
 }
