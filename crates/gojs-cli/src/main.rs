@@ -36,8 +36,8 @@ struct Access {
     #[arg(long)]
     no_cache: bool,
     /// The compiler. auto: Cranelift's cached code if this module was seen before, else Winch
-    /// (compiles ~4x faster, runs ~2x slower) while Cranelift fills the cache in the background
-    /// at idle priority. cranelift: always the optimizing compiler (cached). winch: always the
+    /// (compiles ~4x faster, runs ~2x slower; its code is cached until Cranelift's is ready)
+    /// while Cranelift fills the cache in the background at idle priority. cranelift: always the optimizing compiler (cached). winch: always the
     /// baseline compiler.
     #[arg(
         long,

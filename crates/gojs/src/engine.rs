@@ -56,10 +56,11 @@ pub enum Compiler {
     Cranelift,
     /// Baseline: fast to compile, slower code. Good for short runs of a binary seen once.
     Winch,
-    /// Cranelift's code from the cache when it is there; otherwise compile with Winch to start
-    /// at once, and fill the cache with Cranelift's code in the background (a low-priority
-    /// thread, or the command given to [`Engine::fill_cache_with`]) for the next load. Without
-    /// a cache this is Winch. The default of `gojs run` and `go_js_wasm_exec`.
+    /// Cranelift's code from the cache when it is there; otherwise Winch's code (from the cache,
+    /// or compiled and cached now, to start at once), while the cache is filled with Cranelift's
+    /// code in the background (a low-priority thread, or the command given to
+    /// [`Engine::fill_cache_with`]) for later loads. Without a cache this is Winch. The default
+    /// of `gojs run` and `go_js_wasm_exec`.
     Auto,
 }
 
