@@ -103,8 +103,7 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
             "not a WebAssembly module (missing the \\0asm magic number)".into(),
         ));
     }
-    let mut abi = None;
-    let mut wasi = None;
+    let mut import_modules = Vec::new();
     let mut exports = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(|e| {
@@ -124,12 +123,7 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
                     let import = import.map_err(|e| {
                         Error::InvalidModule(format!("corrupt import section: {e}"))
                     })?;
-                    match import.module {
-                        "gojs" => abi = Some(GoAbi::GoJs),
-                        "go" => abi = abi.or(Some(GoAbi::Go)),
-                        m if m.starts_with("wasi") => wasi = Some(m.to_string()),
-                        _ => {}
-                    }
+                    import_modules.push(import.module.to_string());
                 }
             }
             Payload::ExportSection(reader) => {
@@ -143,6 +137,34 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
             _ => {}
         }
     }
+    decide(import_modules.iter().map(String::as_str), |name| {
+        exports.iter().any(|x| x == name)
+    })
+}
+
+/// The same decision for a module that is already compiled (loaded from the cache or an
+/// artifact).
+pub(crate) fn classify_compiled(module: &wasmtime::Module) -> Result<GoAbi, Error> {
+    decide(module.imports().map(|i| i.module()), |name| {
+        module.get_export(name).is_some()
+    })
+}
+
+/// Go js/wasm or not, from the modules it imports from and the exports it has.
+fn decide<'a>(
+    import_modules: impl Iterator<Item = &'a str>,
+    exports: impl Fn(&str) -> bool,
+) -> Result<GoAbi, Error> {
+    let mut abi = None;
+    let mut wasi = None;
+    for m in import_modules {
+        match m {
+            "gojs" => abi = Some(GoAbi::GoJs),
+            "go" => abi = abi.or(Some(GoAbi::Go)),
+            m if m.starts_with("wasi") => wasi = Some(m),
+            _ => {}
+        }
+    }
     if let Some(m) = wasi {
         return Err(Error::NotGoJs(format!(
             "it imports `{m}`, so it was built for WASI (GOOS=wasip1); rebuild with GOOS=js GOARCH=wasm or use a WASI runtime"
@@ -153,40 +175,7 @@ pub(crate) fn classify(wasm: &[u8]) -> Result<GoAbi, Error> {
             "it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm".into(),
         ));
     };
-    if let Some(missing) = REQUIRED_EXPORTS
-        .iter()
-        .find(|e| !exports.iter().any(|x| x == *e))
-    {
-        return Err(Error::NotGoJs(format!("it does not export `{missing}`")));
-    }
-    Ok(abi)
-}
-
-/// The same decision for a module that is already compiled (loaded from the cache or an
-/// artifact).
-pub(crate) fn classify_compiled(module: &wasmtime::Module) -> Result<GoAbi, Error> {
-    let mut abi = None;
-    for import in module.imports() {
-        match import.module() {
-            "gojs" => abi = Some(GoAbi::GoJs),
-            "go" => abi = abi.or(Some(GoAbi::Go)),
-            m if m.starts_with("wasi") => {
-                return Err(Error::NotGoJs(format!(
-                    "it imports `{m}`, so it was built for WASI (GOOS=wasip1)"
-                )));
-            }
-            _ => {}
-        }
-    }
-    let abi = abi.ok_or_else(|| {
-        Error::NotGoJs(
-            "it imports nothing from `gojs` or `go`; build it with GOOS=js GOARCH=wasm".into(),
-        )
-    })?;
-    if let Some(missing) = REQUIRED_EXPORTS
-        .iter()
-        .find(|e| module.get_export(e).is_none())
-    {
+    if let Some(missing) = REQUIRED_EXPORTS.iter().find(|e| !exports(e)) {
         return Err(Error::NotGoJs(format!("it does not export `{missing}`")));
     }
     Ok(abi)

@@ -258,24 +258,7 @@ impl Reflect {
 
 /// Call `f` with a receiver and arguments; `Err` is the thrown value.
 pub(crate) fn call(f: &JsValue, this: JsValue, args: Vec<JsValue>) -> Result<JsValue, JsValue> {
-    let ctx = f.ctx().clone();
-    let mut raw_args: Vec<qjs::JSValue> = args.iter().map(|a| a.as_raw()).collect();
-    let r = unsafe {
-        qjs::JS_Call(
-            raw_ctx(&ctx),
-            f.as_raw(),
-            this.as_raw(),
-            raw_args.len() as i32,
-            raw_args.as_mut_ptr(),
-        )
-    };
-    drop(args);
-    let v = unsafe { Value::from_raw(ctx.clone(), r) };
-    if v.is_exception() {
-        Err(ctx.catch())
-    } else {
-        Ok(v)
-    }
+    apply(f, &this, &args)
 }
 
 /// Raw arguments for a call, on the stack for the usual few.
