@@ -78,20 +78,54 @@ pub(crate) fn drain_microtasks(ctx: &JsCtx) -> Option<JsValue> {
     }
 }
 
+/// How far the JS heap may grow past its live size before QuickJS's cycle collector runs.
+///
+/// QuickJS collects when its heap reaches 1.5× the size it had after the last collection — with
+/// a realm of ~1 MiB, every ~0.5 MiB. Go holds the JS objects it was given until its own
+/// finalizers release them, so in a busy bridge loop (a `js.FuncOf` event and its arguments per
+/// call) those collections walk the whole realm and free nothing: 7% of a round trip's host
+/// instructions. Leaving at least this much headroom makes them rare.
+const GC_SLACK: usize = 8 << 20;
+
+/// Keep [`GC_SLACK`] of headroom above the live heap. `last` is the threshold this function set
+/// last time: a different one means QuickJS collected since and computed a new threshold
+/// (1.5× the live size).
+pub(crate) fn keep_gc_slack(ctx: &JsCtx, last: &std::cell::Cell<usize>) {
+    // SAFETY: reading and setting a number on the live runtime of this context.
+    unsafe {
+        let rt = qjs::JS_GetRuntime(raw_ctx(ctx));
+        let t = qjs::JS_GetGCThreshold(rt) as usize;
+        if t == last.get() {
+            return;
+        }
+        let live = t / 3 * 2;
+        let wanted = t.max(live + GC_SLACK);
+        qjs::JS_SetGCThreshold(rt, wanted as qjs::size_t);
+        last.set(wanted);
+    }
+}
+
 /// The bytes of a JS string as QuickJS stores them, in WTF-8 (lone surrogates kept as 3-byte
 /// sequences): the identity key for strings.
 pub(crate) fn wtf8(v: &JsValue) -> Vec<u8> {
+    with_wtf8(v, <[u8]>::to_vec)
+}
+
+/// Call `f` with [`wtf8`]'s bytes, borrowed: for an ASCII string, QuickJS's own buffer.
+pub(crate) fn with_wtf8<R>(v: &JsValue, f: impl FnOnce(&[u8]) -> R) -> R {
     let ctx = v.ctx();
     let mut len: qjs::size_t = 0;
     let p = unsafe { qjs::JS_ToCStringLen2(raw_ctx(ctx), &mut len, v.as_raw(), false) };
     if p.is_null() {
         // Out of memory or a throwing toString: clear the exception, give an empty string.
         let _ = ctx.catch();
-        return Vec::new();
+        return f(&[]);
     }
-    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) }.to_vec();
+    // SAFETY: QuickJS returned `len` bytes at `p`, valid until `JS_FreeCString`; `f` can't run
+    // JS (it gets no context), so nothing frees them meanwhile.
+    let r = f(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) });
     unsafe { qjs::JS_FreeCString(raw_ctx(ctx), p) };
-    bytes
+    r
 }
 
 /// `TextEncoder.encode(String(v))`: UTF-8, with lone surrogates replaced by U+FFFD.
@@ -330,6 +364,11 @@ impl PropName {
         }
         Ok(PropName { value, atom })
     }
+
+    /// The atom, valid while `self` lives.
+    pub fn atom(&self) -> qjs::JSAtom {
+        self.atom
+    }
 }
 
 impl Drop for PropName {
@@ -346,6 +385,89 @@ pub(crate) fn get_property(obj: &JsValue, name: &PropName) -> Result<JsValue, Js
     // SAFETY: both are live values of this context.
     let r = unsafe { qjs::JS_GetProperty(raw_ctx(ctx), obj.as_raw(), name.atom) };
     outcome(ctx, r)
+}
+
+/// QuickJS's class id of ordinary objects (`{}`, `new Object()`, the global object).
+const JS_CLASS_OBJECT: qjs::JSClassID = 1;
+
+fn is_ordinary(v: qjs::JSValue) -> bool {
+    // SAFETY: reads the tag, and the class id of an object value.
+    unsafe { qjs::JS_IsObject(v) && qjs::JS_GetClassID(v) == JS_CLASS_OBJECT }
+}
+
+/// `Reflect.set(obj, name, x)` done directly, when it can't fail: `obj` and every object on its
+/// prototype chain up to the property are ordinary objects (no proxies or other exotic
+/// behaviour), and the property is a writable data property found on that chain, or found
+/// nowhere while `obj` is extensible. Then the ordinary `[[Set]]` stores the value (or creates
+/// it) without calling any JS. `None` when that isn't so (setters, read-only properties,
+/// exotic objects): the caller goes through `Reflect.set`, which returns `false` where a plain
+/// assignment would throw.
+pub(crate) fn set_ordinary(
+    obj: &JsValue,
+    name: &PropName,
+    x: &JsValue,
+) -> Option<Result<(), JsValue>> {
+    if !is_ordinary(obj.as_raw()) {
+        return None;
+    }
+    let ctx = obj.ctx();
+    let raw = raw_ctx(ctx);
+    // SAFETY: every value below is a live value of this context; the references QuickJS hands
+    // us (descriptor values, prototypes) are freed exactly once.
+    unsafe {
+        let mut cur = qjs::JS_DupValue(raw, obj.as_raw());
+        let mut own = true;
+        loop {
+            let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
+            let r = qjs::JS_GetOwnProperty(raw, desc.as_mut_ptr(), cur, name.atom);
+            if r < 0 {
+                qjs::JS_FreeValue(raw, cur);
+                let _ = ctx.catch();
+                return None;
+            }
+            if r > 0 {
+                let desc = desc.assume_init();
+                qjs::JS_FreeValue(raw, desc.value);
+                qjs::JS_FreeValue(raw, desc.getter);
+                qjs::JS_FreeValue(raw, desc.setter);
+                qjs::JS_FreeValue(raw, cur);
+                let flags = desc.flags as u32;
+                if flags & qjs::JS_PROP_GETSET != 0 || flags & qjs::JS_PROP_WRITABLE == 0 {
+                    return None;
+                }
+                break;
+            }
+            own = false;
+            let proto = qjs::JS_GetPrototype(raw, cur);
+            qjs::JS_FreeValue(raw, cur);
+            if qjs::JS_IsNull(proto) {
+                break;
+            }
+            if !is_ordinary(proto) {
+                if qjs::JS_IsException(proto) {
+                    let _ = ctx.catch();
+                }
+                qjs::JS_FreeValue(raw, proto);
+                return None;
+            }
+            cur = proto;
+        }
+        // Not an own property: the assignment creates one, which needs an extensible object.
+        if !own && qjs::JS_IsExtensible(raw, obj.as_raw()) != 1 {
+            return None;
+        }
+        let r = qjs::JS_SetProperty(
+            raw,
+            obj.as_raw(),
+            name.atom,
+            qjs::JS_DupValue(raw, x.as_raw()),
+        );
+        if r < 0 {
+            Some(Err(ctx.catch()))
+        } else {
+            Some(Ok(()))
+        }
+    }
 }
 
 /// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).

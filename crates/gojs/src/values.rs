@@ -21,14 +21,16 @@ pub(crate) const ID_GLOBAL: u32 = 5;
 pub(crate) const ID_GO: u32 = 6;
 
 /// How a value is recognised when stored again.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Debug)]
 enum Key {
     /// Objects, functions and symbols: by heap pointer (identity).
     Ptr(usize),
-    /// Strings by content (WTF-8 bytes), bigints by decimal text.
-    Str(Box<[u8]>),
+    /// Strings by content (their WTF-8 bytes, read again from the value when released).
+    Str,
+    /// Bigints by decimal text.
     BigInt(Box<str>),
-    Preset(u32),
+    /// Preset ids, and prepared strings (never stored again).
+    None,
 }
 
 struct Slot {
@@ -36,14 +38,19 @@ struct Slot {
     /// Go's references to this id; `u64::MAX` for preset ids (never freed).
     refs: u64,
     key: Key,
+    /// The UTF-8 bytes of a prepared string (`valuePrepareString`), which Go copies out
+    /// (`valueLoadString`) and releases at once.
+    utf8: Option<Box<[u8]>>,
 }
 
 /// The ids Go holds and the values behind them.
 pub(crate) struct ValueTable {
     slots: Vec<Option<Slot>>,
-    /// foldhash: fast for pointer keys, and randomly seeded per table, so a guest can't
-    /// choose strings that collide.
-    ids: foldhash::HashMap<Key, u32>,
+    /// Ids by identity and by content. foldhash: fast for pointer keys, and randomly seeded per
+    /// table, so a guest can't choose strings that collide.
+    by_ptr: foldhash::HashMap<usize, u32>,
+    by_str: foldhash::HashMap<Box<[u8]>, u32>,
+    by_bigint: foldhash::HashMap<Box<str>, u32>,
     pool: Vec<u32>,
 }
 
@@ -52,20 +59,25 @@ impl ValueTable {
     pub fn new(preset: [JsValue; PRESET_IDS as usize]) -> Self {
         let mut t = ValueTable {
             slots: Vec::new(),
-            ids: foldhash::HashMap::default(),
+            by_ptr: foldhash::HashMap::default(),
+            by_str: foldhash::HashMap::default(),
+            by_bigint: foldhash::HashMap::default(),
             pool: Vec::new(),
         };
         for (id, value) in preset.into_iter().enumerate() {
             let id = id as u32;
             let key = match id {
                 ID_GLOBAL | ID_GO => Key::Ptr(ptr_of(&value)),
-                _ => Key::Preset(id),
+                _ => Key::None,
             };
-            t.ids.insert(key.clone(), id);
+            if let Key::Ptr(p) = key {
+                t.by_ptr.insert(p, id);
+            }
             t.slots.push(Some(Slot {
                 value,
                 refs: u64::MAX,
                 key,
+                utf8: None,
             }));
         }
         t
@@ -81,65 +93,107 @@ impl ValueTable {
     pub fn store(&mut self, value: &JsValue) -> Ref {
         let raw = value.as_raw();
         let tag = unsafe { qjs::JS_VALUE_GET_NORM_TAG(raw) };
-        let (key, flag) = match tag {
-            qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_UNINITIALIZED => return Ref::UNDEFINED,
+        let preset = |id| Ref::boxed(TypeFlag::None, id);
+        match tag {
+            qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_UNINITIALIZED => Ref::UNDEFINED,
             qjs::JS_TAG_INT | qjs::JS_TAG_FLOAT64 => {
                 let n = value.as_number().unwrap_or(f64::NAN);
-                if let Some(r) = Ref::number(n) {
-                    return r;
-                }
-                (
-                    Key::Preset(if n.is_nan() { ID_NAN } else { ID_ZERO }),
-                    TypeFlag::None,
-                )
+                Ref::number(n).unwrap_or_else(|| preset(if n.is_nan() { ID_NAN } else { ID_ZERO }))
             }
-            qjs::JS_TAG_NULL => (Key::Preset(ID_NULL), TypeFlag::None),
-            qjs::JS_TAG_BOOL => {
-                let b = value.as_bool().unwrap_or(false);
-                (
-                    Key::Preset(if b { ID_TRUE } else { ID_FALSE }),
-                    TypeFlag::None,
-                )
-            }
+            qjs::JS_TAG_NULL => preset(ID_NULL),
+            qjs::JS_TAG_BOOL => preset(if value.as_bool().unwrap_or(false) {
+                ID_TRUE
+            } else {
+                ID_FALSE
+            }),
             qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
-                (Key::Str(crate::realm::wtf8(value).into()), TypeFlag::String)
+                let id = crate::realm::with_wtf8(value, |bytes| match self.by_str.get(bytes) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.add(value, Key::Str);
+                        self.by_str.insert(bytes.into(), id);
+                        id
+                    }
+                });
+                self.hold(TypeFlag::String, id)
             }
-            qjs::JS_TAG_SYMBOL => (Key::Ptr(ptr_of(value)), TypeFlag::Symbol),
+            qjs::JS_TAG_SYMBOL => self.store_ptr(value, TypeFlag::Symbol),
             qjs::JS_TAG_OBJECT => {
                 let flag = if value.is_function() {
                     TypeFlag::Function
                 } else {
                     TypeFlag::Object
                 };
-                (Key::Ptr(ptr_of(value)), flag)
+                self.store_ptr(value, flag)
             }
             qjs::JS_TAG_BIG_INT | qjs::JS_TAG_SHORT_BIG_INT => {
-                let text = crate::realm::to_string_lossy(value);
-                (Key::BigInt(text.into()), TypeFlag::None)
-            }
-            // Internal tags never reach Go; treat as undefined rather than trusting them.
-            _ => return Ref::UNDEFINED,
-        };
-        // One hash lookup whether the value is new or already held.
-        let id = match self.ids.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let id = match self.pool.pop() {
-                    Some(id) => id,
+                let text: Box<str> = crate::realm::to_string_lossy(value).into();
+                let id = match self.by_bigint.get(&text) {
+                    Some(&id) => id,
                     None => {
-                        self.slots.push(None);
-                        (self.slots.len() - 1) as u32
+                        let id = self.add(value, Key::BigInt(text.clone()));
+                        self.by_bigint.insert(text, id);
+                        id
                     }
                 };
-                self.slots[id as usize] = Some(Slot {
-                    value: value.clone(),
-                    refs: 0,
-                    key: e.key().clone(),
-                });
-                e.insert(id);
+                self.hold(TypeFlag::None, id)
+            }
+            // Internal tags never reach Go; treat as undefined rather than trusting them.
+            _ => Ref::UNDEFINED,
+        }
+    }
+
+    /// Store an object, function or symbol, by identity (one hash lookup, new or not).
+    fn store_ptr(&mut self, value: &JsValue, flag: TypeFlag) -> Ref {
+        let p = ptr_of(value);
+        let id = match self.by_ptr.get(&p) {
+            Some(&id) => id,
+            None => {
+                let id = self.add(value, Key::Ptr(p));
+                self.by_ptr.insert(p, id);
                 id
             }
         };
+        self.hold(flag, id)
+    }
+
+    /// Store the UTF-8 bytes of a string for `valueLoadString` under a new id (what
+    /// `wasm_exec.js` holds as a `Uint8Array`; Go never uses that value otherwise).
+    pub fn store_prepared(&mut self, value: &JsValue, utf8: Box<[u8]>) -> Ref {
+        let id = self.add(value, Key::None);
+        if let Some(slot) = self.slots[id as usize].as_mut() {
+            slot.utf8 = Some(utf8);
+        }
+        self.hold(TypeFlag::Object, id)
+    }
+
+    /// The bytes [`ValueTable::store_prepared`] holds under `id`, if it is such an id.
+    pub fn prepared(&self, id: u32) -> Option<&[u8]> {
+        self.slots.get(id as usize)?.as_ref()?.utf8.as_deref()
+    }
+
+    /// A new id for `value`, with no references yet.
+    fn add(&mut self, value: &JsValue, key: Key) -> u32 {
+        let slot = Some(Slot {
+            value: value.clone(),
+            refs: 0,
+            key,
+            utf8: None,
+        });
+        match self.pool.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// One more reference from Go to `id`.
+    fn hold(&mut self, flag: TypeFlag, id: u32) -> Ref {
         if let Some(slot) = self.slots[id as usize].as_mut() {
             slot.refs = slot.refs.saturating_add(1);
         }
@@ -159,7 +213,18 @@ impl ValueTable {
             return None;
         }
         let slot = slot_ref.take()?;
-        self.ids.remove(&slot.key);
+        match &slot.key {
+            Key::Ptr(p) => {
+                self.by_ptr.remove(p);
+            }
+            Key::Str => {
+                crate::realm::with_wtf8(&slot.value, |bytes| self.by_str.remove(bytes));
+            }
+            Key::BigInt(b) => {
+                self.by_bigint.remove(b);
+            }
+            Key::None => {}
+        }
         self.pool.push(id);
         // The caller drops the value outside any borrow of the table: freeing a JS object can
         // run finalizers.
@@ -179,7 +244,9 @@ impl ValueTable {
     /// Release every value (before the JS runtime is torn down).
     pub fn clear(&mut self) {
         self.slots.clear();
-        self.ids.clear();
+        self.by_ptr.clear();
+        self.by_str.clear();
+        self.by_bigint.clear();
         self.pool.clear();
     }
 }

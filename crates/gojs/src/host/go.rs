@@ -3,11 +3,10 @@
 
 use std::rc::Rc;
 
-use rquickjs::function::{Rest, This};
-use rquickjs::{Atom, Exception, Function, Object, Value};
+use rquickjs::{Ctx, Exception, Function, Object, Value, qjs};
 
 use super::{Host, Stop};
-use crate::realm::{self, JsCtx, JsValue};
+use crate::realm::{self, JsCtx, JsValue, PropName};
 use crate::reentry::{self, Unwind};
 
 /// Create the Go object. The host keeps it (not the wrappers: a JS function holding it from
@@ -45,52 +44,136 @@ pub(crate) fn object(ctx: &JsCtx, host: &Rc<Host>) -> rquickjs::Result<Object<'s
 /// call. Held by the host (not by the wrappers: an atom keeps the context alive, and a function
 /// holding its own context from Rust is a cycle the JS collector can't see).
 pub(crate) struct EventAtoms {
-    id: Atom<'static>,
-    this: Atom<'static>,
-    args: Atom<'static>,
-    pending: Atom<'static>,
-    result: Atom<'static>,
+    id: PropName,
+    this: PropName,
+    args: PropName,
+    pending: PropName,
+    result: PropName,
 }
 
 fn event_atoms(ctx: &JsCtx, host: &Host) -> rquickjs::Result<Rc<EventAtoms>> {
     if let Some(a) = host.event_atoms.borrow().as_ref() {
         return Ok(a.clone());
     }
+    let name = |s: &str| -> rquickjs::Result<PropName> {
+        let v = rquickjs::String::from_str(ctx.clone(), s)?.into_value();
+        PropName::new(v).map_err(|e| ctx.throw(e))
+    };
     let atoms = Rc::new(EventAtoms {
-        id: Atom::from_str(ctx.clone(), "id")?,
-        this: Atom::from_str(ctx.clone(), "this")?,
-        args: Atom::from_str(ctx.clone(), "args")?,
-        pending: Atom::from_str(ctx.clone(), "_pendingEvent")?,
-        result: Atom::from_str(ctx.clone(), "result")?,
+        id: name("id")?,
+        this: name("this")?,
+        args: name("args")?,
+        pending: name("_pendingEvent")?,
+        result: name("result")?,
     });
     *host.event_atoms.borrow_mut() = Some(atoms.clone());
     Ok(atoms)
 }
 
-/// The JS function `_makeFuncWrapper(id)` returns: records `{id, this, args}` as the pending
-/// event, resumes Go, and returns what Go left in `event.result`.
-fn wrapper(ctx: &JsCtx, host: &Rc<Host>, id: u32) -> rquickjs::Result<Function<'static>> {
-    let host = host.clone();
-    Function::new(
-        ctx.clone(),
-        move |ctx: JsCtx, this: This<JsValue>, args: Rest<JsValue>| {
-            let a = event_atoms(&ctx, &host)?;
-            let event = Object::new(ctx.clone())?;
-            event.set(a.id.clone(), id)?;
-            event.set(a.this.clone(), this.0)?;
-            let array = rquickjs::Array::new(ctx.clone())?;
-            for (i, v) in args.0.into_iter().enumerate() {
-                array.set(i, v)?;
+/// The JS function `_makeFuncWrapper(id)` returns (see [`call_wrapper`]). A plain C function
+/// whose only data is the id: every Go→JS→Go round trip runs it, so it goes through QuickJS's
+/// API directly rather than through typed closure conversions.
+fn wrapper(ctx: &JsCtx, host: &Rc<Host>, id: u32) -> rquickjs::Result<JsValue> {
+    // Create the atoms now, so a call never has to.
+    event_atoms(ctx, host)?;
+    let raw = ctx.as_raw().as_ptr();
+    let mut data = [qjs::JS_NewFloat64(f64::from(id))];
+    // SAFETY: `data` holds one number (no reference to transfer); QuickJS copies it.
+    let f =
+        unsafe { qjs::JS_NewCFunctionData(raw, Some(call_wrapper), 0, 0, 1, data.as_mut_ptr()) };
+    // SAFETY: a value QuickJS just returned to us, owned by us.
+    let f = unsafe { JsValue::from_raw(ctx.clone(), f) };
+    if f.is_exception() {
+        return Err(rquickjs::Error::Exception);
+    }
+    Ok(f)
+}
+
+/// A call of a `js.FuncOf` wrapper, as `wasm_exec.js`'s: record `{id, this, args}` as the Go
+/// object's `_pendingEvent`, resume Go, and return what Go left in `event.result`.
+///
+/// The host is the one whose store the caller published (see [`crate::reentry`]): JS only runs
+/// on behalf of an import or the event loop, which publish theirs first.
+unsafe extern "C" fn call_wrapper(
+    ctx: *mut qjs::JSContext,
+    this: qjs::JSValue,
+    argc: std::ffi::c_int,
+    argv: *mut qjs::JSValue,
+    _magic: std::ffi::c_int,
+    data: *mut qjs::JSValue,
+) -> qjs::JSValue {
+    let Some(ctx_nn) = std::ptr::NonNull::new(ctx) else {
+        return qjs::JS_EXCEPTION;
+    };
+    // SAFETY: QuickJS calls us with a live context on the realm's thread.
+    let js_ctx: JsCtx = unsafe { Ctx::from_raw(ctx_nn) };
+    let Some(host) = reentry::with_active(|store| store.data().host.clone()) else {
+        let _ = Exception::throw_internal(&js_ctx, "gojs: no Go program is running on this thread");
+        return qjs::JS_EXCEPTION;
+    };
+    let (Some(atoms), Some(go)) = (host.event_atoms.borrow().clone(), host.go_object()) else {
+        let _ = Exception::throw_internal(&js_ctx, "Go object is gone");
+        return qjs::JS_EXCEPTION;
+    };
+    // SAFETY: QuickJS passes `argc` live arguments and the one data value we created the function
+    // with; every value handed to a `...From` constructor is a reference we own (dup'd here),
+    // which the constructor consumes, also when it fails.
+    unsafe {
+        let args: Vec<qjs::JSValue> = (0..argc.max(0) as usize)
+            .map(|i| qjs::JS_DupValue(ctx, *argv.add(i)))
+            .collect();
+        let args = qjs::JS_NewArrayFrom(ctx, args.len() as std::ffi::c_int, args.as_ptr());
+        if qjs::JS_IsException(args) {
+            return args;
+        }
+        // `{id, this, args}`: an object literal defines its properties (no setters run).
+        let event = qjs::JS_NewObject(ctx);
+        if qjs::JS_IsException(event) {
+            qjs::JS_FreeValue(ctx, args);
+            return event;
+        }
+        let fields = [
+            (atoms.id.atom(), *data),
+            (atoms.this.atom(), qjs::JS_DupValue(ctx, this)),
+            (atoms.args.atom(), args),
+        ];
+        let mut failed = false;
+        for (atom, value) in fields {
+            if failed {
+                qjs::JS_FreeValue(ctx, value);
+            } else {
+                // Consumes `value`, also when it fails.
+                let flags = qjs::JS_PROP_C_W_E as std::ffi::c_int;
+                failed = qjs::JS_DefinePropertyValue(ctx, event, atom, value, flags) < 0;
             }
-            event.set(a.args.clone(), array)?;
-            let go = host
-                .go_object()
-                .ok_or_else(|| Exception::throw_internal(&ctx, "Go object is gone"))?;
-            go.set(a.pending.clone(), event.clone())?;
-            resume(&ctx, &host)?;
-            event.get::<_, JsValue>(a.result.clone())
-        },
-    )
+        }
+        if failed {
+            qjs::JS_FreeValue(ctx, event);
+            return qjs::JS_EXCEPTION;
+        }
+        // `this._pendingEvent = event` (strict mode: a failed assignment throws).
+        if qjs::JS_SetProperty(
+            ctx,
+            go.as_raw(),
+            atoms.pending.atom(),
+            qjs::JS_DupValue(ctx, event),
+        ) < 0
+        {
+            qjs::JS_FreeValue(ctx, event);
+            return qjs::JS_EXCEPTION;
+        }
+        drop(go);
+        if let Err(e) = resume(&js_ctx, &host) {
+            qjs::JS_FreeValue(ctx, event);
+            if !matches!(e, rquickjs::Error::Exception) {
+                let _ = Exception::throw_internal(&js_ctx, &e.to_string());
+            }
+            return qjs::JS_EXCEPTION;
+        }
+        let result = qjs::JS_GetProperty(ctx, event, atoms.result.atom());
+        qjs::JS_FreeValue(ctx, event);
+        result
+    }
 }
 
 /// Resume Go from JS (`_resume()`), on the store whoever called into JS published.

@@ -197,7 +197,9 @@ impl Call<'_, '_> {
     /// nested call, and re-read `sp` if Go ran meanwhile (its stack may have moved; it can't
     /// move unless Go code runs).
     fn run_js<R>(&mut self, f: impl FnOnce() -> R) -> wasmtime::Result<R> {
-        let entries = self.caller.data().host.go_entries.get();
+        let state = self.caller.data();
+        crate::realm::keep_gc_slack(&state.ctx, &state.host.gc_threshold);
+        let entries = state.host.go_entries.get();
         let mut store = wasmtime::AsContextMut::as_context_mut(&mut *self.caller);
         let r = reentry::publish(&mut store, f);
         let host = &self.caller.data().host;

@@ -52,15 +52,34 @@ pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
     }
 }
 
-/// `func valueSet(v ref, p string, x ref)`: `Reflect.set(v, p, x)`.
+/// `func valueSet(v ref, p string, x ref)`: `Reflect.set(v, p, x)` (directly when that can't
+/// fail: [`realm::set_ordinary`]).
 pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, p, x) = (c.load(8)?, c.load_name(16)?, c.load(32)?);
-    let set = c.state().reflect.set.clone().into_value();
-    let this = undefined(c);
-    match c.run_js(|| realm::apply(&set, &this, &[v, p, x]))? {
-        Ok(_) => Ok(()),
+    let (v, p, x) = (c.load(8)?, c.load_prop(16)?, c.load(32)?);
+    let outcome = match p {
+        Prop::Cached(name) => match c.run_js(|| realm::set_ordinary(&v, &name, &x))? {
+            Some(outcome) => outcome,
+            None => reflect_set(c, v, name.value.clone(), x)?,
+        },
+        Prop::Other(key) => reflect_set(c, v, key, x)?,
+    };
+    match outcome {
+        Ok(()) => Ok(()),
         Err(e) => c.uncaught(e),
     }
+}
+
+/// `Reflect.set(v, key, x)`, whose result Go ignores.
+fn reflect_set(
+    c: &mut Call,
+    v: JsValue,
+    key: JsValue,
+    x: JsValue,
+) -> wasmtime::Result<Result<(), JsValue>> {
+    let set = c.state().reflect.set.clone().into_value();
+    let this = undefined(c);
+    Ok(c.run_js(|| realm::apply(&set, &this, &[v, key, x]))?
+        .map(drop))
 }
 
 /// `func valueDelete(v ref, p string)`: `Reflect.deleteProperty(v, p)`.
@@ -170,19 +189,23 @@ fn parse_int(v: &JsValue) -> i64 {
     (if neg { -n } else { n }) as i64
 }
 
-/// `func valuePrepareString(v ref) (ref, int)`: the UTF-8 bytes of `String(v)`, held as a
-/// `Uint8Array` until `valueLoadString` copies them.
+/// `func valuePrepareString(v ref) (ref, int)`: the UTF-8 bytes of `String(v)`, which
+/// `wasm_exec.js` holds as a `Uint8Array` until `valueLoadString` copies them. Go uses that ref
+/// for nothing else and releases it at once, so the bytes are held in the values table instead
+/// (no JS object to make and collect).
 pub(super) fn value_prepare_string(c: &mut Call) -> wasmtime::Result<()> {
     let v = c.load(8)?;
-    let ctx = c.state().ctx.clone();
-    let outcome = c.run_js(|| {
-        let bytes = realm::to_utf8(&v)?;
-        Ok::<_, JsValue>((realm::uint8_array(&ctx, &bytes)?, bytes.len()))
-    })?;
-    match outcome {
-        Ok((array, len)) => {
-            c.store(16, &array)?;
-            c.with_mem(|m, f| f.set_i64(m, 24, len as i64))
+    match c.run_js(|| realm::to_utf8(&v))? {
+        Ok(bytes) => {
+            let len = bytes.len();
+            let r = c
+                .state()
+                .values
+                .store_prepared(&v, bytes.into_boxed_slice());
+            c.with_mem(|m, f| {
+                f.set_ref(m, 16, r)?;
+                f.set_i64(m, 24, len as i64)
+            })
         }
         Err(e) => c.uncaught(e),
     }
@@ -190,15 +213,22 @@ pub(super) fn value_prepare_string(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func valueLoadString(v ref, b []byte)`: copy prepared bytes into Go's buffer.
 pub(super) fn value_load_string(c: &mut Call) -> wasmtime::Result<()> {
-    let v = c.load(8)?;
-    c.with_mem(|m, f| {
-        let dst = f.slice(m, 16)?;
-        let src = realm::with_uint8_bytes(&v, |b| b.to_vec()).unwrap_or_default();
-        // `Uint8Array.set` throws if the source is longer than the target; Go always sizes it.
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    let r = frame.r#ref(&mem, 8)?;
+    let dst = frame.slice(&mem, 16)?;
+    let src = match r.decode() {
+        crate::abi::Decoded::Id(id) => state.values.prepared(id),
+        _ => None,
+    };
+    // `Uint8Array.set` throws if the source is longer than the target; Go always sizes it.
+    // A ref that isn't a prepared string (Go never passes one) copies nothing, like
+    // `wasm_exec.js` given a non-array.
+    if let Some(src) = src {
         let n = src.len().min(dst.len as usize);
-        m.bytes_mut(dst.ptr, n as u64)?.copy_from_slice(&src[..n]);
-        Ok(())
-    })
+        mem.bytes_mut(dst.ptr, n as u64)?.copy_from_slice(&src[..n]);
+    }
+    Ok(())
 }
 
 /// `func valueInstanceOf(v ref, t ref) bool`.
