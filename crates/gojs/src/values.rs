@@ -218,7 +218,16 @@ impl ValueTable {
                 self.by_ptr.remove(p);
             }
             Key::Str => {
-                crate::realm::with_wtf8(&slot.value, |bytes| self.by_str.remove(bytes));
+                let removed =
+                    crate::realm::with_wtf8(&slot.value, |bytes| match self.by_str.get(bytes) {
+                        Some(&found) if found == id => self.by_str.remove(bytes),
+                        _ => None,
+                    });
+                if removed.is_none() {
+                    // The bytes couldn't be read again (out of memory): find the entry by id,
+                    // so a stale one never hands out an id that is reused.
+                    self.by_str.retain(|_, &mut found| found != id);
+                }
             }
             Key::BigInt(b) => {
                 self.by_bigint.remove(b);

@@ -119,10 +119,13 @@ unsafe extern "C" fn call_wrapper(
     // with; every value handed to a `...From` constructor is a reference we own (dup'd here),
     // which the constructor consumes, also when it fails.
     unsafe {
-        let args: Vec<qjs::JSValue> = (0..argc.max(0) as usize)
-            .map(|i| qjs::JS_DupValue(ctx, *argv.add(i)))
-            .collect();
-        let args = qjs::JS_NewArrayFrom(ctx, args.len() as std::ffi::c_int, args.as_ptr());
+        // One more reference to each argument, which the array takes over (it copies the
+        // values, not the slots).
+        let argc = argc.max(0);
+        for i in 0..argc as usize {
+            qjs::JS_DupValue(ctx, *argv.add(i));
+        }
+        let args = qjs::JS_NewArrayFrom(ctx, argc, argv);
         if qjs::JS_IsException(args) {
             return args;
         }
