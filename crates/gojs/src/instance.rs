@@ -418,45 +418,6 @@ pub(crate) struct GuestExports {
 }
 
 /// The store's data: what imports reach through their `Caller`.
-/// Let the kernel back the part of guest memory that `memory.grow` will add with transparent huge
-/// pages (`MADV_HUGEPAGE`; the initial memory, where Go's data and first heap live, keeps 4 KiB
-/// pages). A program that allocates big buffers then faults in 2 MiB at a time instead of 4 KiB,
-/// and pages it only reads map the kernel's huge zero page. See RATIONALE ("Why huge pages for
-/// memory Go grows into?"). Advice only: where the kernel won't, nothing changes.
-fn huge_pages_for_growth(mem: &Memory, store: &Store<HostState>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        // A 32-bit wasm memory never exceeds 4 GiB, and wasmtime reserves that much address
-        // space for it up front (its default on 64-bit hosts), so the range stays inside the
-        // memory's own mapping.
-        const WASM32_MAX: usize = 4 << 30;
-        let ty = mem.ty(store);
-        if ty.is_64() {
-            return;
-        }
-        // Up to the declared maximum, if the module declares a smaller one.
-        let limit = ty
-            .maximum()
-            .map_or(WASM32_MAX, |pages| {
-                (pages as usize).saturating_mul(64 << 10)
-            })
-            .min(WASM32_MAX);
-        let base = mem.data_ptr(store) as usize;
-        let size = mem.data_size(store);
-        let Some(start) = base.checked_add(size).map(|a| a.next_multiple_of(HUGE)) else {
-            return;
-        };
-        let Some(end) = base.checked_add(limit) else {
-            return;
-        };
-        if end > start {
-            // SAFETY: advice on address space this memory reserved; it changes no contents.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-        }
-    }
-}
-
 pub(crate) struct HostState {
     pub host: Rc<Host>,
     pub ctx: JsCtx,
@@ -608,7 +569,6 @@ impl Guest {
             })
         })()
         .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;
-        huge_pages_for_growth(&exports.mem, &guest.store);
         guest.store.data_mut().guest = Some(exports);
         let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         Ok((guest, config.args, env))
