@@ -387,6 +387,14 @@ pub(crate) fn get_property(obj: &JsValue, name: &PropName) -> Result<JsValue, Js
     outcome(ctx, r)
 }
 
+/// `obj[i]` for an object (`Reflect.get(obj, i)`); `Err` is the thrown value.
+pub(crate) fn get_index(obj: &JsValue, i: u32) -> Result<JsValue, JsValue> {
+    let ctx = obj.ctx();
+    // SAFETY: a live value of this context.
+    let r = unsafe { qjs::JS_GetPropertyUint32(raw_ctx(ctx), obj.as_raw(), i) };
+    outcome(ctx, r)
+}
+
 /// QuickJS's class id of ordinary objects (`{}`, `new Object()`, the global object).
 const JS_CLASS_OBJECT: qjs::JSClassID = 1;
 

@@ -99,12 +99,22 @@ fn index_value(c: &mut Call, off: u32) -> wasmtime::Result<JsValue> {
     Ok(Value::new_number(c.state().ctx.clone(), i as f64))
 }
 
-/// `func valueIndex(v ref, i int) ref`: `Reflect.get(v, i)`.
+/// `func valueIndex(v ref, i int) ref`: `Reflect.get(v, i)` (for an object and an index up to
+/// 2^31−1, `v[i]` read directly: the same `[[Get]]` with `v` as receiver).
 pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, i) = (c.load(8)?, index_value(c, 16)?);
-    let get = c.state().reflect.get.clone().into_value();
-    let this = undefined(c);
-    match c.run_js(|| realm::apply(&get, &this, &[v, i]))? {
+    let (v, i) = (c.load(8)?, c.with_mem(|m, f| f.i64(m, 16))?);
+    let outcome = if v.is_object()
+        && let Ok(i) = u32::try_from(i)
+        && i <= i32::MAX as u32
+    {
+        c.run_js(|| realm::get_index(&v, i))?
+    } else {
+        let i = index_value(c, 16)?;
+        let get = c.state().reflect.get.clone().into_value();
+        let this = undefined(c);
+        c.run_js(|| realm::apply(&get, &this, &[v, i]))?
+    };
+    match outcome {
         Ok(r) => c.store(24, &r),
         Err(e) => c.uncaught(e),
     }
