@@ -496,7 +496,7 @@ impl Guest {
             stop: RefCell::new(None),
             go: RefCell::new(None),
             event_atoms: RefCell::new(None),
-            gc_threshold: Cell::new(0),
+            gc_slack: Default::default(),
             rejections: RefCell::default(),
             go_depth: Cell::new(0),
             go_entries: Cell::new(0),

@@ -84,24 +84,44 @@ pub(crate) fn drain_microtasks(ctx: &JsCtx) -> Option<JsValue> {
 /// a realm of ~1 MiB, every ~0.5 MiB. Go holds the JS objects it was given until its own
 /// finalizers release them, so in a busy bridge loop (a `js.FuncOf` event and its arguments per
 /// call) those collections walk the whole realm and free nothing: 7% of a round trip's host
-/// instructions. Leaving at least this much headroom makes them rare.
+/// instructions. Leaving at least this much headroom makes them rare (see [`GcSlack`]).
 const GC_SLACK: usize = 8 << 20;
 
-/// Keep [`GC_SLACK`] of headroom above the live heap. `last` is the threshold this function set
-/// last time: a different one means QuickJS collected since and computed a new threshold
-/// (1.5× the live size).
-pub(crate) fn keep_gc_slack(ctx: &JsCtx, last: &std::cell::Cell<usize>) {
-    // SAFETY: reading and setting a number on the live runtime of this context.
-    unsafe {
-        let rt = qjs::JS_GetRuntime(raw_ctx(ctx));
-        let t = qjs::JS_GetGCThreshold(rt) as usize;
-        if t == last.get() {
+/// Keeps [`GC_SLACK`] of headroom above the live JS heap, checked every [`GcSlack::EVERY`]
+/// entries into JS (a check is two calls into QuickJS; between two checks the heap can grow by
+/// no more than that many bridge calls' worth of objects).
+#[derive(Default)]
+pub(crate) struct GcSlack {
+    /// The threshold set last time: a different one means QuickJS collected since and computed
+    /// a new threshold (1.5× the live size).
+    last: std::cell::Cell<usize>,
+    countdown: std::cell::Cell<u32>,
+}
+
+impl GcSlack {
+    const EVERY: u32 = 64;
+
+    /// Count one entry into JS; every [`GcSlack::EVERY`]th, restore the headroom if QuickJS
+    /// collected since the last check.
+    pub fn tick(&self, ctx: &JsCtx) {
+        let n = self.countdown.get();
+        if n > 0 {
+            self.countdown.set(n - 1);
             return;
         }
-        let live = t / 3 * 2;
-        let wanted = t.max(live + GC_SLACK);
-        qjs::JS_SetGCThreshold(rt, wanted as qjs::size_t);
-        last.set(wanted);
+        self.countdown.set(Self::EVERY - 1);
+        // SAFETY: reading and setting a number on the live runtime of this context.
+        unsafe {
+            let rt = qjs::JS_GetRuntime(raw_ctx(ctx));
+            let t = qjs::JS_GetGCThreshold(rt) as usize;
+            if t == self.last.get() {
+                return;
+            }
+            let live = t / 3 * 2;
+            let wanted = t.max(live + GC_SLACK);
+            qjs::JS_SetGCThreshold(rt, wanted as qjs::size_t);
+            self.last.set(wanted);
+        }
     }
 }
 

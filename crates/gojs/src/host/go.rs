@@ -111,10 +111,14 @@ unsafe extern "C" fn call_wrapper(
         let _ = Exception::throw_internal(&js_ctx, "gojs: no Go program is running on this thread");
         return qjs::JS_EXCEPTION;
     };
-    let (Some(atoms), Some(go)) = (host.event_atoms.borrow().clone(), host.go_object()) else {
+    // The Go object is held by the host until teardown, which no JS can cause: a raw copy stays
+    // valid for this call.
+    let go = host.go.borrow().as_ref().map(|o| o.as_raw());
+    let (Some(atoms), Some(go)) = (host.event_atoms.borrow().clone(), go) else {
         let _ = Exception::throw_internal(&js_ctx, "Go object is gone");
         return qjs::JS_EXCEPTION;
     };
+    host.gc_slack.tick(&js_ctx);
     // SAFETY: QuickJS passes `argc` live arguments and the one data value we created the function
     // with; every value handed to a `...From` constructor is a reference we own (dup'd here),
     // which the constructor consumes, also when it fails.
@@ -155,17 +159,10 @@ unsafe extern "C" fn call_wrapper(
             return qjs::JS_EXCEPTION;
         }
         // `this._pendingEvent = event` (strict mode: a failed assignment throws).
-        if qjs::JS_SetProperty(
-            ctx,
-            go.as_raw(),
-            atoms.pending.atom(),
-            qjs::JS_DupValue(ctx, event),
-        ) < 0
-        {
+        if qjs::JS_SetProperty(ctx, go, atoms.pending.atom(), qjs::JS_DupValue(ctx, event)) < 0 {
             qjs::JS_FreeValue(ctx, event);
             return qjs::JS_EXCEPTION;
         }
-        drop(go);
         if let Err(e) = resume(&js_ctx, &host) {
             qjs::JS_FreeValue(ctx, event);
             if !matches!(e, rquickjs::Error::Exception) {

@@ -132,8 +132,8 @@ pub(crate) struct Host {
     pub go: RefCell<Option<Object<'static>>>,
     /// The property names every `js.FuncOf` call uses, as atoms (see `go::wrapper`).
     pub event_atoms: RefCell<Option<Rc<go::EventAtoms>>>,
-    /// The JS collector's threshold as [`crate::realm::keep_gc_slack`] last set it.
-    pub gc_threshold: Cell<usize>,
+    /// Headroom for the JS collector (see [`crate::realm::GcSlack`]).
+    pub gc_slack: crate::realm::GcSlack,
     /// The guest's filesystem: grants and open files.
     pub vfs: RefCell<crate::vfs::Vfs>,
     /// `fs.Stats.prototype`, given to every `Stats` object the host makes.

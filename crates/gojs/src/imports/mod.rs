@@ -198,7 +198,7 @@ impl Call<'_, '_> {
     /// move unless Go code runs).
     fn run_js<R>(&mut self, f: impl FnOnce() -> R) -> wasmtime::Result<R> {
         let state = self.caller.data();
-        crate::realm::keep_gc_slack(&state.ctx, &state.host.gc_threshold);
+        state.host.gc_slack.tick(&state.ctx);
         let entries = state.host.go_entries.get();
         let mut store = wasmtime::AsContextMut::as_context_mut(&mut *self.caller);
         let r = reentry::publish(&mut store, f);
