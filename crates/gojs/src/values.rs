@@ -35,6 +35,8 @@ enum Key {
 
 struct Slot {
     value: JsValue,
+    /// The type flag Go sees in its refs (an object can't change whether it is callable).
+    flag: TypeFlag,
     /// Go's references to this id; `u64::MAX` for preset ids (never freed).
     refs: u64,
     key: Key,
@@ -73,8 +75,13 @@ impl ValueTable {
             if let Key::Ptr(p) = key {
                 t.by_ptr.insert(p, id);
             }
+            let flag = match key {
+                Key::Ptr(_) => TypeFlag::Object,
+                _ => TypeFlag::None,
+            };
             t.slots.push(Some(Slot {
                 value,
+                flag,
                 refs: u64::MAX,
                 key,
                 utf8: None,
@@ -110,61 +117,61 @@ impl ValueTable {
                 let id = crate::realm::with_wtf8(value, |bytes| match self.by_str.get(bytes) {
                     Some(&id) => id,
                     None => {
-                        let id = self.add(value, Key::Str);
+                        let id = self.add(value, Key::Str, TypeFlag::String);
                         self.by_str.insert(bytes.into(), id);
                         id
                     }
                 });
-                self.hold(TypeFlag::String, id)
+                self.hold(id)
             }
-            qjs::JS_TAG_SYMBOL => self.store_ptr(value, TypeFlag::Symbol),
-            qjs::JS_TAG_OBJECT => {
-                let flag = if value.is_function() {
-                    TypeFlag::Function
-                } else {
-                    TypeFlag::Object
-                };
-                self.store_ptr(value, flag)
-            }
+            qjs::JS_TAG_SYMBOL | qjs::JS_TAG_OBJECT => self.store_ptr(value),
             qjs::JS_TAG_BIG_INT | qjs::JS_TAG_SHORT_BIG_INT => {
                 let text: Box<str> = crate::realm::to_string_lossy(value).into();
                 let id = match self.by_bigint.get(&text) {
                     Some(&id) => id,
                     None => {
-                        let id = self.add(value, Key::BigInt(text.clone()));
+                        let id = self.add(value, Key::BigInt(text.clone()), TypeFlag::None);
                         self.by_bigint.insert(text, id);
                         id
                     }
                 };
-                self.hold(TypeFlag::None, id)
+                self.hold(id)
             }
             // Internal tags never reach Go; treat as undefined rather than trusting them.
             _ => Ref::UNDEFINED,
         }
     }
 
-    /// Store an object, function or symbol, by identity (one hash lookup, new or not).
-    fn store_ptr(&mut self, value: &JsValue, flag: TypeFlag) -> Ref {
+    /// Store an object, function or symbol, by identity (one hash lookup, new or not; its type
+    /// flag is worked out once, when it gets its id).
+    fn store_ptr(&mut self, value: &JsValue) -> Ref {
         let p = ptr_of(value);
         let id = match self.by_ptr.get(&p) {
             Some(&id) => id,
             None => {
-                let id = self.add(value, Key::Ptr(p));
+                let flag = if value.is_symbol() {
+                    TypeFlag::Symbol
+                } else if value.is_function() {
+                    TypeFlag::Function
+                } else {
+                    TypeFlag::Object
+                };
+                let id = self.add(value, Key::Ptr(p), flag);
                 self.by_ptr.insert(p, id);
                 id
             }
         };
-        self.hold(flag, id)
+        self.hold(id)
     }
 
     /// Store the UTF-8 bytes of a string for `valueLoadString` under a new id (what
     /// `wasm_exec.js` holds as a `Uint8Array`; Go never uses that value otherwise).
     pub fn store_prepared(&mut self, value: &JsValue, utf8: Box<[u8]>) -> Ref {
-        let id = self.add(value, Key::None);
+        let id = self.add(value, Key::None, TypeFlag::Object);
         if let Some(slot) = self.slots[id as usize].as_mut() {
             slot.utf8 = Some(utf8);
         }
-        self.hold(TypeFlag::Object, id)
+        self.hold(id)
     }
 
     /// The bytes [`ValueTable::store_prepared`] holds under `id`, if it is such an id.
@@ -173,9 +180,10 @@ impl ValueTable {
     }
 
     /// A new id for `value`, with no references yet.
-    fn add(&mut self, value: &JsValue, key: Key) -> u32 {
+    fn add(&mut self, value: &JsValue, key: Key, flag: TypeFlag) -> u32 {
         let slot = Some(Slot {
             value: value.clone(),
+            flag,
             refs: 0,
             key,
             utf8: None,
@@ -193,11 +201,14 @@ impl ValueTable {
     }
 
     /// One more reference from Go to `id`.
-    fn hold(&mut self, flag: TypeFlag, id: u32) -> Ref {
-        if let Some(slot) = self.slots[id as usize].as_mut() {
-            slot.refs = slot.refs.saturating_add(1);
+    fn hold(&mut self, id: u32) -> Ref {
+        match self.slots[id as usize].as_mut() {
+            Some(slot) => {
+                slot.refs = slot.refs.saturating_add(1);
+                Ref::boxed(slot.flag, id)
+            }
+            None => Ref::UNDEFINED,
         }
-        Ref::boxed(flag, id)
     }
 
     /// Drop one of Go's references (`finalizeRef`); at zero the id is released for reuse.

@@ -180,6 +180,16 @@ impl Call<'_, '_> {
         Ok(prop(state, mem.bytes(s.ptr, s.len)?)?)
     }
 
+    /// The `ref` at `sp + v_off` and the property name at `sp + p_off`, read together
+    /// ([`Call::load`] and [`Call::load_prop`] with one look at memory).
+    fn load_with_prop(&mut self, v_off: u32, p_off: u32) -> wasmtime::Result<(JsValue, Prop)> {
+        let frame = self.frame();
+        let (mem, state) = self.split()?;
+        let v = state.load(frame.r#ref(&mem, v_off)?);
+        let s = frame.slice(&mem, p_off)?;
+        Ok((v, prop(state, mem.bytes(s.ptr, s.len)?)?))
+    }
+
     /// The name `bytes` (e.g. `length`), through the same cache as Go's names.
     fn prop(&mut self, bytes: &[u8]) -> wasmtime::Result<Prop> {
         Ok(prop(self.state(), bytes)?)

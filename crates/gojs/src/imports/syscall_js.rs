@@ -45,7 +45,7 @@ fn get(c: &mut Call, v: &JsValue, p: Prop) -> wasmtime::Result<Result<JsValue, J
 
 /// `func valueGet(v ref, p string) ref`: `Reflect.get(v, p)`.
 pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, p) = (c.load(8)?, c.load_prop(16)?);
+    let (v, p) = c.load_with_prop(8, 16)?;
     match get(c, &v, p)? {
         Ok(r) => c.store(32, &r),
         Err(e) => c.uncaught(e),
