@@ -407,6 +407,35 @@ pub(crate) fn get_property(obj: &JsValue, name: &PropName) -> Result<JsValue, Js
     outcome(ctx, r)
 }
 
+/// `obj[name]` for an object when the answer is a number, without making a value of it:
+/// `Ok(Ok(n))`; `Ok(Err(v))` for any other value; `Err` is the thrown value.
+pub(crate) fn get_property_number(
+    obj: &JsValue,
+    name: &PropName,
+) -> Result<Result<f64, JsValue>, JsValue> {
+    let ctx = obj.ctx();
+    // SAFETY: both are live values of this context; a number has no reference to free.
+    let r = unsafe { qjs::JS_GetProperty(raw_ctx(ctx), obj.as_raw(), name.atom) };
+    match unsafe { qjs::JS_VALUE_GET_NORM_TAG(r) } {
+        qjs::JS_TAG_INT => Ok(Ok(f64::from(unsafe { qjs::JS_VALUE_GET_INT(r) }))),
+        qjs::JS_TAG_FLOAT64 => Ok(Ok(unsafe { qjs::JS_VALUE_GET_FLOAT64(r) })),
+        _ => outcome(ctx, r).map(Err),
+    }
+}
+
+/// The length of an `Array` (not a proxy or array-like), or `None` for anything else. Runs no
+/// JS: an array's `length` is an own data property.
+pub(crate) fn array_length(v: &JsValue) -> Option<i64> {
+    // SAFETY: a live value of this context; reading an array's length can't fail or call JS.
+    unsafe {
+        if !qjs::JS_IsArray(v.as_raw()) {
+            return None;
+        }
+        let mut len = 0i64;
+        (qjs::JS_GetLength(raw_ctx(v.ctx()), v.as_raw(), &mut len) == 0).then_some(len)
+    }
+}
+
 /// `obj[i]` for an object (`Reflect.get(obj, i)`); `Err` is the thrown value.
 pub(crate) fn get_index(obj: &JsValue, i: u32) -> Result<JsValue, JsValue> {
     let ctx = obj.ctx();
@@ -421,6 +450,101 @@ const JS_CLASS_OBJECT: qjs::JSClassID = 1;
 fn is_ordinary(v: qjs::JSValue) -> bool {
     // SAFETY: reads the tag, and the class id of an object value.
     unsafe { qjs::JS_IsObject(v) && qjs::JS_GetClassID(v) == JS_CLASS_OBJECT }
+}
+
+/// QuickJS's class id of arrays (exotic only in how they define properties: reading is
+/// ordinary).
+const JS_CLASS_ARRAY: qjs::JSClassID = 2;
+
+/// The value of an own data property of an ordinary object or an array — what reading it
+/// (`[[Get]]`) returns — or `None` when reading could run JS or look further (not an own
+/// property, an accessor, another kind of object). Runs no JS.
+pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<JsValue> {
+    let raw = obj.as_raw();
+    // SAFETY: a live value of this context; the descriptor's references are ours to free.
+    unsafe {
+        if !qjs::JS_IsObject(raw) {
+            return None;
+        }
+        let class = qjs::JS_GetClassID(raw);
+        if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY {
+            return None;
+        }
+        let ctx = obj.ctx();
+        let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
+        match qjs::JS_GetOwnProperty(raw_ctx(ctx), desc.as_mut_ptr(), raw, atom) {
+            r if r < 0 => {
+                // e.g. a `let` binding read before it is initialised: the slow path throws it.
+                let _ = ctx.catch();
+                None
+            }
+            0 => None,
+            _ => {
+                let desc = desc.assume_init();
+                qjs::JS_FreeValue(raw_ctx(ctx), desc.getter);
+                qjs::JS_FreeValue(raw_ctx(ctx), desc.setter);
+                if desc.flags as u32 & qjs::JS_PROP_GETSET != 0 {
+                    qjs::JS_FreeValue(raw_ctx(ctx), desc.value);
+                    return None;
+                }
+                Some(Value::from_raw(ctx.clone(), desc.value))
+            }
+        }
+    }
+}
+
+/// [`own_data_property`] for an array index (up to 2^31−1).
+pub(crate) fn own_data_element(obj: &JsValue, i: u32) -> Option<JsValue> {
+    // SAFETY: an index atom is a tagged integer: nothing is allocated, freeing it is a no-op.
+    let atom = unsafe { qjs::JS_NewAtomUInt32(raw_ctx(obj.ctx()), i) };
+    let v = own_data_property(obj, atom);
+    unsafe { qjs::JS_FreeAtom(raw_ctx(obj.ctx()), atom) };
+    v
+}
+
+/// `obj[i] = x` (`Reflect.set(obj, i, x)`) done directly when it can't fail: `obj` is an array
+/// or an ordinary object whose own element `i` (up to 2^31−1) is a writable data property —
+/// overwriting it calls no JS and, for an array, leaves its length alone. `None` otherwise (the
+/// caller goes through `Reflect.set`).
+pub(crate) fn set_own_element(obj: &JsValue, i: u32, x: &JsValue) -> Option<Result<(), JsValue>> {
+    let raw = obj.as_raw();
+    // SAFETY: live values of this context; the descriptor's references are ours to free, and
+    // `JS_SetPropertyUint32` takes the reference we dup for it.
+    unsafe {
+        if !qjs::JS_IsObject(raw) {
+            return None;
+        }
+        let class = qjs::JS_GetClassID(raw);
+        if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY {
+            return None;
+        }
+        let ctx = obj.ctx();
+        let atom = qjs::JS_NewAtomUInt32(raw_ctx(ctx), i);
+        let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
+        let r = qjs::JS_GetOwnProperty(raw_ctx(ctx), desc.as_mut_ptr(), raw, atom);
+        qjs::JS_FreeAtom(raw_ctx(ctx), atom);
+        if r < 0 {
+            let _ = ctx.catch();
+            return None;
+        }
+        if r == 0 {
+            return None;
+        }
+        let desc = desc.assume_init();
+        qjs::JS_FreeValue(raw_ctx(ctx), desc.value);
+        qjs::JS_FreeValue(raw_ctx(ctx), desc.getter);
+        qjs::JS_FreeValue(raw_ctx(ctx), desc.setter);
+        let flags = desc.flags as u32;
+        if flags & qjs::JS_PROP_GETSET != 0 || flags & qjs::JS_PROP_WRITABLE == 0 {
+            return None;
+        }
+        let x = qjs::JS_DupValue(raw_ctx(ctx), x.as_raw());
+        if qjs::JS_SetPropertyUint32(raw_ctx(ctx), raw, i, x) < 0 {
+            Some(Err(ctx.catch()))
+        } else {
+            Some(Ok(()))
+        }
+    }
 }
 
 /// `Reflect.set(obj, name, x)` done directly, when it can't fail: `obj` and every object on its

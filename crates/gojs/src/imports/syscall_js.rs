@@ -6,6 +6,7 @@
 use rquickjs::Value;
 
 use super::{Call, Prop};
+use crate::abi::Decoded;
 use crate::realm::{self, JsValue};
 
 fn undefined(c: &mut Call) -> JsValue {
@@ -45,6 +46,22 @@ fn get(c: &mut Call, v: &JsValue, p: Prop) -> wasmtime::Result<Result<JsValue, J
 
 /// `func valueGet(v ref, p string) ref`: `Reflect.get(v, p)`.
 pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
+    // An own data property of an ordinary object (Go's object, `globalThis`, `{...}`): read in
+    // place, with no JS to run, so no copy of `v` and no re-entry bookkeeping.
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    let r = frame.r#ref(&mem, 8)?;
+    let s = frame.slice(&mem, 16)?;
+    if let Decoded::Id(id) = r.decode()
+        && let Prop::Cached(name) = super::prop(state, mem.bytes(s.ptr, s.len)?)?
+        && let Some(found) = state
+            .values
+            .get(id)
+            .and_then(|v| realm::own_data_property(v, name.atom()))
+    {
+        let out = state.values.store(&found);
+        return Ok(frame.set_ref(&mut mem, 32, out)?);
+    }
     let (v, p) = c.load_with_prop(8, 16)?;
     match get(c, &v, p)? {
         Ok(r) => c.store(32, &r),
@@ -55,6 +72,26 @@ pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
 /// `func valueSet(v ref, p string, x ref)`: `Reflect.set(v, p, x)` (directly when that can't
 /// fail: [`realm::set_ordinary`]).
 pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
+    // The direct store runs no JS: do it on the values in place.
+    let frame = c.frame();
+    let (mem, state) = c.split()?;
+    let (r, xr) = (frame.r#ref(&mem, 8)?, frame.r#ref(&mem, 32)?);
+    let s = frame.slice(&mem, 16)?;
+    if let Decoded::Id(id) = r.decode()
+        && let Prop::Cached(name) = super::prop(state, mem.bytes(s.ptr, s.len)?)?
+    {
+        let x = state.load(xr);
+        if let Some(outcome) = state
+            .values
+            .get(id)
+            .and_then(|v| realm::set_ordinary(v, &name, &x))
+        {
+            return match outcome {
+                Ok(()) => Ok(()),
+                Err(e) => c.uncaught(e),
+            };
+        }
+    }
     let (v, p, x) = (c.load(8)?, c.load_prop(16)?, c.load(32)?);
     let outcome = match p {
         Prop::Cached(name) => match c.run_js(|| realm::set_ordinary(&v, &name, &x))? {
@@ -102,7 +139,22 @@ fn index_value(c: &mut Call, off: u32) -> wasmtime::Result<JsValue> {
 /// `func valueIndex(v ref, i int) ref`: `Reflect.get(v, i)` (for an object and an index up to
 /// 2^31−1, `v[i]` read directly: the same `[[Get]]` with `v` as receiver).
 pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, i) = (c.load(8)?, c.with_mem(|m, f| f.i64(m, 16))?);
+    // An element of an array (or an own index property of an ordinary object): read in place.
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    let (r, i) = (frame.r#ref(&mem, 8)?, frame.i64(&mem, 16)?);
+    if let Decoded::Id(id) = r.decode()
+        && let Ok(i) = u32::try_from(i)
+        && i <= i32::MAX as u32
+        && let Some(found) = state
+            .values
+            .get(id)
+            .and_then(|v| realm::own_data_element(v, i))
+    {
+        let out = state.values.store(&found);
+        return Ok(frame.set_ref(&mut mem, 24, out)?);
+    }
+    let v = c.load(8)?;
     let outcome = if v.is_object()
         && let Ok(i) = u32::try_from(i)
         && i <= i32::MAX as u32
@@ -120,8 +172,33 @@ pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
     }
 }
 
-/// `func valueSetIndex(v ref, i int, x ref)`: `Reflect.set(v, i, x)`.
+/// `func valueSetIndex(v ref, i int, x ref)`: `Reflect.set(v, i, x)` (directly when that can't
+/// fail: [`realm::set_own_element`]).
 pub(super) fn value_set_index(c: &mut Call) -> wasmtime::Result<()> {
+    // Overwriting an existing element runs no JS: do it on the values in place.
+    let frame = c.frame();
+    let (mem, state) = c.split()?;
+    let (r, i, xr) = (
+        frame.r#ref(&mem, 8)?,
+        frame.i64(&mem, 16)?,
+        frame.r#ref(&mem, 24)?,
+    );
+    if let Decoded::Id(id) = r.decode()
+        && let Ok(i) = u32::try_from(i)
+        && i <= i32::MAX as u32
+    {
+        let x = state.load(xr);
+        if let Some(outcome) = state
+            .values
+            .get(id)
+            .and_then(|v| realm::set_own_element(v, i, &x))
+        {
+            return match outcome {
+                Ok(()) => Ok(()),
+                Err(e) => c.uncaught(e),
+            };
+        }
+    }
     let (v, i, x) = (c.load(8)?, index_value(c, 16)?, c.load(24)?);
     let set = c.state().reflect.set.clone().into_value();
     let this = undefined(c);
@@ -173,20 +250,44 @@ pub(super) fn value_new(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func valueLength(v ref) int`: `parseInt(v.length)`.
 pub(super) fn value_length(c: &mut Call) -> wasmtime::Result<()> {
+    // An array's `length` is its own data property, always a valid index: read it in place,
+    // with no JS to run (so no copy of the value and no re-entry bookkeeping).
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    if let Decoded::Id(id) = frame.r#ref(&mem, 8)?.decode()
+        && let Some(len) = state.values.get(id).and_then(realm::array_length)
+    {
+        return Ok(frame.set_i64(&mut mem, 16, len)?);
+    }
     let v = c.load(8)?;
     let length = c.prop(b"length")?;
-    let len = match get(c, &v, length)? {
-        Ok(len) => parse_int(&len),
-        Err(e) => return c.uncaught(e),
+    let len = match length {
+        // An object's length, read directly; a number (arrays, typed arrays, strings' wrappers,
+        // array-likes) needs no `parseInt` of its text.
+        Prop::Cached(name) if v.is_object() => {
+            match c.run_js(|| realm::get_property_number(&v, &name))? {
+                Ok(Ok(n)) => parse_number(n),
+                Ok(Err(other)) => parse_int(&other),
+                Err(e) => return c.uncaught(e),
+            }
+        }
+        length => match get(c, &v, length)? {
+            Ok(len) => parse_int(&len),
+            Err(e) => return c.uncaught(e),
+        },
     };
     c.with_mem(|m, f| f.set_i64(m, 16, len))
+}
+
+/// `parseInt` of a number, as `setInt64` stores it (non-finite results become 0).
+fn parse_number(n: f64) -> i64 {
+    if n.is_finite() { n.trunc() as i64 } else { 0 }
 }
 
 /// `parseInt(x)` as `setInt64` stores it: non-finite results become 0.
 fn parse_int(v: &JsValue) -> i64 {
     let text = match v.as_number() {
-        Some(n) if n.is_finite() => return n.trunc() as i64,
-        Some(_) => return 0,
+        Some(n) => return parse_number(n),
         None => realm::to_string_lossy(v),
     };
     let t = text.trim_start();
