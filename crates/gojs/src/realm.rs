@@ -818,3 +818,54 @@ impl Kept {
         self.values.borrow_mut().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class ids the in-place paths rely on are QuickJS's (they are not in its API).
+    #[test]
+    fn class_ids_are_quickjs_s() {
+        let engine = JsEngine::new().unwrap();
+        let ctx = engine.ctx();
+        let class = |src: &str| {
+            let v: JsValue = ctx.eval(src).unwrap();
+            unsafe { qjs::JS_GetClassID(v.as_raw()) }
+        };
+        assert_eq!(class("({})"), JS_CLASS_OBJECT);
+        assert_eq!(class("globalThis"), JS_CLASS_OBJECT);
+        assert_eq!(class("[]"), JS_CLASS_ARRAY);
+        assert_ne!(class("new Proxy({}, {})"), JS_CLASS_OBJECT);
+        assert_ne!(class("new Uint8Array(1)"), JS_CLASS_ARRAY);
+    }
+
+    #[test]
+    fn own_data_property_reads_only_what_runs_no_js() {
+        let engine = JsEngine::new().unwrap();
+        let ctx = engine.ctx();
+        let name = |s: &str| {
+            PropName::new(
+                rquickjs::String::from_str(ctx.clone(), s)
+                    .unwrap()
+                    .into_value(),
+            )
+            .unwrap()
+        };
+        let obj: JsValue = ctx
+            .eval("Object.create({ inherited: 1 }, { own: { value: 2, enumerable: true }, acc: { get() { return 3; } } })")
+            .unwrap();
+        let own = own_data_property(&obj, name("own").atom()).and_then(|v| v.as_number());
+        assert_eq!(own, Some(2.0));
+        assert!(own_data_property(&obj, name("inherited").atom()).is_none());
+        assert!(own_data_property(&obj, name("acc").atom()).is_none());
+        let arr: JsValue = ctx.eval("[7, , 9]").unwrap();
+        assert_eq!(
+            own_data_element(&arr, 2).and_then(|v| v.as_number()),
+            Some(9.0)
+        );
+        assert!(own_data_element(&arr, 1).is_none());
+        assert_eq!(array_length(&arr), Some(3));
+        let proxy: JsValue = ctx.eval("new Proxy({ own: 1 }, {})").unwrap();
+        assert!(own_data_property(&proxy, name("own").atom()).is_none());
+    }
+}

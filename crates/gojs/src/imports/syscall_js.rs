@@ -92,31 +92,13 @@ pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
             };
         }
     }
-    let (v, p, x) = (c.load(8)?, c.load_prop(16)?, c.load(32)?);
-    let outcome = match p {
-        Prop::Cached(name) => match c.run_js(|| realm::set_ordinary(&v, &name, &x))? {
-            Some(outcome) => outcome,
-            None => reflect_set(c, v, name.value.clone(), x)?,
-        },
-        Prop::Other(key) => reflect_set(c, v, key, x)?,
-    };
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(e) => c.uncaught(e),
-    }
-}
-
-/// `Reflect.set(v, key, x)`, whose result Go ignores.
-fn reflect_set(
-    c: &mut Call,
-    v: JsValue,
-    key: JsValue,
-    x: JsValue,
-) -> wasmtime::Result<Result<(), JsValue>> {
+    let (v, p, x) = (c.load(8)?, c.load_name(16)?, c.load(32)?);
     let set = c.state().reflect.set.clone().into_value();
     let this = undefined(c);
-    Ok(c.run_js(|| realm::apply(&set, &this, &[v, key, x]))?
-        .map(drop))
+    match c.run_js(|| realm::apply(&set, &this, &[v, p, x]))? {
+        Ok(_) => Ok(()),
+        Err(e) => c.uncaught(e),
+    }
 }
 
 /// `func valueDelete(v ref, p string)`: `Reflect.deleteProperty(v, p)`.
