@@ -456,9 +456,9 @@ fn is_ordinary(v: qjs::JSValue) -> bool {
 /// ordinary).
 const JS_CLASS_ARRAY: qjs::JSClassID = 2;
 
-/// The value of an own data property of an ordinary object or an array — what reading it
-/// (`[[Get]]`) returns — or `None` when reading could run JS or look further (not an own
-/// property, an accessor, another kind of object). Runs no JS.
+/// The value of an own data property of an ordinary object, an array or a typed array — what
+/// reading it (`[[Get]]`) returns — or `None` when reading could run JS or look further (not an
+/// own property, an accessor, another kind of object). Runs no JS.
 pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<JsValue> {
     let raw = obj.as_raw();
     // SAFETY: a live value of this context; the descriptor's references are ours to free.
@@ -467,7 +467,10 @@ pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<JsVa
             return None;
         }
         let class = qjs::JS_GetClassID(raw);
-        if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY {
+        // A typed array's own properties are its elements (and any expandos): reading one
+        // never reaches the prototype.
+        if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY && qjs::JS_GetTypedArrayType(raw) < 0
+        {
             return None;
         }
         let ctx = obj.ctx();
@@ -858,6 +861,13 @@ mod tests {
         assert_eq!(own, Some(2.0));
         assert!(own_data_property(&obj, name("inherited").atom()).is_none());
         assert!(own_data_property(&obj, name("acc").atom()).is_none());
+        let typed: JsValue = ctx.eval("new Int16Array([5, -6])").unwrap();
+        assert_eq!(
+            own_data_element(&typed, 1).and_then(|v| v.as_number()),
+            Some(-6.0)
+        );
+        assert!(own_data_element(&typed, 2).is_none());
+        assert!(own_data_property(&typed, name("length").atom()).is_none());
         let arr: JsValue = ctx.eval("[7, , 9]").unwrap();
         assert_eq!(
             own_data_element(&arr, 2).and_then(|v| v.as_number()),
