@@ -446,63 +446,135 @@ pub(crate) fn get_index(obj: &JsValue, i: u32) -> Result<JsValue, JsValue> {
 
 /// QuickJS's class id of ordinary objects (`{}`, `new Object()`, the global object).
 const JS_CLASS_OBJECT: qjs::JSClassID = 1;
-
-fn is_ordinary(v: qjs::JSValue) -> bool {
-    // SAFETY: reads the tag, and the class id of an object value.
-    unsafe { qjs::JS_IsObject(v) && qjs::JS_GetClassID(v) == JS_CLASS_OBJECT }
-}
-
 /// QuickJS's class id of arrays (exotic only in how they define properties: reading is
 /// ordinary).
 const JS_CLASS_ARRAY: qjs::JSClassID = 2;
+
+#[inline]
+fn class_of(v: qjs::JSValue) -> Option<qjs::JSClassID> {
+    // SAFETY: reads the tag, and the class id of an object value.
+    unsafe { qjs::JS_IsObject(v).then(|| qjs::JS_GetClassID(v)) }
+}
+
+#[inline]
+fn is_ordinary(v: qjs::JSValue) -> bool {
+    class_of(v) == Some(JS_CLASS_OBJECT)
+}
+
+/// An own property, as far as the in-place paths need to know it.
+enum Own {
+    Missing,
+    Data(OwnData),
+    /// An accessor, or reading it threw (cleared: the general path throws it again).
+    Unusable,
+}
+
+/// A data property's value (a reference we hold, freed on drop unless taken) and writability.
+struct OwnData {
+    ctx: *mut qjs::JSContext,
+    value: qjs::JSValue,
+    writable: bool,
+}
+
+impl OwnData {
+    fn into_value(self, ctx: &JsCtx) -> JsValue {
+        let value = self.value;
+        std::mem::forget(self);
+        // SAFETY: the reference we held, handed on.
+        unsafe { Value::from_raw(ctx.clone(), value) }
+    }
+}
+
+impl Drop for OwnData {
+    fn drop(&mut self) {
+        // SAFETY: the one reference we hold.
+        unsafe { qjs::JS_FreeValue(self.ctx, self.value) }
+    }
+}
+
+/// Look up an own property of `obj` (a live object of `ctx`'s realm) without running JS.
+#[inline(always)]
+fn own_property(ctx: &JsCtx, obj: qjs::JSValue, atom: qjs::JSAtom) -> Own {
+    let raw = raw_ctx(ctx);
+    let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
+    // SAFETY: `obj` is live; the descriptor's references are ours, each freed or kept once.
+    unsafe {
+        match qjs::JS_GetOwnProperty(raw, desc.as_mut_ptr(), obj, atom) {
+            r if r < 0 => {
+                // e.g. a `let` binding read before it is initialised.
+                let _ = ctx.catch();
+                Own::Unusable
+            }
+            0 => Own::Missing,
+            _ => {
+                let desc = desc.assume_init();
+                qjs::JS_FreeValue(raw, desc.getter);
+                qjs::JS_FreeValue(raw, desc.setter);
+                let data = OwnData {
+                    ctx: raw,
+                    value: desc.value,
+                    writable: desc.flags as u32 & qjs::JS_PROP_WRITABLE != 0,
+                };
+                if desc.flags as u32 & qjs::JS_PROP_GETSET != 0 {
+                    Own::Unusable
+                } else {
+                    Own::Data(data)
+                }
+            }
+        }
+    }
+}
+
+/// Call `f` with the atom of index `i` (a tagged integer up to 2^31−1: nothing to allocate).
+#[inline]
+fn with_index_atom<R>(ctx: &JsCtx, i: u32, f: impl FnOnce(qjs::JSAtom) -> R) -> R {
+    // SAFETY: an atom made and freed here.
+    let atom = unsafe { qjs::JS_NewAtomUInt32(raw_ctx(ctx), i) };
+    let r = f(atom);
+    unsafe { qjs::JS_FreeAtom(raw_ctx(ctx), atom) };
+    r
+}
 
 /// The value of an own data property of an ordinary object, an array or a typed array — what
 /// reading it (`[[Get]]`) returns — or `None` when reading could run JS or look further (not an
 /// own property, an accessor, another kind of object). Runs no JS.
 pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<JsValue> {
     let raw = obj.as_raw();
-    // SAFETY: a live value of this context; the descriptor's references are ours to free.
-    unsafe {
-        if !qjs::JS_IsObject(raw) {
-            return None;
-        }
-        let class = qjs::JS_GetClassID(raw);
-        // A typed array's own properties are its elements (and any expandos): reading one
-        // never reaches the prototype.
-        if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY && qjs::JS_GetTypedArrayType(raw) < 0
-        {
-            return None;
-        }
-        let ctx = obj.ctx();
-        let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
-        match qjs::JS_GetOwnProperty(raw_ctx(ctx), desc.as_mut_ptr(), raw, atom) {
-            r if r < 0 => {
-                // e.g. a `let` binding read before it is initialised: the slow path throws it.
-                let _ = ctx.catch();
-                None
-            }
-            0 => None,
-            _ => {
-                let desc = desc.assume_init();
-                qjs::JS_FreeValue(raw_ctx(ctx), desc.getter);
-                qjs::JS_FreeValue(raw_ctx(ctx), desc.setter);
-                if desc.flags as u32 & qjs::JS_PROP_GETSET != 0 {
-                    qjs::JS_FreeValue(raw_ctx(ctx), desc.value);
-                    return None;
-                }
-                Some(Value::from_raw(ctx.clone(), desc.value))
-            }
-        }
+    let class = class_of(raw)?;
+    // A typed array's own properties are its elements (and any expandos): reading one never
+    // reaches the prototype.
+    // SAFETY: `raw` is a live object.
+    if class != JS_CLASS_OBJECT
+        && class != JS_CLASS_ARRAY
+        && unsafe { qjs::JS_GetTypedArrayType(raw) } < 0
+    {
+        return None;
+    }
+    match own_property(obj.ctx(), raw, atom) {
+        Own::Data(data) => Some(data.into_value(obj.ctx())),
+        Own::Missing | Own::Unusable => None,
     }
 }
 
 /// [`own_data_property`] for an array index (up to 2^31−1).
 pub(crate) fn own_data_element(obj: &JsValue, i: u32) -> Option<JsValue> {
-    // SAFETY: an index atom is a tagged integer: nothing is allocated, freeing it is a no-op.
-    let atom = unsafe { qjs::JS_NewAtomUInt32(raw_ctx(obj.ctx()), i) };
-    let v = own_data_property(obj, atom);
-    unsafe { qjs::JS_FreeAtom(raw_ctx(obj.ctx()), atom) };
-    v
+    with_index_atom(obj.ctx(), i, |atom| own_data_property(obj, atom))
+}
+
+/// Run `JS_SetProperty…` (which takes `x`'s reference and throws where `Reflect.set` would
+/// return false; the callers have made sure it can't fail that way).
+#[inline]
+fn set_with(
+    ctx: &JsCtx,
+    x: &JsValue,
+    set: impl FnOnce(qjs::JSValue) -> i32,
+) -> Result<(), JsValue> {
+    // SAFETY: the setter takes the reference we dup for it.
+    if set(unsafe { qjs::JS_DupValue(raw_ctx(ctx), x.as_raw()) }) < 0 {
+        Err(ctx.catch())
+    } else {
+        Ok(())
+    }
 }
 
 /// `obj[i] = x` (`Reflect.set(obj, i, x)`) done directly when it can't fail: `obj` is an array
@@ -510,43 +582,17 @@ pub(crate) fn own_data_element(obj: &JsValue, i: u32) -> Option<JsValue> {
 /// overwriting it calls no JS and, for an array, leaves its length alone. `None` otherwise (the
 /// caller goes through `Reflect.set`).
 pub(crate) fn set_own_element(obj: &JsValue, i: u32, x: &JsValue) -> Option<Result<(), JsValue>> {
-    let raw = obj.as_raw();
-    // SAFETY: live values of this context; the descriptor's references are ours to free, and
-    // `JS_SetPropertyUint32` takes the reference we dup for it.
-    unsafe {
-        if !qjs::JS_IsObject(raw) {
-            return None;
-        }
-        let class = qjs::JS_GetClassID(raw);
-        if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY {
-            return None;
-        }
-        let ctx = obj.ctx();
-        let atom = qjs::JS_NewAtomUInt32(raw_ctx(ctx), i);
-        let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
-        let r = qjs::JS_GetOwnProperty(raw_ctx(ctx), desc.as_mut_ptr(), raw, atom);
-        qjs::JS_FreeAtom(raw_ctx(ctx), atom);
-        if r < 0 {
-            let _ = ctx.catch();
-            return None;
-        }
-        if r == 0 {
-            return None;
-        }
-        let desc = desc.assume_init();
-        qjs::JS_FreeValue(raw_ctx(ctx), desc.value);
-        qjs::JS_FreeValue(raw_ctx(ctx), desc.getter);
-        qjs::JS_FreeValue(raw_ctx(ctx), desc.setter);
-        let flags = desc.flags as u32;
-        if flags & qjs::JS_PROP_GETSET != 0 || flags & qjs::JS_PROP_WRITABLE == 0 {
-            return None;
-        }
-        let x = qjs::JS_DupValue(raw_ctx(ctx), x.as_raw());
-        if qjs::JS_SetPropertyUint32(raw_ctx(ctx), raw, i, x) < 0 {
-            Some(Err(ctx.catch()))
-        } else {
-            Some(Ok(()))
-        }
+    let (raw, ctx) = (obj.as_raw(), obj.ctx());
+    let class = class_of(raw)?;
+    if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY {
+        return None;
+    }
+    match with_index_atom(ctx, i, |atom| own_property(ctx, raw, atom)) {
+        Own::Data(data) if data.writable => Some(set_with(ctx, x, |x| unsafe {
+            // SAFETY: `raw` is a live object of this context.
+            qjs::JS_SetPropertyUint32(raw_ctx(ctx), raw, i, x)
+        })),
+        _ => None,
     }
 }
 
@@ -567,62 +613,36 @@ pub(crate) fn set_ordinary(
     }
     let ctx = obj.ctx();
     let raw = raw_ctx(ctx);
-    // SAFETY: every value below is a live value of this context; the references QuickJS hands
-    // us (descriptor values, prototypes) are freed exactly once.
-    unsafe {
-        let mut cur = qjs::JS_DupValue(raw, obj.as_raw());
-        let mut own = true;
-        loop {
-            let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
-            let r = qjs::JS_GetOwnProperty(raw, desc.as_mut_ptr(), cur, name.atom);
-            if r < 0 {
-                qjs::JS_FreeValue(raw, cur);
-                let _ = ctx.catch();
-                return None;
-            }
-            if r > 0 {
-                let desc = desc.assume_init();
-                qjs::JS_FreeValue(raw, desc.value);
-                qjs::JS_FreeValue(raw, desc.getter);
-                qjs::JS_FreeValue(raw, desc.setter);
-                qjs::JS_FreeValue(raw, cur);
-                let flags = desc.flags as u32;
-                if flags & qjs::JS_PROP_GETSET != 0 || flags & qjs::JS_PROP_WRITABLE == 0 {
-                    return None;
-                }
-                break;
-            }
-            own = false;
-            let proto = qjs::JS_GetPrototype(raw, cur);
-            qjs::JS_FreeValue(raw, cur);
-            if qjs::JS_IsNull(proto) {
-                break;
-            }
-            if !is_ordinary(proto) {
-                if qjs::JS_IsException(proto) {
-                    let _ = ctx.catch();
-                }
-                qjs::JS_FreeValue(raw, proto);
-                return None;
-            }
-            cur = proto;
+    // The object whose own properties are being looked at: `obj`, then its prototypes.
+    // The prototype being looked at (`None`: `obj` itself).
+    let mut proto: Option<JsValue> = None;
+    let mut own = true;
+    loop {
+        let cur = proto.as_ref().unwrap_or(obj).as_raw();
+        match own_property(ctx, cur, name.atom) {
+            Own::Data(data) if data.writable => break,
+            Own::Data(_) | Own::Unusable => return None,
+            Own::Missing => own = false,
         }
-        // Not an own property: the assignment creates one, which needs an extensible object.
-        if !own && qjs::JS_IsExtensible(raw, obj.as_raw()) != 1 {
+        // SAFETY: `cur` is a live ordinary object: reading its prototype runs no JS.
+        let next = unsafe { Value::from_raw(ctx.clone(), qjs::JS_GetPrototype(raw, cur)) };
+        if next.is_null() {
+            break;
+        }
+        if !is_ordinary(next.as_raw()) {
             return None;
         }
-        let r = qjs::JS_SetProperty(
-            raw,
-            obj.as_raw(),
-            name.atom,
-            qjs::JS_DupValue(raw, x.as_raw()),
-        );
-        if r < 0 {
-            Some(Err(ctx.catch()))
-        } else {
-            Some(Ok(()))
-        }
+        proto = Some(next);
     }
+    // Not an own property: the assignment creates one, which needs an extensible object.
+    // SAFETY: `obj` is a live ordinary object.
+    if !own && unsafe { qjs::JS_IsExtensible(raw, obj.as_raw()) } != 1 {
+        return None;
+    }
+    Some(set_with(ctx, x, |x| unsafe {
+        // SAFETY: `obj` is a live object of this context.
+        qjs::JS_SetProperty(raw, obj.as_raw(), name.atom, x)
+    }))
 }
 
 /// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).

@@ -121,13 +121,14 @@ fn index_value(c: &mut Call, off: u32) -> wasmtime::Result<JsValue> {
 /// `func valueIndex(v ref, i int) ref`: `Reflect.get(v, i)` (for an object and an index up to
 /// 2^31−1, `v[i]` read directly: the same `[[Get]]` with `v` as receiver).
 pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
-    // An element of an array (or an own index property of an ordinary object): read in place.
+    // An element of an array or typed array (or an own index property of an ordinary object):
+    // read in place.
     let frame = c.frame();
     let (mut mem, state) = c.split()?;
     let (r, i) = (frame.r#ref(&mem, 8)?, frame.i64(&mem, 16)?);
+    let index = u32::try_from(i).ok().filter(|&i| i <= i32::MAX as u32);
     if let Decoded::Id(id) = r.decode()
-        && let Ok(i) = u32::try_from(i)
-        && i <= i32::MAX as u32
+        && let Some(i) = index
         && let Some(found) = state
             .values
             .get(id)
@@ -137,16 +138,14 @@ pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
         return Ok(frame.set_ref(&mut mem, 24, out)?);
     }
     let v = c.load(8)?;
-    let outcome = if v.is_object()
-        && let Ok(i) = u32::try_from(i)
-        && i <= i32::MAX as u32
-    {
-        c.run_js(|| realm::get_index(&v, i))?
-    } else {
-        let i = index_value(c, 16)?;
-        let get = c.state().reflect.get.clone().into_value();
-        let this = undefined(c);
-        c.run_js(|| realm::apply(&get, &this, &[v, i]))?
+    let outcome = match index {
+        Some(i) if v.is_object() => c.run_js(|| realm::get_index(&v, i))?,
+        _ => {
+            let i = index_value(c, 16)?;
+            let get = c.state().reflect.get.clone().into_value();
+            let this = undefined(c);
+            c.run_js(|| realm::apply(&get, &this, &[v, i]))?
+        }
     };
     match outcome {
         Ok(r) => c.store(24, &r),
