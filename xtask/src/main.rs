@@ -56,6 +56,9 @@ enum Task {
         #[arg(long)]
         write_docs: bool,
     },
+    /// Regenerate crates/gojs/src/hot_functions.txt: the functions small programs run, which a
+    /// first run compiles before starting (the rest compiles in the background). Needs Node.
+    HotFunctions,
     /// Run a Go js/wasm module under the do-nothing host that `bench` measures the Go-side
     /// floor with (see xtask/src/floor.rs).
     #[command(hide = true)]
@@ -80,12 +83,14 @@ fn main() -> Result<()> {
             Duration::from_secs(timeout),
         ),
         Task::Bench { runs, write_docs } => bench::run(runs, write_docs),
+        Task::HotFunctions => hot::run(),
         Task::FloorHost { wasm } => std::process::exit(floor::run(&wasm)?),
     }
 }
 
 mod bench;
 mod floor;
+mod hot;
 
 /// How one package fared under one runner.
 #[derive(Clone, Debug, Default)]

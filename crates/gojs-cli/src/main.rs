@@ -36,9 +36,10 @@ struct Access {
     #[arg(long)]
     no_cache: bool,
     /// The compiler. auto: Cranelift's cached code if this module was seen before, else Winch
-    /// (compiles ~4x faster, runs ~2x slower; its code is cached until Cranelift's is ready)
-    /// while Cranelift fills the cache in the background at idle priority. cranelift: always the optimizing compiler (cached). winch: always the
-    /// baseline compiler.
+    /// (compiles ~4x faster, runs ~2x slower): the functions small programs run are compiled
+    /// before starting and the rest in the background (GOJS_SPLIT=off compiles it all first),
+    /// while Cranelift fills the cache at idle priority. cranelift: always the optimizing
+    /// compiler (cached). winch: always the baseline compiler, whole module.
     #[arg(
         long,
         value_name = "auto|cranelift|winch",

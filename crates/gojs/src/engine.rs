@@ -56,11 +56,13 @@ pub enum Compiler {
     Cranelift,
     /// Baseline: fast to compile, slower code. Good for short runs of a binary seen once.
     Winch,
-    /// Cranelift's code from the cache when it is there; otherwise Winch's code (from the cache,
-    /// or compiled and cached now, to start at once), while the cache is filled with Cranelift's
-    /// code in the background (a low-priority thread, or the command given to
-    /// [`Engine::fill_cache_with`]) for later loads. Without a cache this is Winch. The default
-    /// of `gojs run` and `go_js_wasm_exec`.
+    /// Cranelift's code from the cache when it is there; else Winch's code from the cache; else
+    /// Winch compiles the module now, split: the functions small programs run before it
+    /// starts, the rest on a background thread, instantiated the first time Go calls one of
+    /// them (`GOJS_SPLIT=off` compiles it whole). Meanwhile the cache is filled with Winch's and
+    /// then Cranelift's code in the background (a low-priority thread, or the command given to
+    /// [`Engine::fill_cache_with`]) for later loads. Without a cache this is Winch, split. The
+    /// default of `gojs run` and `go_js_wasm_exec`.
     Auto,
 }
 
@@ -134,7 +136,8 @@ impl Engine {
     }
 
     /// Compile a module queued by [`Compiler::Auto`] (`pending`, a file in the cache directory)
-    /// with Cranelift into the compile cache — the other half of [`Engine::fill_cache_with`].
+    /// into the compile cache — with Winch first unless its code or Cranelift's is already
+    /// cached, then with Cranelift — the other half of [`Engine::fill_cache_with`].
     ///
     /// Runs at idle CPU priority on Linux, so it only uses otherwise idle cores. One process
     /// at a time compiles for a cache directory (an advisory lock): whoever holds the lock
@@ -176,14 +179,23 @@ impl Engine {
                         content: content_hash(&mut &wasm[..])?,
                     };
                     let entry = key.entry(&engine, Compiler::Cranelift);
+                    let winch_entry = key.entry(&winch, Compiler::Winch);
+                    // A split first run caches nothing: Winch's code for the whole module
+                    // first (~4× faster to compile), for runs before Cranelift's is ready.
+                    if !entry.exists()
+                        && !winch_entry.exists()
+                        && let Ok(module) = wasmtime::Module::new(&winch, &wasm)
+                    {
+                        crate::cache::store(&module, &winch_entry, false);
+                    }
                     if crate::cache::load(&engine, &entry).is_none()
                         && let Ok(module) = wasmtime::Module::new(&engine, &wasm)
                     {
                         crate::cache::store(&module, &entry, true);
                     }
-                    // Winch's code for it, if the queueing run cached it, is now superseded.
+                    // Winch's code for it is now superseded.
                     if entry.exists() {
-                        let _ = std::fs::remove_file(key.entry(&winch, Compiler::Winch));
+                        let _ = std::fs::remove_file(&winch_entry);
                     }
                 }
                 let _ = std::fs::remove_file(&next);
@@ -225,10 +237,10 @@ impl Engine {
     }
 
     /// Compile `wasm` (already classified as Go js/wasm), through the cache.
-    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<wasmtime::Module, Error> {
+    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Compiled, Error> {
         let key = self.key(&mut &wasm[..])?;
         if let Some(m) = self.cached(key.as_ref())? {
-            return Ok(m);
+            return Ok(Compiled::whole(m));
         }
         self.compile_missing(wasm, key)
     }
@@ -261,7 +273,7 @@ impl Engine {
     /// Load the module in `file` (a `.wasm` or an artifact from `gojs compile`): from the cache
     /// when it is there, without reading the module into memory; otherwise read, classify and
     /// compile it.
-    pub(crate) fn load_file(&self, path: &Path) -> Result<wasmtime::Module, Error> {
+    pub(crate) fn load_file(&self, path: &Path) -> Result<Compiled, Error> {
         let read_err = |source| Error::Read {
             path: path.to_owned(),
             source,
@@ -270,13 +282,13 @@ impl Engine {
         let mut magic = [0u8; 4];
         let n = file.read(&mut magic).map_err(read_err)?;
         if crate::cache::is_artifact(&magic[..n]) {
-            return self.load_artifact(path);
+            return self.load_artifact(path).map(Compiled::whole);
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err)?;
         let key = self.key(&mut file)?;
         if let Some(m) = self.cached(key.as_ref())? {
             crate::module::classify_compiled(&m)?;
-            return Ok(m);
+            return Ok(Compiled::whole(m));
         }
         let wasm = std::fs::read(path).map_err(read_err)?;
         crate::module::classify(&wasm)?;
@@ -320,9 +332,18 @@ impl Engine {
             .map_err(|e| Error::Host(format!("cannot write {}: {e}", out.display())))
     }
 
-    fn compile_missing(&self, wasm: &[u8], key: Option<Key>) -> Result<wasmtime::Module, Error> {
+    fn compile_missing(&self, wasm: &[u8], key: Option<Key>) -> Result<Compiled, Error> {
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
+            if let Some(split) = split_for_first_run(baseline, wasm) {
+                if let Some(key) = key {
+                    self.fill_in_background(
+                        wasm,
+                        key.entry(&self.inner.primary, Compiler::Cranelift),
+                    );
+                }
+                return Ok(split);
+            }
             let module = wasmtime::Module::new(baseline, wasm).map_err(invalid)?;
             if let Some(key) = key {
                 // Winch's code too, for runs before Cranelift's is ready (not synced to disk:
@@ -330,14 +351,14 @@ impl Engine {
                 crate::cache::store(&module, &key.entry(baseline, Compiler::Winch), false);
                 self.fill_in_background(wasm, key.entry(&self.inner.primary, Compiler::Cranelift));
             }
-            return Ok(module);
+            return Ok(Compiled::whole(module));
         }
         let module = wasmtime::Module::new(&self.inner.primary, wasm).map_err(invalid)?;
         if let Some(key) = &key {
             let entry = key.entry(&self.inner.primary, self.primary_compiler());
             crate::cache::store(&module, &entry, true);
         }
-        Ok(module)
+        Ok(Compiled::whole(module))
     }
 
     /// Start compiling `wasm` with Cranelift into the cache entry `key`, unless another run is
@@ -390,6 +411,47 @@ impl Engine {
             content: content_hash(wasm)?,
         }))
     }
+}
+
+/// Compiled code for a module: whole, or the primary of a split module with its secondary
+/// compiling in the background.
+pub(crate) struct Compiled {
+    pub module: wasmtime::Module,
+    pub secondary: Option<Arc<crate::split::Secondary>>,
+}
+
+impl Compiled {
+    fn whole(module: wasmtime::Module) -> Compiled {
+        Compiled {
+            module,
+            secondary: None,
+        }
+    }
+}
+
+/// The functions a small Go program runs (generated by `cargo xtask hot-functions`).
+const HOT_FUNCTIONS: &str = include_str!("hot_functions.txt");
+
+/// For a first run with Winch: split `wasm` so that the functions small programs run compile
+/// now and the rest in the background (RATIONALE.md, "Why split a module…"). `None` to compile
+/// it whole: `GOJS_SPLIT=off`, a module not shaped like the Go linker's, or a primary that
+/// doesn't compile (the whole module's compile then reports why). `GOJS_SPLIT=all-cold` leaves
+/// only the exports in the primary (to test the secondary's path).
+fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compiled> {
+    static HOT: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    let split = match std::env::var("GOJS_SPLIT").as_deref() {
+        Ok("off") => return None,
+        Ok("all-cold") => crate::split::split(wasm, &|_| false)?,
+        _ => {
+            let hot = HOT.get_or_init(|| HOT_FUNCTIONS.lines().collect());
+            crate::split::split(wasm, &|name| hot.contains(name))?
+        }
+    };
+    let module = wasmtime::Module::new(engine, &split.primary).ok()?;
+    Some(Compiled {
+        module,
+        secondary: Some(crate::split::Secondary::start(engine, split)),
+    })
 }
 
 fn invalid(e: wasmtime::Error) -> Error {

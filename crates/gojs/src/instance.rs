@@ -426,6 +426,8 @@ pub(crate) struct HostState {
     guest: Option<GuestExports>,
     /// Property names Go used, as JS strings (see `Call::load_name`).
     pub names: foldhash::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
+    /// A split module's secondary, for this instance.
+    pub split: crate::split::Loading,
 }
 
 impl HostState {
@@ -538,6 +540,7 @@ impl Guest {
             ctx,
             guest: None,
             names: foldhash::HashMap::default(),
+            split: crate::split::Loading::Loaded,
         };
         let inner = &module.inner;
         // The module's own engine: with `Compiler::Auto` it may be Winch's.
@@ -556,6 +559,11 @@ impl Guest {
         let instance = linker
             .instantiate(&mut guest.store, &inner.module)
             .map_err(|e| Error::NotGoJs(format!("cannot instantiate: {e:#}")))?;
+        if let Some(secondary) = &inner.secondary {
+            let loading = crate::split::install(&mut guest.store, linker, instance, secondary)
+                .map_err(|e| Error::Host(format!("split module: {e:#}")))?;
+            guest.store.data_mut().split = loading;
+        }
         let exports = (|| -> wasmtime::Result<GuestExports> {
             let s = &mut guest.store;
             Ok(GuestExports {

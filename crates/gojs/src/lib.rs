@@ -75,6 +75,7 @@ mod instance;
 mod module;
 mod realm;
 mod reentry;
+mod split;
 mod values;
 mod vfs;
 

@@ -54,7 +54,10 @@ pub struct Module {
 }
 
 pub(crate) struct ModuleInner {
+    /// The whole module's code, or a split module's primary.
     pub module: wasmtime::Module,
+    /// A split module's secondary (see `crate::split`).
+    pub secondary: Option<Arc<crate::split::Secondary>>,
     pub abi: GoAbi,
 }
 
@@ -77,16 +80,24 @@ impl Module {
     /// As [`Module::from_file`], minus the read.
     pub fn new(engine: &Engine, wasm: &[u8]) -> Result<Module, Error> {
         let abi = classify(wasm)?;
-        let module = engine.compile(wasm)?;
+        let compiled = engine.compile(wasm)?;
         Ok(Module {
-            inner: Arc::new(ModuleInner { module, abi }),
+            inner: Arc::new(ModuleInner {
+                module: compiled.module,
+                secondary: compiled.secondary,
+                abi,
+            }),
         })
     }
 
-    fn from_compiled(module: wasmtime::Module) -> Result<Module, Error> {
-        let abi = classify_compiled(&module)?;
+    fn from_compiled(compiled: crate::engine::Compiled) -> Result<Module, Error> {
+        let abi = classify_compiled(&compiled.module)?;
         Ok(Module {
-            inner: Arc::new(ModuleInner { module, abi }),
+            inner: Arc::new(ModuleInner {
+                module: compiled.module,
+                secondary: compiled.secondary,
+                abi,
+            }),
         })
     }
 

@@ -55,3 +55,22 @@ fn fixtures_under_winch() {
         assert_golden(name, &crate::harness::run(cmd, &inv.stdin));
     }
 }
+
+/// A first run with `--compiler=auto` splits the module, compiling the functions small programs
+/// run before starting and the rest in the background. With `GOJS_SPLIT=all-cold` only the
+/// exports are compiled first, so every other function is reached through the half loaded on
+/// first use: each fixture must run exactly as it does whole.
+#[test]
+fn fixtures_through_a_split_module() {
+    for name in ALL {
+        let wasm = Go::path().build(name);
+        let inv = Invocation::of(name);
+        let o = crate::harness::run_gojs_in_env(
+            &wasm,
+            &inv,
+            &["--no-cache".into(), "--compiler=auto".into()],
+            &[("GOJS_SPLIT", "all-cold")],
+        );
+        assert_golden(name, &o);
+    }
+}

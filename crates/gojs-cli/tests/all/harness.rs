@@ -245,7 +245,18 @@ pub fn run_gojs_like_node(wasm: &Path, inv: &Invocation) -> Outcome {
 }
 
 fn run_gojs_with(wasm: &Path, inv: &Invocation, extra: &[String]) -> Outcome {
+    run_gojs_in_env(wasm, inv, extra, &[])
+}
+
+/// `gojs run` with extra options and environment variables for gojs itself.
+pub fn run_gojs_in_env(
+    wasm: &Path,
+    inv: &Invocation,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> Outcome {
     let mut cmd = Command::new(gojs());
+    cmd.envs(env.iter().copied());
     cmd.arg("run").args(extra);
     if let Some(dir) = &inv.scratch {
         cmd.arg(format!("--dir={}", dir.display()));

@@ -91,8 +91,11 @@ pub(super) fn link_extras(linker: &mut Linker<HostState>, module: &str) -> wasmt
         "_gotest",
         "callExport",
         |mut caller: Caller<'_, HostState>, a: i32, b: i64| {
-            let export0 = caller.get_export("testExport0").and_then(|e| e.into_func());
-            let export = caller.get_export("testExport").and_then(|e| e.into_func());
+            // The module's exports, not the caller's: with a split module the caller may be
+            // the secondary, which exports nothing.
+            let instance = caller.data().guest()?.instance;
+            let export0 = instance.get_func(&mut caller, "testExport0");
+            let export = instance.get_func(&mut caller, "testExport");
             let (Some(export0), Some(export)) = (export0, export) else {
                 return Err(wasmtime::Error::msg(
                     "_gotest.callExport: module has no testExport0/testExport exports",

@@ -1,0 +1,946 @@
+//! A Go module cut in two for a fast first run (RATIONALE.md, "Why split a module…"): the
+//! *primary* holds the functions a small program runs and compiles before the program starts;
+//! the *secondary* holds the rest and compiles in the background, to be instantiated the first
+//! time Go calls one of them.
+//!
+//! Both halves keep the original function index space, so no function body is rewritten:
+//! - in the primary, a cold function's body becomes a stub that calls the function's table slot
+//!   (`call_indirect`), and the element segment leaves cold slots empty; the embedder fills them
+//!   with host functions that load the secondary and call on;
+//! - in the secondary, a hot function's body becomes the same kind of stub (its slot holds the
+//!   primary's function), memory, table and globals are imported from the primary, and the
+//!   element segment writes the cold slots, so once it is instantiated every call reaches the
+//!   real code.
+//!
+//! Only modules shaped like the Go linker's output are split (one table filled in order by one
+//! element segment, no start function, no passive data, numeric types only); anything else is
+//! compiled whole.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use wasmtime::{Caller, Func, FuncType, Linker, Ref, Store};
+
+use crate::instance::HostState;
+
+use wasm_encoder as enc;
+use wasmparser::{
+    ElementItems, ElementKind, ExternalKind, KnownCustom, Name, Operator, Parser, Payload,
+    TableInit, TypeRef, ValType,
+};
+
+/// The import module under which the secondary finds the primary's memory, table and globals.
+pub(crate) const SHARED_MODULE: &str = "gojs:split";
+/// The primary's extra export of its table.
+pub(crate) const TABLE_EXPORT: &str = "gojs:split:table";
+const MEMORY_EXPORT: &str = "gojs:split:memory";
+
+/// A module cut in two.
+pub(crate) struct Split {
+    pub primary: Vec<u8>,
+    pub secondary: Vec<u8>,
+    /// The functions only the secondary defines, in index order.
+    pub cold: Vec<Cold>,
+    /// The module's function types, by type index.
+    pub types: Vec<Signature>,
+}
+
+/// A function compiled with the secondary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cold {
+    /// Its slot in the table.
+    pub slot: u32,
+    /// Its type, an index into [`Split::types`].
+    pub ty: u32,
+}
+
+/// A function type with numeric parameters and results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Signature {
+    pub params: Vec<ValType>,
+    pub results: Vec<ValType>,
+}
+
+/// What the parse found out about the module.
+#[derive(Default)]
+struct Shape<'a> {
+    types: Vec<Signature>,
+    imported_funcs: u32,
+    /// Type index of every defined function.
+    func_types: Vec<u32>,
+    table: Option<wasmparser::TableType>,
+    memory: Option<wasmparser::MemoryType>,
+    globals: Vec<wasmparser::GlobalType>,
+    exports: Vec<(&'a str, ExternalKind, u32)>,
+    /// The table offset of the element segment that lists every defined function in order.
+    elem_offset: Option<u32>,
+    bodies: Vec<&'a [u8]>,
+    names: Vec<(u32, &'a str)>,
+    /// Sections copied as they are, with the place of the ones rebuilt.
+    sections: Vec<Section<'a>>,
+    imports: Vec<(&'a str, &'a str, u32)>,
+}
+
+enum Section<'a> {
+    Raw(u8, &'a [u8]),
+    Custom(&'a str, &'a [u8]),
+    Export,
+    Element,
+    Code,
+}
+
+/// Cut `wasm` so that the defined functions `hot` picks (by their name in the name section) and
+/// the exported ones are in the primary. `None` if the module is not shaped for it, or nothing
+/// would be left for the secondary.
+pub(crate) fn split(wasm: &[u8], hot: &dyn Fn(&str) -> bool) -> Option<Split> {
+    let shape = parse(wasm)?;
+    let defined = shape.func_types.len();
+    let imported = shape.imported_funcs as usize;
+    let mut is_hot = vec![false; defined];
+    for &(_, kind, index) in &shape.exports {
+        if kind == ExternalKind::Func && index as usize >= imported {
+            is_hot[index as usize - imported] = true;
+        }
+    }
+    for &(index, name) in &shape.names {
+        if let Some(h) = (index as usize)
+            .checked_sub(imported)
+            .and_then(|i| is_hot.get_mut(i))
+            && hot(name)
+        {
+            *h = true;
+        }
+    }
+    let offset = shape.elem_offset?;
+    let slot = |def: usize| offset + def as u32;
+    let cold: Vec<Cold> = (0..defined)
+        .filter(|&i| !is_hot[i])
+        .map(|i| Cold {
+            slot: slot(i),
+            ty: shape.func_types[i],
+        })
+        .collect();
+    if cold.is_empty() {
+        return None;
+    }
+    let primary = primary(&shape, &is_hot, offset)?;
+    let secondary = secondary(&shape, &is_hot, offset);
+    Some(Split {
+        primary,
+        secondary,
+        cold,
+        types: shape.types,
+    })
+}
+
+fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
+    let mut s = Shape::default();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.ok()? {
+            Payload::Version { encoding, .. } => {
+                if encoding != wasmparser::Encoding::Module {
+                    return None;
+                }
+            }
+            Payload::TypeSection(r) => {
+                s.sections.push(Section::Raw(1, &wasm[r.range()]));
+                for ty in r.into_iter_err_on_gc_types() {
+                    let ty = ty.ok()?;
+                    let numeric = |v: &[ValType]| {
+                        v.iter()
+                            .all(|t| {
+                                matches!(
+                                    t,
+                                    ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64
+                                )
+                            })
+                            .then(|| v.to_vec())
+                    };
+                    s.types.push(Signature {
+                        params: numeric(ty.params())?,
+                        results: numeric(ty.results())?,
+                    });
+                }
+            }
+            Payload::ImportSection(r) => {
+                s.sections.push(Section::Raw(2, &wasm[r.range()]));
+                for import in r.into_imports() {
+                    let import = import.ok()?;
+                    let TypeRef::Func(ty) = import.ty else {
+                        return None;
+                    };
+                    s.imports.push((import.module, import.name, ty));
+                    s.imported_funcs += 1;
+                }
+            }
+            Payload::FunctionSection(r) => {
+                s.sections.push(Section::Raw(3, &wasm[r.range()]));
+                for ty in r {
+                    s.func_types.push(ty.ok()?);
+                }
+            }
+            Payload::TableSection(r) => {
+                s.sections.push(Section::Raw(4, &wasm[r.range()]));
+                for table in r {
+                    let table = table.ok()?;
+                    if s.table.is_some()
+                        || !matches!(table.init, TableInit::RefNull)
+                        || table.ty.element_type != wasmparser::RefType::FUNCREF
+                        || table.ty.table64
+                        || table.ty.shared
+                    {
+                        return None;
+                    }
+                    s.table = Some(table.ty);
+                }
+            }
+            Payload::MemorySection(r) => {
+                s.sections.push(Section::Raw(5, &wasm[r.range()]));
+                for memory in r {
+                    let memory = memory.ok()?;
+                    if s.memory.is_some() || memory.shared || memory.memory64 {
+                        return None;
+                    }
+                    s.memory = Some(memory);
+                }
+            }
+            Payload::GlobalSection(r) => {
+                s.sections.push(Section::Raw(6, &wasm[r.range()]));
+                for global in r {
+                    let ty = global.ok()?.ty;
+                    if ty.shared {
+                        return None;
+                    }
+                    s.globals.push(ty);
+                }
+            }
+            Payload::ExportSection(r) => {
+                s.sections.push(Section::Export);
+                for export in r {
+                    let e = export.ok()?;
+                    s.exports.push((e.name, e.kind, e.index));
+                }
+            }
+            Payload::ElementSection(r) => {
+                s.sections.push(Section::Element);
+                for elem in r {
+                    let elem = elem.ok()?;
+                    if s.elem_offset.is_some() {
+                        return None;
+                    }
+                    s.elem_offset =
+                        Some(whole_table_segment(&elem, s.imported_funcs, &s.func_types)?);
+                }
+            }
+            Payload::CodeSectionStart { .. } => s.sections.push(Section::Code),
+            Payload::CodeSectionEntry(body) => s.bodies.push(body.as_bytes()),
+            Payload::DataSection(r) => s.sections.push(Section::Raw(11, &wasm[r.range()])),
+            Payload::CustomSection(c) => {
+                if let KnownCustom::Name(names) = c.as_known() {
+                    for name in names {
+                        if let Name::Function(map) = name.ok()? {
+                            for naming in map {
+                                let naming = naming.ok()?;
+                                s.names.push((naming.index, naming.name));
+                            }
+                        }
+                    }
+                }
+                s.sections.push(Section::Custom(c.name(), c.data()));
+            }
+            Payload::End(_) => {}
+            // A start function, passive data, tags, components…: not Go's shape.
+            _ => return None,
+        }
+    }
+    let numeric_globals = s.globals.iter().all(|g| {
+        matches!(
+            g.content_type,
+            ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64
+        )
+    });
+    (numeric_globals
+        && s.imported_funcs > 0
+        && s.table.is_some()
+        && s.memory.is_some()
+        && s.bodies.len() == s.func_types.len()
+        && s.func_types.iter().all(|&t| (t as usize) < s.types.len()))
+    .then_some(s)
+}
+
+/// The table offset of `elem` if it is the Go linker's one segment: active in table 0 at a
+/// constant offset, listing every defined function in index order.
+fn whole_table_segment(
+    elem: &wasmparser::Element<'_>,
+    imported: u32,
+    func_types: &[u32],
+) -> Option<u32> {
+    let ElementKind::Active {
+        table_index,
+        offset_expr,
+    } = &elem.kind
+    else {
+        return None;
+    };
+    if table_index.unwrap_or(0) != 0 {
+        return None;
+    }
+    let mut ops = offset_expr.get_operators_reader();
+    let Ok(Operator::I32Const { value }) = ops.read() else {
+        return None;
+    };
+    let offset = u32::try_from(value).ok()?;
+    let ElementItems::Functions(funcs) = &elem.items else {
+        return None;
+    };
+    let mut n = 0u32;
+    for f in funcs.clone() {
+        if f.ok()? != imported.checked_add(n)? {
+            return None;
+        }
+        n += 1;
+    }
+    (n as usize == func_types.len()).then_some(offset)
+}
+
+/// A body that calls the function in table slot `slot` with this function's arguments.
+fn stub(sig: &Signature, ty: u32, slot: u32) -> enc::Function {
+    let mut f = enc::Function::new([]);
+    let mut ins = f.instructions();
+    for i in 0..sig.params.len() as u32 {
+        ins.local_get(i);
+    }
+    ins.i32_const(slot as i32).call_indirect(0, ty).end();
+    f
+}
+
+/// Active segments writing functions into the table: `funcs` yields (position in the original
+/// segment, function index), one segment per run of consecutive positions.
+fn runs(offset: u32, funcs: impl Iterator<Item = (usize, u32)>) -> enc::ElementSection {
+    let mut section = enc::ElementSection::new();
+    let mut run: Vec<u32> = Vec::new();
+    let mut start = 0usize;
+    let flush = |section: &mut enc::ElementSection, run: &mut Vec<u32>, start: usize| {
+        if !run.is_empty() {
+            section.active(
+                None,
+                &enc::ConstExpr::i32_const((offset + start as u32) as i32),
+                enc::Elements::Functions(Cow::Owned(std::mem::take(run))),
+            );
+        }
+    };
+    let mut last = None;
+    for (i, f) in funcs {
+        if last.is_none_or(|l: usize| l + 1 != i) {
+            flush(&mut section, &mut run, start);
+            start = i;
+        }
+        run.push(f);
+        last = Some(i);
+    }
+    flush(&mut section, &mut run, start);
+    section
+}
+
+/// The direct calls in a function body: (start, end) of each `call` instruction in `body`, and
+/// its callee. `None` if the body can't be read or refers to functions in another way.
+fn calls(body: &[u8]) -> Option<Vec<(usize, usize, u32)>> {
+    let body = wasmparser::FunctionBody::new(wasmparser::BinaryReader::new(body, 0));
+    let mut ops = body.get_operators_reader().ok()?;
+    let mut found = Vec::new();
+    while !ops.eof() {
+        let start = ops.original_position();
+        match ops.read().ok()? {
+            Operator::Call { function_index } => {
+                found.push((start, ops.original_position(), function_index));
+            }
+            Operator::RefFunc { .. } | Operator::ReturnCall { .. } => return None,
+            _ => {}
+        }
+    }
+    Some(found)
+}
+
+/// `body` with each call in `calls` going to `map[callee]` instead.
+fn renumber(body: &[u8], calls: &[(usize, usize, u32)], map: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + calls.len());
+    let mut at = 0;
+    for &(start, end, callee) in calls {
+        out.extend_from_slice(&body[at..start]);
+        out.push(0x10);
+        leb128(&mut out, map[callee as usize]);
+        at = end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut v: u32) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The primary: the imports, the hot functions, and stubs for the cold functions that hot code
+/// calls directly, renumbered in that order (cold functions reached only through the table or
+/// from other cold functions need no stub: their slots are filled by the embedder).
+fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
+    let imported = s.imported_funcs;
+    let defined = is_hot.len();
+    let mut sites = Vec::with_capacity(defined);
+    let mut needed = is_hot.to_vec();
+    for (i, body) in s.bodies.iter().enumerate() {
+        if is_hot[i] {
+            let c = calls(body)?;
+            for &(_, _, callee) in &c {
+                if let Some(d) = (callee as usize).checked_sub(imported as usize) {
+                    *needed.get_mut(d)? = true;
+                }
+            }
+            sites.push(c);
+        } else {
+            sites.push(Vec::new());
+        }
+    }
+    // Old function index → new, for imports and the functions kept.
+    let mut map: Vec<u32> = (0..imported).collect();
+    let mut next = imported;
+    for &keep in &needed {
+        map.push(next);
+        next += u32::from(keep);
+    }
+    let kept = || (0..defined).filter(|&i| needed[i]);
+    let mut m = enc::Module::new();
+    for section in &s.sections {
+        match *section {
+            Section::Raw(3, _) => {
+                let mut funcs = enc::FunctionSection::new();
+                for i in kept() {
+                    funcs.function(s.func_types[i]);
+                }
+                m.section(&funcs);
+            }
+            Section::Raw(id, data) => {
+                m.section(&enc::RawSection { id, data });
+            }
+            Section::Custom("name", _) => {
+                let mut names = enc::NameMap::new();
+                for &(index, name) in &s.names {
+                    let keep = (index as usize)
+                        .checked_sub(imported as usize)
+                        .is_none_or(|d| needed.get(d) == Some(&true));
+                    if keep && let Some(&new) = map.get(index as usize) {
+                        names.append(new, name);
+                    }
+                }
+                let mut section = enc::NameSection::new();
+                section.functions(&names);
+                m.section(&section);
+            }
+            Section::Custom(name, data) => {
+                m.section(&enc::CustomSection {
+                    name: Cow::Borrowed(name),
+                    data: Cow::Borrowed(data),
+                });
+            }
+            Section::Export => {
+                let mut e = enc::ExportSection::new();
+                for &(name, kind, index) in &s.exports {
+                    let index = match kind {
+                        ExternalKind::Func | ExternalKind::FuncExact => *map.get(index as usize)?,
+                        _ => index,
+                    };
+                    e.export(name, export_kind(kind), index);
+                }
+                e.export(MEMORY_EXPORT, enc::ExportKind::Memory, 0);
+                e.export(TABLE_EXPORT, enc::ExportKind::Table, 0);
+                for i in 0..s.globals.len() as u32 {
+                    e.export(&global_export(i), enc::ExportKind::Global, i);
+                }
+                m.section(&e);
+            }
+            Section::Element => {
+                let hot = (0..defined)
+                    .filter(|&i| is_hot[i])
+                    .map(|i| (i, map[imported as usize + i]));
+                m.section(&runs(offset, hot));
+            }
+            Section::Code => {
+                let mut code = enc::CodeSection::new();
+                for i in kept() {
+                    if is_hot[i] {
+                        code.raw(&renumber(s.bodies[i], &sites[i], &map));
+                    } else {
+                        let ty = s.func_types[i];
+                        code.function(&stub(&s.types[ty as usize], ty, offset + i as u32));
+                    }
+                }
+                m.section(&code);
+            }
+        }
+    }
+    Some(m.finish())
+}
+
+fn secondary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Vec<u8> {
+    let mut m = enc::Module::new();
+    for section in &s.sections {
+        match *section {
+            Section::Raw(id @ (1 | 3), data) => {
+                m.section(&enc::RawSection { id, data });
+            }
+            Section::Raw(2, _) => {
+                m.section(&secondary_imports(s));
+            }
+            // Table, memory and globals are the primary's; data is already in memory.
+            Section::Raw(..) => {}
+            Section::Custom(name, data) => {
+                if name == "name" {
+                    m.section(&enc::CustomSection {
+                        name: Cow::Borrowed(name),
+                        data: Cow::Borrowed(data),
+                    });
+                }
+            }
+            Section::Export => {}
+            Section::Element => {
+                let cold = (0..is_hot.len())
+                    .filter(|&i| !is_hot[i])
+                    .map(|i| (i, s.imported_funcs + i as u32));
+                m.section(&runs(offset, cold));
+            }
+            Section::Code => {
+                let mut code = enc::CodeSection::new();
+                for (i, body) in s.bodies.iter().enumerate() {
+                    if is_hot[i] {
+                        let ty = s.func_types[i];
+                        code.function(&stub(&s.types[ty as usize], ty, offset + i as u32));
+                    } else {
+                        code.raw(body);
+                    }
+                }
+                m.section(&code);
+            }
+        }
+    }
+    m.finish()
+}
+
+/// The original imports, then the primary's memory, table and globals.
+fn secondary_imports(s: &Shape<'_>) -> enc::ImportSection {
+    let mut imports = enc::ImportSection::new();
+    for &(module, name, ty) in &s.imports {
+        imports.import(module, name, enc::EntityType::Function(ty));
+    }
+    if let Some(mem) = s.memory {
+        imports.import(
+            SHARED_MODULE,
+            MEMORY_EXPORT,
+            enc::MemoryType {
+                minimum: mem.initial,
+                maximum: mem.maximum,
+                memory64: false,
+                shared: false,
+                page_size_log2: mem.page_size_log2,
+            },
+        );
+    }
+    if let Some(table) = s.table {
+        imports.import(
+            SHARED_MODULE,
+            TABLE_EXPORT,
+            enc::TableType {
+                element_type: enc::RefType::FUNCREF,
+                table64: false,
+                minimum: table.initial,
+                maximum: table.maximum,
+                shared: false,
+            },
+        );
+    }
+    for (i, g) in s.globals.iter().enumerate() {
+        let val_type = match g.content_type {
+            ValType::I32 => enc::ValType::I32,
+            ValType::I64 => enc::ValType::I64,
+            ValType::F32 => enc::ValType::F32,
+            _ => enc::ValType::F64,
+        };
+        imports.import(
+            SHARED_MODULE,
+            &global_export(i as u32),
+            enc::GlobalType {
+                val_type,
+                mutable: g.mutable,
+                shared: false,
+            },
+        );
+    }
+    imports
+}
+
+fn global_export(i: u32) -> String {
+    format!("gojs:split:global:{i}")
+}
+
+fn export_kind(kind: ExternalKind) -> enc::ExportKind {
+    match kind {
+        ExternalKind::Func | ExternalKind::FuncExact => enc::ExportKind::Func,
+        ExternalKind::Table => enc::ExportKind::Table,
+        ExternalKind::Memory => enc::ExportKind::Memory,
+        ExternalKind::Global => enc::ExportKind::Global,
+        ExternalKind::Tag => enc::ExportKind::Tag,
+    }
+}
+
+/// The secondary of a split module: its cold functions, and its code, compiled on a background
+/// thread from the moment the primary is ready. Shared by every instance of the module.
+pub(crate) struct Secondary {
+    cold: Vec<Cold>,
+    types: Vec<Signature>,
+    code: Mutex<Option<Result<wasmtime::Module, String>>>,
+    ready: Condvar,
+}
+
+impl Secondary {
+    /// Start compiling `split`'s secondary with `engine` (the primary's).
+    pub fn start(engine: &wasmtime::Engine, split: Split) -> Arc<Secondary> {
+        let secondary = Arc::new(Secondary {
+            cold: split.cold,
+            types: split.types,
+            code: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        let (engine, wasm, done) = (engine.clone(), split.secondary, secondary.clone());
+        let compile = move || {
+            let code = wasmtime::Module::new(&engine, &wasm)
+                .map_err(|e| format!("invalid WebAssembly module: {e:#}"));
+            *done.code.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
+            done.ready.notify_all();
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("gojs-compile-rest".into())
+            .spawn(compile)
+        {
+            *secondary
+                .code
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some(Err(format!("cannot start a compile thread: {e}")));
+        }
+        secondary
+    }
+
+    /// The compiled secondary, once the background compile is done.
+    fn wait(&self) -> Result<wasmtime::Module, String> {
+        let mut code = self.code.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(done) = &*code {
+                return done.clone();
+            }
+            code = self
+                .ready
+                .wait(code)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One instance's side of a split module.
+pub(crate) enum Loading {
+    /// Not instantiated yet: the linker that instantiated the primary, with its exports added.
+    Pending(Arc<Secondary>, Box<Linker<HostState>>),
+    Loaded,
+    Failed(String),
+}
+
+/// Fill the cold slots of `primary`'s table with host functions that instantiate the secondary
+/// (waiting for its code if need be) and call on; after that the slots hold the real code.
+pub(crate) fn install(
+    store: &mut Store<HostState>,
+    mut linker: Linker<HostState>,
+    primary: wasmtime::Instance,
+    secondary: &Arc<Secondary>,
+) -> wasmtime::Result<Loading> {
+    let table = primary
+        .get_table(&mut *store, TABLE_EXPORT)
+        .ok_or_else(|| wasmtime::Error::msg("the split module lost its table export"))?;
+    linker.instance(&mut *store, SHARED_MODULE, primary)?;
+    let engine = store.engine().clone();
+    let mut func_types: Vec<Option<FuncType>> = vec![None; secondary.types.len()];
+    for cold in &secondary.cold {
+        let ty = match &mut func_types[cold.ty as usize] {
+            Some(ty) => ty.clone(),
+            slot => {
+                let sig = &secondary.types[cold.ty as usize];
+                let ty = FuncType::new(
+                    &engine,
+                    sig.params.iter().map(val_type),
+                    sig.results.iter().map(val_type),
+                );
+                slot.insert(ty).clone()
+            }
+        };
+        let slot = u64::from(cold.slot);
+        let f = Func::new(&mut *store, ty, move |mut caller, params, results| {
+            load(&mut caller)?;
+            let f = table
+                .get(&mut caller, slot)
+                .and_then(|r| r.as_func().flatten().copied())
+                .ok_or_else(|| wasmtime::Error::msg("a split function's table slot is empty"))?;
+            f.call(&mut caller, params, results)
+        });
+        table.set(&mut *store, slot, Ref::Func(Some(f)))?;
+    }
+    Ok(Loading::Pending(secondary.clone(), Box::new(linker)))
+}
+
+/// Instantiate the secondary unless this instance already has.
+fn load(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<()> {
+    let state = std::mem::replace(&mut caller.data_mut().split, Loading::Loaded);
+    let outcome = match state {
+        Loading::Loaded => return Ok(()),
+        Loading::Failed(e) => Err(e),
+        Loading::Pending(secondary, linker) => secondary.wait().and_then(|code| {
+            linker
+                .instantiate(&mut *caller, &code)
+                .map(drop)
+                .map_err(|e| format!("cannot instantiate the rest of the module: {e:#}"))
+        }),
+    };
+    outcome.map_err(|e| {
+        caller.data_mut().split = Loading::Failed(e.clone());
+        wasmtime::Error::msg(e)
+    })
+}
+
+fn val_type(t: &ValType) -> wasmtime::ValType {
+    match t {
+        ValType::I32 => wasmtime::ValType::I32,
+        ValType::I64 => wasmtime::ValType::I64,
+        ValType::F32 => wasmtime::ValType::F32,
+        _ => wasmtime::ValType::F64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module shaped like the Go linker's: two imports, globals, a table filled by one
+    /// segment at offset 3, an exported `run`, and functions named `hot`, `cold_a`, `cold_b`
+    /// (each calls the next directly).
+    fn go_shaped(start: bool) -> Vec<u8> {
+        let mut m = enc::Module::new();
+        let mut types = enc::TypeSection::new();
+        types.ty().function([enc::ValType::I32], []);
+        types
+            .ty()
+            .function([enc::ValType::I32], [enc::ValType::I32]);
+        m.section(&types);
+        let mut imports = enc::ImportSection::new();
+        imports.import("gojs", "a", enc::EntityType::Function(0));
+        imports.import("gojs", "b", enc::EntityType::Function(0));
+        m.section(&imports);
+        let mut funcs = enc::FunctionSection::new();
+        for _ in 0..4 {
+            funcs.function(1);
+        }
+        m.section(&funcs);
+        let mut tables = enc::TableSection::new();
+        tables.table(enc::TableType {
+            element_type: enc::RefType::FUNCREF,
+            table64: false,
+            minimum: 7,
+            maximum: None,
+            shared: false,
+        });
+        m.section(&tables);
+        let mut mems = enc::MemorySection::new();
+        mems.memory(enc::MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&mems);
+        let mut globals = enc::GlobalSection::new();
+        let g = |val_type| enc::GlobalType {
+            val_type,
+            mutable: true,
+            shared: false,
+        };
+        globals.global(g(enc::ValType::I32), &enc::ConstExpr::i32_const(0));
+        globals.global(g(enc::ValType::I64), &enc::ConstExpr::i64_const(0));
+        m.section(&globals);
+        let mut exports = enc::ExportSection::new();
+        exports.export("run", enc::ExportKind::Func, 2);
+        exports.export("mem", enc::ExportKind::Memory, 0);
+        m.section(&exports);
+        if start {
+            m.section(&enc::StartSection { function_index: 0 });
+        }
+        let mut elems = enc::ElementSection::new();
+        elems.active(
+            None,
+            &enc::ConstExpr::i32_const(3),
+            enc::Elements::Functions(Cow::Owned(vec![2, 3, 4, 5])),
+        );
+        m.section(&elems);
+        // run(x) = hot(x) + 1, hot(x) = cold_a(x) + 10, cold_a(x) = cold_b(x) + 100,
+        // cold_b(x) = x + global 0.
+        let mut code = enc::CodeSection::new();
+        for (callee, add) in [(3, 1), (4, 10), (5, 100)] {
+            let mut f = enc::Function::new([]);
+            f.instructions()
+                .local_get(0)
+                .call(callee)
+                .i32_const(add)
+                .i32_add()
+                .end();
+            code.function(&f);
+        }
+        let mut f = enc::Function::new([]);
+        f.instructions().local_get(0).global_get(0).i32_add().end();
+        code.function(&f);
+        m.section(&code);
+        let mut names = enc::NameMap::new();
+        for (i, n) in [(2, "run"), (3, "hot"), (4, "cold_a"), (5, "cold_b")] {
+            names.append(i, n);
+        }
+        let mut section = enc::NameSection::new();
+        section.functions(&names);
+        m.section(&section);
+        m.finish()
+    }
+
+    fn validate(wasm: &[u8]) {
+        wasmparser::Validator::new()
+            .validate_all(wasm)
+            .unwrap_or_else(|e| panic!("invalid: {e}"));
+    }
+
+    #[test]
+    fn splits_go_shaped_modules_into_two_valid_halves() {
+        let wasm = go_shaped(false);
+        validate(&wasm);
+        let s = split(&wasm, &|n| n == "hot").expect("split");
+        // `run` (exported) and `hot` stay; the slots are the segment's offset + position.
+        assert_eq!(s.cold, [Cold { slot: 5, ty: 1 }, Cold { slot: 6, ty: 1 }]);
+        assert_eq!(s.types.len(), 2);
+        validate(&s.primary);
+        validate(&s.secondary);
+        let imports: Vec<(String, String)> = Parser::new(0)
+            .parse_all(&s.secondary)
+            .filter_map(|p| match p.unwrap() {
+                Payload::ImportSection(r) => Some(
+                    r.into_imports()
+                        .map(|i| {
+                            let i = i.unwrap();
+                            (i.module.to_string(), i.name.to_string())
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let names: Vec<&str> = imports.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "a",
+                "b",
+                MEMORY_EXPORT,
+                TABLE_EXPORT,
+                "gojs:split:global:0",
+                "gojs:split:global:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn split_halves_compute_what_the_whole_module_does() {
+        use wasmtime::{Engine, Linker, Module, Store, Val};
+        let engine = Engine::default();
+        let wasm = go_shaped(false);
+        let s = split(&wasm, &|n| n == "hot").unwrap();
+        let linker = || {
+            let mut l = Linker::new(&engine);
+            l.func_wrap("gojs", "a", |_: i32| {}).unwrap();
+            l.func_wrap("gojs", "b", |_: i32| {}).unwrap();
+            l
+        };
+        let run = |store: &mut Store<()>, instance: wasmtime::Instance, x: i32| {
+            let run = instance
+                .get_typed_func::<i32, i32>(&mut *store, "run")
+                .unwrap();
+            run.call(&mut *store, x)
+        };
+
+        let mut store = Store::new(&engine, ());
+        let whole = linker()
+            .instantiate(&mut store, &Module::new(&engine, &wasm).unwrap())
+            .unwrap();
+        let g = whole.get_global(&mut store, "gojs:split:global:0");
+        assert!(g.is_none(), "the whole module has no split exports");
+
+        let mut store = Store::new(&engine, ());
+        let mut l = linker();
+        let primary = l
+            .instantiate(&mut store, &Module::new(&engine, &s.primary).unwrap())
+            .unwrap();
+        let table = primary.get_table(&mut store, TABLE_EXPORT).unwrap();
+        // Cold slots stay empty until the secondary is instantiated (the embedder fills them).
+        for c in &s.cold {
+            assert!(table.get(&mut store, c.slot.into()).unwrap().is_null());
+        }
+        assert!(
+            run(&mut store, primary, 1).is_err(),
+            "reached a cold function"
+        );
+        l.instance(&mut store, SHARED_MODULE, primary).unwrap();
+        l.instantiate(&mut store, &Module::new(&engine, &s.secondary).unwrap())
+            .unwrap();
+        // Globals are shared: the secondary's code reads what the primary's export holds.
+        primary
+            .get_global(&mut store, "gojs:split:global:0")
+            .unwrap()
+            .set(&mut store, Val::I32(42))
+            .unwrap();
+        assert_eq!(run(&mut store, primary, 1).unwrap(), 1 + 42 + 111);
+        // Every slot now holds real code: cold_b's slot is the secondary's cold_b.
+        let cold_b = table
+            .get(&mut store, 6)
+            .unwrap()
+            .as_func()
+            .flatten()
+            .copied()
+            .unwrap();
+        let cold_b = cold_b.typed::<i32, i32>(&store).unwrap();
+        assert_eq!(cold_b.call(&mut store, 5).unwrap(), 47);
+    }
+
+    #[test]
+    fn leaves_other_shapes_whole() {
+        assert!(
+            split(&go_shaped(true), &|_| false).is_none(),
+            "start function"
+        );
+        assert!(
+            split(&go_shaped(false), &|_| true).is_none(),
+            "nothing cold"
+        );
+        assert!(
+            split(b"\0asm\x01\0\0\0", &|_| false).is_none(),
+            "empty module"
+        );
+        assert!(split(b"garbage", &|_| false).is_none());
+    }
+}

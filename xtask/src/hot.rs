@@ -1,0 +1,139 @@
+//! `cargo xtask hot-functions`: the list of functions a first run compiles before it starts
+//! (crates/gojs/src/hot_functions.txt; see RATIONALE.md, "Why split a module…").
+//!
+//! Node compiles wasm lazily, one function at a time on its first call, and can log each
+//! compile: running `bench/hello` that way under every Go toolchain on the machine names the
+//! functions a small program runs. The list is their union, by the names in the module's name
+//! section.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The programs whose functions go in the list.
+const PROGRAMS: &[&str] = &["hello"];
+
+pub fn run() -> Result<()> {
+    let root = super::workspace_root()?;
+    let out_dir = root.join("target/hot");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut toolchains = vec![PathBuf::from("go")];
+    for v in 19..=30 {
+        let go = PathBuf::from(format!("/usr/lib/go-1.{v}/bin/go"));
+        if go.exists() {
+            toolchains.push(go);
+        }
+    }
+    let mut hot = BTreeSet::new();
+    for go in &toolchains {
+        let version = super::capture(Command::new(go).args(["env", "GOVERSION"]))?;
+        let wasm_exec = super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")?;
+        for prog in PROGRAMS {
+            let wasm = build(
+                go,
+                &root.join("bench").join(prog),
+                &out_dir.join(format!("{prog}-{version}.wasm")),
+            )?;
+            // Go 1.19's runner predates Node 20 (it assigns `globalThis.crypto`).
+            match executed(&wasm, &wasm_exec) {
+                Ok(names) => {
+                    eprintln!("{version} {prog}: {} functions", names.len());
+                    hot.extend(names);
+                }
+                Err(e) => eprintln!("{version} {prog}: left out: {e:#}"),
+            }
+        }
+    }
+    let mut text = String::new();
+    for name in &hot {
+        text.push_str(name);
+        text.push('\n');
+    }
+    let path = root.join("crates/gojs/src/hot_functions.txt");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {} names to {}", hot.len(), path.display());
+    Ok(())
+}
+
+/// Build the program in `dir` with `go`, as a module of its own (so any toolchain accepts it).
+fn build(go: &Path, dir: &Path, out: &Path) -> Result<PathBuf> {
+    let tmp = out.with_extension("src");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::copy(dir.join("main.go"), tmp.join("main.go"))?;
+    std::fs::write(tmp.join("go.mod"), "module hot\n\ngo 1.19\n")?;
+    let ok = Command::new(go)
+        .args(["build", "-o"])
+        .arg(out)
+        .arg(".")
+        .current_dir(&tmp)
+        .env("GOOS", "js")
+        .env("GOARCH", "wasm")
+        .env("GOTOOLCHAIN", "local")
+        .status()?
+        .success();
+    if !ok {
+        bail!("{} build in {} failed", go.display(), dir.display());
+    }
+    Ok(out.to_path_buf())
+}
+
+/// The names of the functions Node compiles while running `wasm`.
+fn executed(wasm: &Path, wasm_exec: &Path) -> Result<BTreeSet<String>> {
+    let out = Command::new("node")
+        .args([
+            "--trace-wasm-compilation-times",
+            "--wasm-lazy-compilation",
+            "--stack-size=8192",
+        ])
+        .arg(wasm_exec)
+        .arg(wasm)
+        .output()
+        .context("running node (apt-get install nodejs)")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().find(|l| l.contains("Error")).unwrap_or("");
+        bail!("{} failed under node: {first}", wasm.display());
+    }
+    let names = function_names(&std::fs::read(wasm)?)?;
+    let log = String::from_utf8_lossy(&out.stdout);
+    let mut found = BTreeSet::new();
+    // "Compiled function 0x…#1433 using Liftoff, took …"
+    for line in log.lines().filter(|l| l.contains(" using Liftoff")) {
+        let index = line
+            .split('#')
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(name) = index.and_then(|i| names.get(&i)) {
+            found.insert(name.clone());
+        }
+    }
+    if found.is_empty() {
+        bail!("node logged no compiled functions for {}", wasm.display());
+    }
+    Ok(found)
+}
+
+/// Function index → name, from the name section.
+fn function_names(wasm: &[u8]) -> Result<HashMap<u32, String>> {
+    use wasmparser::{KnownCustom, Name, Parser, Payload};
+    let mut names = HashMap::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        if let Payload::CustomSection(c) = payload?
+            && let KnownCustom::Name(reader) = c.as_known()
+        {
+            for name in reader {
+                if let Name::Function(map) = name? {
+                    for naming in map {
+                        let naming = naming?;
+                        names.insert(naming.index, naming.name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
