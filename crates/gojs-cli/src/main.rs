@@ -36,9 +36,9 @@ struct Access {
     #[arg(long)]
     no_cache: bool,
     /// The compiler. auto: Cranelift's cached code if this module was seen before, else Winch
-    /// (compiles ~4x faster, runs ~2x slower): the functions small programs run are compiled
-    /// before starting and the rest in the background (GOJS_SPLIT=off compiles it all first),
-    /// while Cranelift fills the cache at idle priority. cranelift: always the optimizing
+    /// (compiles ~4x faster, runs ~2x slower; for a program that stays within the functions
+    /// small programs run, only those before starting and the rest in the background;
+    /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
     /// compiler (cached). winch: always the baseline compiler, whole module.
     #[arg(
         long,

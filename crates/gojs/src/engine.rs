@@ -433,18 +433,22 @@ impl Compiled {
 const HOT_FUNCTIONS: &str = include_str!("hot_functions.txt");
 
 /// For a first run with Winch: split `wasm` so that the functions small programs run compile
-/// now and the rest in the background (RATIONALE.md, "Why split a module…"). `None` to compile
-/// it whole: `GOJS_SPLIT=off`, a module not shaped like the Go linker's, or a primary that
-/// doesn't compile (the whole module's compile then reports why). `GOJS_SPLIT=all-cold` leaves
-/// only the exports in the primary (to test the secondary's path).
+/// now and the whole module in the background (RATIONALE.md, "Why split a module…"). `None` to
+/// compile it whole: `GOJS_SPLIT=off`, a module not shaped like the Go linker's, a program whose
+/// own code calls functions outside the list, or a primary that doesn't compile (the whole
+/// module's compile then reports why). `GOJS_SPLIT=all-cold` leaves only the exports in the
+/// primary (to test the secondary's path).
 fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compiled> {
     static HOT: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
     let split = match std::env::var("GOJS_SPLIT").as_deref() {
         Ok("off") => return None,
-        Ok("all-cold") => crate::split::split(wasm, &|_| false)?,
+        Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
         _ => {
             let hot = HOT.get_or_init(|| HOT_FUNCTIONS.lines().collect());
-            crate::split::split(wasm, &|name| hot.contains(name))?
+            crate::split::split(
+                wasm,
+                crate::split::Pick::Predicted(&|name| hot.contains(name)),
+            )?
         }
     };
     let module = wasmtime::Module::new(engine, &split.primary).ok()?;

@@ -1,16 +1,17 @@
 //! A Go module cut in two for a fast first run (RATIONALE.md, "Why split a module…"): the
 //! *primary* holds the functions a small program runs and compiles before the program starts;
-//! the *secondary* holds the rest and compiles in the background, to be instantiated the first
-//! time Go calls one of them.
+//! the *secondary* is the whole module again, compiled in the background and instantiated the
+//! first time Go calls a function the primary lacks.
 //!
-//! Both halves keep the original function index space, so no function body is rewritten:
-//! - in the primary, a cold function's body becomes a stub that calls the function's table slot
-//!   (`call_indirect`), and the element segment leaves cold slots empty; the embedder fills them
-//!   with host functions that load the secondary and call on;
-//! - in the secondary, a hot function's body becomes the same kind of stub (its slot holds the
-//!   primary's function), memory, table and globals are imported from the primary, and the
-//!   element segment writes the cold slots, so once it is instantiated every call reaches the
-//!   real code.
+//! - The primary keeps the imports, the hot functions (renumbered; only their `call`
+//!   instructions change) and a stub for each cold function that hot code calls directly; the
+//!   stub calls the function's table slot (`call_indirect`). Its element segments fill only the
+//!   hot functions' slots; the embedder fills the cold ones with host functions that
+//!   instantiate the secondary and call on. It exports its memory, table and globals.
+//! - The secondary imports those, and its element segment (the original one) points every
+//!   slot at its own functions. Once it is instantiated, every call through the table, and so
+//!   every goroutine Go resumes, runs the secondary's code; only frames already running in the
+//!   primary finish there.
 //!
 //! Only modules shaped like the Go linker's output are split (one table filled in order by one
 //! element segment, no start function, no passive data, numeric types only); anything else is
@@ -39,13 +40,13 @@ const MEMORY_EXPORT: &str = "gojs:split:memory";
 pub(crate) struct Split {
     pub primary: Vec<u8>,
     pub secondary: Vec<u8>,
-    /// The functions only the secondary defines, in index order.
+    /// The functions the primary lacks, in index order.
     pub cold: Vec<Cold>,
     /// The module's function types, by type index.
     pub types: Vec<Signature>,
 }
 
-/// A function compiled with the secondary.
+/// A function the primary lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Cold {
     /// Its slot in the table.
@@ -85,14 +86,24 @@ enum Section<'a> {
     Raw(u8, &'a [u8]),
     Custom(&'a str, &'a [u8]),
     Export,
-    Element,
-    Code,
+    /// The element and code sections, with their ids (9 and 10).
+    Element(u8, &'a [u8]),
+    Code(u8, &'a [u8]),
 }
 
-/// Cut `wasm` so that the defined functions `hot` picks (by their name in the name section) and
-/// the exported ones are in the primary. `None` if the module is not shaped for it, or nothing
-/// would be left for the secondary.
-pub(crate) fn split(wasm: &[u8], hot: &dyn Fn(&str) -> bool) -> Option<Split> {
+/// How [`split`] picks the primary's functions.
+pub(crate) enum Pick<'h> {
+    /// The exported functions and those `hot` names, plus the program's own (package `main`),
+    /// and only if those call nothing else directly: a program whose own code calls functions
+    /// beyond the list would need the secondary at once, and then the split only costs time.
+    Predicted(&'h dyn Fn(&str) -> bool),
+    /// Only the exported functions (to test the secondary's path).
+    ExportsOnly,
+}
+
+/// Cut `wasm` as `pick` says. `None` if the module is not shaped for it, if `pick` predicts
+/// the program would soon need the secondary, or if nothing would be left for it.
+pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
     let shape = parse(wasm)?;
     let defined = shape.func_types.len();
     let imported = shape.imported_funcs as usize;
@@ -102,13 +113,27 @@ pub(crate) fn split(wasm: &[u8], hot: &dyn Fn(&str) -> bool) -> Option<Split> {
             is_hot[index as usize - imported] = true;
         }
     }
-    for &(index, name) in &shape.names {
-        if let Some(h) = (index as usize)
-            .checked_sub(imported)
-            .and_then(|i| is_hot.get_mut(i))
-            && hot(name)
-        {
-            *h = true;
+    if let Pick::Predicted(hot) = pick {
+        let mut own = vec![false; defined];
+        for &(index, name) in &shape.names {
+            let Some(i) = (index as usize).checked_sub(imported) else {
+                continue;
+            };
+            if i < defined {
+                is_hot[i] |= hot(name);
+                own[i] = name.starts_with("main.");
+            }
+        }
+        for i in (0..defined).filter(|&i| own[i]) {
+            for (_, _, callee) in calls(shape.bodies[i])? {
+                let Some(c) = (callee as usize).checked_sub(imported) else {
+                    continue;
+                };
+                if !is_hot[c] && !own[c] {
+                    return None;
+                }
+            }
+            is_hot[i] = true;
         }
     }
     let offset = shape.elem_offset?;
@@ -124,7 +149,7 @@ pub(crate) fn split(wasm: &[u8], hot: &dyn Fn(&str) -> bool) -> Option<Split> {
         return None;
     }
     let primary = primary(&shape, &is_hot, offset)?;
-    let secondary = secondary(&shape, &is_hot, offset);
+    let secondary = secondary(&shape);
     Some(Split {
         primary,
         secondary,
@@ -222,7 +247,7 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::ElementSection(r) => {
-                s.sections.push(Section::Element);
+                s.sections.push(Section::Element(9, &wasm[r.range()]));
                 for elem in r {
                     let elem = elem.ok()?;
                     if s.elem_offset.is_some() {
@@ -232,7 +257,9 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                         Some(whole_table_segment(&elem, s.imported_funcs, &s.func_types)?);
                 }
             }
-            Payload::CodeSectionStart { .. } => s.sections.push(Section::Code),
+            Payload::CodeSectionStart { range, .. } => {
+                s.sections.push(Section::Code(10, &wasm[range]));
+            }
             Payload::CodeSectionEntry(body) => s.bodies.push(body.as_bytes()),
             Payload::DataSection(r) => s.sections.push(Section::Raw(11, &wasm[r.range()])),
             Payload::CustomSection(c) => {
@@ -465,13 +492,13 @@ fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
                 }
                 m.section(&e);
             }
-            Section::Element => {
+            Section::Element(..) => {
                 let hot = (0..defined)
                     .filter(|&i| is_hot[i])
                     .map(|i| (i, map[imported as usize + i]));
                 m.section(&runs(offset, hot));
             }
-            Section::Code => {
+            Section::Code(..) => {
                 let mut code = enc::CodeSection::new();
                 for i in kept() {
                     if is_hot[i] {
@@ -488,45 +515,28 @@ fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
     Some(m.finish())
 }
 
-fn secondary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Vec<u8> {
+/// The secondary: the whole module again, with the primary's memory, table and globals
+/// imported; its element segment points every slot at its own functions.
+fn secondary(s: &Shape<'_>) -> Vec<u8> {
     let mut m = enc::Module::new();
     for section in &s.sections {
         match *section {
-            Section::Raw(id @ (1 | 3), data) => {
-                m.section(&enc::RawSection { id, data });
-            }
             Section::Raw(2, _) => {
                 m.section(&secondary_imports(s));
             }
-            // Table, memory and globals are the primary's; data is already in memory.
-            Section::Raw(..) => {}
-            Section::Custom(name, data) => {
-                if name == "name" {
-                    m.section(&enc::CustomSection {
-                        name: Cow::Borrowed(name),
-                        data: Cow::Borrowed(data),
-                    });
-                }
+            Section::Raw(id @ (1 | 3), data)
+            | Section::Element(id @ 9, data)
+            | Section::Code(id @ 10, data) => {
+                m.section(&enc::RawSection { id, data });
             }
-            Section::Export => {}
-            Section::Element => {
-                let cold = (0..is_hot.len())
-                    .filter(|&i| !is_hot[i])
-                    .map(|i| (i, s.imported_funcs + i as u32));
-                m.section(&runs(offset, cold));
+            Section::Custom("name", data) => {
+                m.section(&enc::CustomSection {
+                    name: Cow::Borrowed("name"),
+                    data: Cow::Borrowed(data),
+                });
             }
-            Section::Code => {
-                let mut code = enc::CodeSection::new();
-                for (i, body) in s.bodies.iter().enumerate() {
-                    if is_hot[i] {
-                        let ty = s.func_types[i];
-                        code.function(&stub(&s.types[ty as usize], ty, offset + i as u32));
-                    } else {
-                        code.raw(body);
-                    }
-                }
-                m.section(&code);
-            }
+            // Table, memory and globals are the primary's, the data is in memory already.
+            _ => {}
         }
     }
     m.finish()
@@ -598,8 +608,9 @@ fn export_kind(kind: ExternalKind) -> enc::ExportKind {
     }
 }
 
-/// The secondary of a split module: its cold functions, and its code, compiled on a background
-/// thread from the moment the primary is ready. Shared by every instance of the module.
+/// The secondary of a split module: the primary's cold functions, and the secondary's code,
+/// compiled on a background thread from the moment the primary is ready. Shared by every
+/// instance of the module.
 pub(crate) struct Secondary {
     cold: Vec<Cold>,
     types: Vec<Signature>,
@@ -735,7 +746,9 @@ mod tests {
     /// A module shaped like the Go linker's: two imports, globals, a table filled by one
     /// segment at offset 3, an exported `run`, and functions named `hot`, `cold_a`, `cold_b`
     /// (each calls the next directly).
-    fn go_shaped(start: bool) -> Vec<u8> {
+    const NAMES: [&str; 4] = ["run", "hot", "cold_a", "cold_b"];
+
+    fn go_shaped(start: bool, names: [&str; 4]) -> Vec<u8> {
         let mut m = enc::Module::new();
         let mut types = enc::TypeSection::new();
         types.ty().function([enc::ValType::I32], []);
@@ -810,12 +823,12 @@ mod tests {
         f.instructions().local_get(0).global_get(0).i32_add().end();
         code.function(&f);
         m.section(&code);
-        let mut names = enc::NameMap::new();
-        for (i, n) in [(2, "run"), (3, "hot"), (4, "cold_a"), (5, "cold_b")] {
-            names.append(i, n);
+        let mut map = enc::NameMap::new();
+        for (i, n) in names.iter().enumerate() {
+            map.append(2 + i as u32, n);
         }
         let mut section = enc::NameSection::new();
-        section.functions(&names);
+        section.functions(&map);
         m.section(&section);
         m.finish()
     }
@@ -828,9 +841,9 @@ mod tests {
 
     #[test]
     fn splits_go_shaped_modules_into_two_valid_halves() {
-        let wasm = go_shaped(false);
+        let wasm = go_shaped(false, NAMES);
         validate(&wasm);
-        let s = split(&wasm, &|n| n == "hot").expect("split");
+        let s = split(&wasm, Pick::Predicted(&|n| n == "hot")).expect("split");
         // `run` (exported) and `hot` stay; the slots are the segment's offset + position.
         assert_eq!(s.cold, [Cold { slot: 5, ty: 1 }, Cold { slot: 6, ty: 1 }]);
         assert_eq!(s.types.len(), 2);
@@ -869,8 +882,8 @@ mod tests {
     fn split_halves_compute_what_the_whole_module_does() {
         use wasmtime::{Engine, Linker, Module, Store, Val};
         let engine = Engine::default();
-        let wasm = go_shaped(false);
-        let s = split(&wasm, &|n| n == "hot").unwrap();
+        let wasm = go_shaped(false, NAMES);
+        let s = split(&wasm, Pick::Predicted(&|n| n == "hot")).unwrap();
         let linker = || {
             let mut l = Linker::new(&engine);
             l.func_wrap("gojs", "a", |_: i32| {}).unwrap();
@@ -929,18 +942,35 @@ mod tests {
 
     #[test]
     fn leaves_other_shapes_whole() {
+        let none = Pick::Predicted(&|_| false);
+        let start = go_shaped(true, NAMES);
+        assert!(split(&start, Pick::ExportsOnly).is_none(), "start function");
+        let all = Pick::Predicted(&|_| true);
         assert!(
-            split(&go_shaped(true), &|_| false).is_none(),
-            "start function"
-        );
-        assert!(
-            split(&go_shaped(false), &|_| true).is_none(),
+            split(&go_shaped(false, NAMES), all).is_none(),
             "nothing cold"
         );
+        assert!(split(b"\0asm\x01\0\0\0", none).is_none(), "empty module");
+        assert!(split(b"garbage", Pick::ExportsOnly).is_none());
+    }
+
+    #[test]
+    fn the_program_s_own_code_must_stay_in_the_primary() {
+        // main.main (position 1) calls fmt.x, which calls fmt.y.
+        let wasm = go_shaped(false, ["run", "main.main", "fmt.x", "fmt.y"]);
+        let cold_callee = split(&wasm, Pick::Predicted(&|_| false));
         assert!(
-            split(b"\0asm\x01\0\0\0", &|_| false).is_none(),
-            "empty module"
+            cold_callee.is_none(),
+            "main.main calls a function outside the list"
         );
-        assert!(split(b"garbage", &|_| false).is_none());
+        let s = split(&wasm, Pick::Predicted(&|n| n == "fmt.x")).expect("split");
+        assert_eq!(
+            s.cold,
+            [Cold { slot: 6, ty: 1 }],
+            "main.main is in the primary"
+        );
+        // Forced: everything but the export is cold, main.main included.
+        let s = split(&wasm, Pick::ExportsOnly).expect("split");
+        assert_eq!(s.cold.len(), 3);
     }
 }
