@@ -498,6 +498,8 @@ impl Guest {
             stop: RefCell::new(None),
             go: RefCell::new(None),
             event_atoms: RefCell::new(None),
+            events: RefCell::new(Vec::new()),
+            event_depth: Cell::new(0),
             gc_slack: Default::default(),
             rejections: RefCell::default(),
             go_depth: Cell::new(0),

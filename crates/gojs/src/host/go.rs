@@ -133,21 +133,43 @@ unsafe extern "C" fn call_wrapper(
         if qjs::JS_IsException(args) {
             return args;
         }
-        // `{id, this, args}`: an object literal defines its properties (no setters run).
-        let event = qjs::JS_NewObject(ctx);
-        if qjs::JS_IsException(event) {
-            qjs::JS_FreeValue(ctx, args);
-            return event;
-        }
+        // `{id, this, args}`. Only Go's `handleEvent` ever sees the object (the Go object is not
+        // reachable from JS), so each nesting depth reuses one: made the way an object literal
+        // is (properties defined, no setters run), then its own properties are set again.
+        let depth = host.event_depth.get();
+        let _depth = Depth::enter(&host, depth);
+        let reused = host
+            .events
+            .borrow()
+            .get(depth)
+            .map(|o| qjs::JS_DupValue(ctx, o.as_raw()));
+        let event = match reused {
+            Some(e) => e,
+            None => {
+                let e = qjs::JS_NewObject(ctx);
+                if qjs::JS_IsException(e) {
+                    qjs::JS_FreeValue(ctx, args);
+                    return e;
+                }
+                let kept = JsValue::from_raw(js_ctx.clone(), qjs::JS_DupValue(ctx, e));
+                if let Ok(kept) = Object::from_value(kept) {
+                    host.events.borrow_mut().push(kept);
+                }
+                e
+            }
+        };
         let fields = [
             (atoms.id.atom(), *data),
             (atoms.this.atom(), qjs::JS_DupValue(ctx, this)),
             (atoms.args.atom(), args),
+            (atoms.result.atom(), qjs::JS_UNDEFINED),
         ];
         let mut failed = false;
         for (atom, value) in fields {
             if failed {
                 qjs::JS_FreeValue(ctx, value);
+            } else if reused.is_some() {
+                failed = qjs::JS_SetProperty(ctx, event, atom, value) < 0;
             } else {
                 // Consumes `value`, also when it fails.
                 let flags = qjs::JS_PROP_C_W_E as std::ffi::c_int;
@@ -173,6 +195,22 @@ unsafe extern "C" fn call_wrapper(
         let result = qjs::JS_GetProperty(ctx, event, atoms.result.atom());
         qjs::JS_FreeValue(ctx, event);
         result
+    }
+}
+
+/// Counts a `js.FuncOf` call in [`Host::event_depth`] while it lasts.
+struct Depth<'h>(&'h Host, usize);
+
+impl<'h> Depth<'h> {
+    fn enter(host: &'h Host, depth: usize) -> Depth<'h> {
+        host.event_depth.set(depth + 1);
+        Depth(host, depth)
+    }
+}
+
+impl Drop for Depth<'_> {
+    fn drop(&mut self) {
+        self.0.event_depth.set(self.1);
     }
 }
 

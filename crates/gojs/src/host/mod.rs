@@ -132,6 +132,10 @@ pub(crate) struct Host {
     pub go: RefCell<Option<Object<'static>>>,
     /// The property names every `js.FuncOf` call uses, as atoms (see `go::wrapper`).
     pub event_atoms: RefCell<Option<Rc<go::EventAtoms>>>,
+    /// The event objects of `js.FuncOf` calls, one per nesting depth (see `go::call_wrapper`).
+    pub events: RefCell<Vec<Object<'static>>>,
+    /// How many `js.FuncOf` calls are active on the stack.
+    pub event_depth: Cell<usize>,
     /// Headroom for the JS collector (see [`crate::realm::GcSlack`]).
     pub gc_slack: crate::realm::GcSlack,
     /// The guest's filesystem: grants and open files.
@@ -213,6 +217,7 @@ impl Host {
         self.kept.clear();
         self.go.borrow_mut().take();
         self.event_atoms.borrow_mut().take();
+        self.events.borrow_mut().clear();
         self.stats_prototype.borrow_mut().take();
         self.vfs.borrow_mut().clear();
     }
