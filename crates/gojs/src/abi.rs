@@ -150,7 +150,11 @@ impl Frame {
         m.bytes(s.ptr, s.len).map(<[u8]>::to_vec)
     }
     /// The `[]ref` argument at `off`, decoded.
-    pub fn refs(&self, m: &Memory, off: u32) -> Result<Vec<Ref>, OutOfBounds> {
+    pub fn refs<'m>(
+        &self,
+        m: &'m Memory,
+        off: u32,
+    ) -> Result<impl ExactSizeIterator<Item = Ref> + 'm, OutOfBounds> {
         let s = self.slice(m, off)?;
         let len = s.len.checked_mul(8).ok_or(OutOfBounds {
             addr: s.ptr,
@@ -160,8 +164,7 @@ impl Frame {
         let raw = m.bytes(s.ptr, len)?;
         Ok(raw
             .chunks_exact(8)
-            .map(|c| Ref(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
-            .collect())
+            .map(|c| Ref(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))))
     }
     pub fn set_u8(&self, m: &mut Memory, off: u32, v: u8) -> Result<(), OutOfBounds> {
         m.set_u8(self.at(off), v)

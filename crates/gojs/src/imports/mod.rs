@@ -152,7 +152,7 @@ impl Call<'_, '_> {
         let frame = self.frame();
         let (mem, state) = self.split()?;
         let refs = frame.refs(&mem, off)?;
-        Ok(refs.into_iter().map(|r| state.load(r)).collect())
+        Ok(refs.map(|r| state.load(r)).collect())
     }
 
     /// The Go string at `sp + off` as a JS string (`loadString`).
