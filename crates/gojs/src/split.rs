@@ -18,7 +18,7 @@
 //! compiled whole.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use wasmtime::{Caller, Func, FuncType, Linker, Ref, Store};
 
@@ -92,6 +92,7 @@ enum Section<'a> {
 }
 
 /// How [`split`] picks the primary's functions.
+#[derive(Clone, Copy)]
 pub(crate) enum Pick<'h> {
     /// The exported functions and those `hot` names, plus the program's own (package `main`),
     /// and only if those call nothing else directly: a program whose own code calls functions
@@ -129,7 +130,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
                 let Some(c) = (callee as usize).checked_sub(imported) else {
                     continue;
                 };
-                if !is_hot[c] && !own[c] {
+                if !*is_hot.get(c)? && !own[c] {
                     return None;
                 }
             }
@@ -137,6 +138,8 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         }
     }
     let offset = shape.elem_offset?;
+    // Every slot fits in a u32 (a valid module's table holds them all).
+    offset.checked_add(u32::try_from(defined).ok()?)?;
     let slot = |def: usize| offset + def as u32;
     let cold: Vec<Cold> = (0..defined)
         .filter(|&i| !is_hot[i])
@@ -629,8 +632,15 @@ impl Secondary {
         });
         let (engine, wasm, done) = (engine.clone(), split.secondary, secondary.clone());
         let compile = move || {
-            let code = wasmtime::Module::new(&engine, &wasm)
-                .map_err(|e| format!("invalid WebAssembly module: {e:#}"));
+            // In a pool of our own: wasmtime compiles in parallel on the current rayon pool, and
+            // if that were the global one, an embedder whose instances run on its threads and
+            // wait here for this compile could take every thread it needs.
+            let code = compile_pool()
+                .map_err(|e| format!("cannot start compile threads: {e}"))
+                .and_then(|pool| {
+                    pool.install(|| wasmtime::Module::new(&engine, &wasm))
+                        .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
+                });
             *done.code.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
             done.ready.notify_all();
         };
@@ -660,6 +670,19 @@ impl Secondary {
                 .unwrap_or_else(PoisonError::into_inner);
         }
     }
+}
+
+/// The threads that compile secondaries (one per core), made on first use.
+fn compile_pool() -> Result<&'static rayon::ThreadPool, String> {
+    static POOL: OnceLock<Result<rayon::ThreadPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("gojs-compile-{i}"))
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 /// One instance's side of a split module.
@@ -749,6 +772,11 @@ mod tests {
     const NAMES: [&str; 4] = ["run", "hot", "cold_a", "cold_b"];
 
     fn go_shaped(start: bool, names: [&str; 4]) -> Vec<u8> {
+        go_shaped_calling(start, names, [3, 4, 5])
+    }
+
+    /// [`go_shaped`] with the three calls going to `callees` (which may be out of range).
+    fn go_shaped_calling(start: bool, names: [&str; 4], callees: [u32; 3]) -> Vec<u8> {
         let mut m = enc::Module::new();
         let mut types = enc::TypeSection::new();
         types.ty().function([enc::ValType::I32], []);
@@ -809,7 +837,7 @@ mod tests {
         // run(x) = hot(x) + 1, hot(x) = cold_a(x) + 10, cold_a(x) = cold_b(x) + 100,
         // cold_b(x) = x + global 0.
         let mut code = enc::CodeSection::new();
-        for (callee, add) in [(3, 1), (4, 10), (5, 100)] {
+        for (callee, add) in callees.into_iter().zip([1, 10, 100]) {
             let mut f = enc::Function::new([]);
             f.instructions()
                 .local_get(0)
@@ -952,6 +980,18 @@ mod tests {
         );
         assert!(split(b"\0asm\x01\0\0\0", none).is_none(), "empty module");
         assert!(split(b"garbage", Pick::ExportsOnly).is_none());
+        // Invalid: main.main calls function 99, which doesn't exist.
+        let wild = go_shaped_calling(false, ["run", "main.main", "x", "y"], [3, 99, 5]);
+        assert!(split(&wild, none).is_none());
+        // Forced, the primary is valid and the secondary is not: such a module fails at the
+        // first call into the secondary (its compile error), not before it starts.
+        let s = split(&wild, Pick::ExportsOnly).expect("split");
+        validate(&s.primary);
+        assert!(
+            wasmparser::Validator::new()
+                .validate_all(&s.secondary)
+                .is_err()
+        );
     }
 
     #[test]
