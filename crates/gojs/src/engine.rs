@@ -439,23 +439,35 @@ const HOT_FUNCTIONS: &str = include_str!("hot_functions.txt");
 /// module's compile then reports why). `GOJS_SPLIT=all-cold` leaves only the exports in the
 /// primary (to test the secondary's path).
 fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compiled> {
-    static HOT: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
     let split = match std::env::var("GOJS_SPLIT").as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
-        _ => {
-            let hot = HOT.get_or_init(|| HOT_FUNCTIONS.lines().collect());
-            crate::split::split(
-                wasm,
-                crate::split::Pick::Predicted(&|name| hot.contains(name)),
-            )?
-        }
+        _ => default_split(wasm)?,
     };
     let module = wasmtime::Module::new(engine, &split.primary).ok()?;
     Some(Compiled {
         module,
         secondary: Some(crate::split::Secondary::start(engine, split)),
     })
+}
+
+/// The split a first run makes by default: the hot list, and the program's own code.
+fn default_split(wasm: &[u8]) -> Option<crate::split::Split> {
+    static HOT: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    let hot = HOT.get_or_init(|| HOT_FUNCTIONS.lines().collect());
+    crate::split::split(
+        wasm,
+        crate::split::Pick::Predicted(&|name| hot.contains(name)),
+    )
+}
+
+/// How a first run with [`Compiler::Auto`] splits `wasm` by default (`GOJS_SPLIT` aside): the
+/// number of functions compiled before it starts and of those left for the background, or
+/// `None` if it compiles the whole module first. For tests of the hot list.
+#[doc(hidden)]
+pub fn first_run_split(wasm: &[u8]) -> Option<(usize, usize)> {
+    let split = default_split(wasm)?;
+    Some((split.functions - split.cold.len(), split.cold.len()))
 }
 
 fn invalid(e: wasmtime::Error) -> Error {

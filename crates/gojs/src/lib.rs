@@ -84,7 +84,7 @@ pub use convert::{
     Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, JsFunction, Json,
     Value,
 };
-pub use engine::{Compiler, Engine};
+pub use engine::{Compiler, Engine, first_run_split};
 pub use error::Error;
 pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};

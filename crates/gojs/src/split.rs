@@ -42,6 +42,8 @@ pub(crate) struct Split {
     pub secondary: Vec<u8>,
     /// The functions the primary lacks, in index order.
     pub cold: Vec<Cold>,
+    /// How many functions the module defines.
+    pub functions: usize,
     /// The module's function types, by type index.
     pub types: Vec<Signature>,
 }
@@ -157,6 +159,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         primary,
         secondary,
         cold,
+        functions: defined,
         types: shape.types,
     })
 }

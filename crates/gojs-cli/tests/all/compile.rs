@@ -204,3 +204,26 @@ fn queued_modules_are_compiled_by_one_filler() {
     assert_eq!(files(&dir, ".cwasm").len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The hot list (crates/gojs/src/hot_functions.txt) covers hello world and its usual variants
+/// under every supported Go that Node can run: their first run compiles about a third of their
+/// functions before starting. A program whose own code reaches beyond the list is compiled whole.
+#[test]
+fn first_runs_of_hello_world_are_split() {
+    use crate::harness::Go;
+    let gos = [Go::path(), Go::debian(21), Go::debian(22), Go::debian(23)];
+    for go in &gos {
+        // The hello fixture: `fmt.Println`, `fmt.Printf` with %d, %v and %q, `os.Args`.
+        let wasm = std::fs::read(go.build("hello")).unwrap();
+        let (first, later) = gojs::first_run_split(&wasm)
+            .unwrap_or_else(|| panic!("{go:?}: hello is compiled whole"));
+        let total = first + later;
+        assert!(
+            first * 2 < total && first > 100,
+            "{go:?}: hello compiles {first} of {total} functions first"
+        );
+    }
+    // The cpu fixture's own code calls functions hello world doesn't run.
+    let cpu = std::fs::read(Go::path().build("cpu")).unwrap();
+    assert_eq!(gojs::first_run_split(&cpu), None);
+}
