@@ -237,7 +237,20 @@ pub(crate) fn with_uint8_bytes<R>(v: &JsValue, f: impl FnOnce(&mut [u8]) -> R) -
     {
         return None;
     }
-    with_typed_array_bytes(v, f)
+    let ctx = v.ctx();
+    let mut size: qjs::size_t = 0;
+    // SAFETY: `v` is a live Uint8Array of this context.
+    let p = unsafe { qjs::JS_GetUint8Array(raw_ctx(ctx), &mut size, v.as_raw()) };
+    if p.is_null() {
+        // Detached or out of bounds (QuickJS threw): as `wasm_exec.js` sees it, no bytes.
+        let _ = ctx.catch();
+        return Some(f(&mut []));
+    }
+    // SAFETY: `v` holds its buffer; `f` runs no JS, so the buffer can't be detached or resized
+    // meanwhile, and this is the only slice made from it.
+    Some(f(unsafe {
+        std::slice::from_raw_parts_mut(p, size as usize)
+    }))
 }
 
 /// Call `f` with the bytes behind any typed array, or return `None` if `v` is not one. A detached

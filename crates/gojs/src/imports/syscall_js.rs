@@ -348,31 +348,45 @@ fn copy_result(
 }
 
 /// `func copyBytesToGo(dst []byte, src ref) (int, bool)`: from a `Uint8Array`/`Uint8ClampedArray`.
+/// Copying runs no JS, so it reads the array in place in the values table.
 pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
-    let src = c.load(32)?;
-    c.with_mem(|m, f| {
-        let dst = f.slice(m, 8)?;
-        let copied = realm::with_uint8_bytes(&src, |bytes| {
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    let src = uint8_array(state, frame.r#ref(&mem, 32)?);
+    let dst = frame.slice(&mem, 8)?;
+    let copied = src.and_then(|src| {
+        realm::with_uint8_bytes(src, |bytes| {
             let n = bytes.len().min(dst.len as usize);
-            m.bytes_mut(dst.ptr, n as u64)
+            mem.bytes_mut(dst.ptr, n as u64)
                 .map(|d| d.copy_from_slice(&bytes[..n]))
                 .map(|()| n)
-        });
-        copy_result(m, f, copied)
-    })
+        })
+    });
+    Ok(copy_result(&mut mem, frame, copied)?)
 }
 
-/// `func copyBytesToJS(dst ref, src []byte) (int, bool)`: into a `Uint8Array`/`Uint8ClampedArray`.
+/// `func copyBytesToJS(dst ref, src []byte) (int, bool)`: into a `Uint8Array`/`Uint8ClampedArray`,
+/// in place as [`copy_bytes_to_go`].
 pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
-    let dst = c.load(8)?;
-    c.with_mem(|m, f| {
-        let src = f.slice(m, 16)?;
-        let copied = realm::with_uint8_bytes(&dst, |bytes| {
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    let dst = uint8_array(state, frame.r#ref(&mem, 8)?);
+    let src = frame.slice(&mem, 16)?;
+    let copied = dst.and_then(|dst| {
+        realm::with_uint8_bytes(dst, |bytes| {
             let n = bytes.len().min(src.len as usize);
-            m.bytes(src.ptr, n as u64)
+            mem.bytes(src.ptr, n as u64)
                 .map(|s| bytes[..n].copy_from_slice(s))
                 .map(|()| n)
-        });
-        copy_result(m, f, copied)
-    })
+        })
+    });
+    Ok(copy_result(&mut mem, frame, copied)?)
+}
+
+/// The value a ref denotes in the table, if it is an object (numbers and `undefined` aren't).
+fn uint8_array(state: &crate::instance::HostState, r: crate::abi::Ref) -> Option<&JsValue> {
+    match r.decode() {
+        Decoded::Id(id) => state.values.get(id),
+        _ => None,
+    }
 }
