@@ -112,8 +112,10 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
     let imported = shape.imported_funcs as usize;
     let mut is_hot = vec![false; defined];
     for &(_, kind, index) in &shape.exports {
-        if kind == ExternalKind::Func && index as usize >= imported {
-            is_hot[index as usize - imported] = true;
+        if matches!(kind, ExternalKind::Func | ExternalKind::FuncExact)
+            && let Some(i) = (index as usize).checked_sub(imported)
+        {
+            *is_hot.get_mut(i)? = true;
         }
     }
     if let Pick::Predicted(hot) = pick {
@@ -174,7 +176,7 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::TypeSection(r) => {
-                s.sections.push(Section::Raw(1, &wasm[r.range()]));
+                s.sections.push(Section::Raw(1, wasm.get(r.range())?));
                 for ty in r.into_iter_err_on_gc_types() {
                     let ty = ty.ok()?;
                     let numeric = |v: &[ValType]| {
@@ -194,7 +196,7 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::ImportSection(r) => {
-                s.sections.push(Section::Raw(2, &wasm[r.range()]));
+                s.sections.push(Section::Raw(2, wasm.get(r.range())?));
                 for import in r.into_imports() {
                     let import = import.ok()?;
                     let TypeRef::Func(ty) = import.ty else {
@@ -205,13 +207,13 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::FunctionSection(r) => {
-                s.sections.push(Section::Raw(3, &wasm[r.range()]));
+                s.sections.push(Section::Raw(3, wasm.get(r.range())?));
                 for ty in r {
                     s.func_types.push(ty.ok()?);
                 }
             }
             Payload::TableSection(r) => {
-                s.sections.push(Section::Raw(4, &wasm[r.range()]));
+                s.sections.push(Section::Raw(4, wasm.get(r.range())?));
                 for table in r {
                     let table = table.ok()?;
                     if s.table.is_some()
@@ -226,7 +228,7 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::MemorySection(r) => {
-                s.sections.push(Section::Raw(5, &wasm[r.range()]));
+                s.sections.push(Section::Raw(5, wasm.get(r.range())?));
                 for memory in r {
                     let memory = memory.ok()?;
                     if s.memory.is_some() || memory.shared || memory.memory64 {
@@ -236,7 +238,7 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::GlobalSection(r) => {
-                s.sections.push(Section::Raw(6, &wasm[r.range()]));
+                s.sections.push(Section::Raw(6, wasm.get(r.range())?));
                 for global in r {
                     let ty = global.ok()?.ty;
                     if ty.shared {
@@ -253,7 +255,7 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::ElementSection(r) => {
-                s.sections.push(Section::Element(9, &wasm[r.range()]));
+                s.sections.push(Section::Element(9, wasm.get(r.range())?));
                 for elem in r {
                     let elem = elem.ok()?;
                     if s.elem_offset.is_some() {
@@ -264,10 +266,10 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 }
             }
             Payload::CodeSectionStart { range, .. } => {
-                s.sections.push(Section::Code(10, &wasm[range]));
+                s.sections.push(Section::Code(10, wasm.get(range)?));
             }
             Payload::CodeSectionEntry(body) => s.bodies.push(body.as_bytes()),
-            Payload::DataSection(r) => s.sections.push(Section::Raw(11, &wasm[r.range()])),
+            Payload::DataSection(r) => s.sections.push(Section::Raw(11, wasm.get(r.range())?)),
             Payload::CustomSection(c) => {
                 if let KnownCustom::Name(names) = c.as_known() {
                     for name in names {
@@ -995,6 +997,22 @@ mod tests {
                 .validate_all(&s.secondary)
                 .is_err()
         );
+    }
+
+    /// Guest bytes are untrusted: no corruption of a Go-shaped module makes the splitter panic
+    /// (it splits, or declines).
+    #[test]
+    fn damaged_modules_never_panic() {
+        let wasm = go_shaped(false, ["run", "main.main", "fmt.x", "fmt.y"]);
+        for at in 8..wasm.len() {
+            for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut bad = wasm.clone();
+                bad[at] = byte;
+                let _ = split(&bad, Pick::Predicted(&|n| n == "fmt.x"));
+                let _ = split(&bad, Pick::ExportsOnly);
+            }
+            let _ = split(&wasm[..at], Pick::ExportsOnly);
+        }
     }
 
     #[test]
