@@ -347,8 +347,10 @@ impl Engine {
             let module = wasmtime::Module::new(baseline, wasm).map_err(invalid)?;
             if let Some(key) = key {
                 // Winch's code too, for runs before Cranelift's is ready (not synced to disk:
-                // a torn entry fails its checksum and is recompiled).
-                crate::cache::store(&module, &key.entry(baseline, Compiler::Winch), false);
+                // a torn entry fails its checksum and is recompiled), written while the program
+                // runs: 15–115 ms for these modules.
+                let (code, entry) = (module.clone(), key.entry(baseline, Compiler::Winch));
+                spawn_before_exit(move || crate::cache::store(&code, &entry, false));
                 self.fill_in_background(wasm, key.entry(&self.inner.primary, Compiler::Cranelift));
             }
             return Ok(Compiled::whole(module));
@@ -478,7 +480,8 @@ fn invalid(e: wasmtime::Error) -> Error {
 }
 
 /// Run `f` on a helper thread that this process's exit (`exit`, or returning from `main`) waits
-/// for; on the calling thread if that can't be arranged.
+/// for; on the calling thread if that can't be arranged. For work a short program shouldn't wait
+/// for but must not cut short: starting the background filler, writing a cache entry.
 fn spawn_before_exit(f: impl FnOnce() + Send + 'static) {
     static HELPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
         std::sync::Mutex::new(Vec::new());
@@ -505,7 +508,7 @@ fn spawn_before_exit(f: impl FnOnce() + Send + 'static) {
     let work = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
     let run = work.clone();
     match std::thread::Builder::new()
-        .name("gojs-fill-start".into())
+        .name("gojs-before-exit".into())
         .spawn(move || {
             if let Some(f) = run.lock().ok().and_then(|mut f| f.take()) {
                 f();
