@@ -61,7 +61,8 @@ pub enum Compiler {
     /// starts, the rest on a background thread, instantiated the first time Go calls one of
     /// them (`GOJS_SPLIT=off` compiles it whole). Meanwhile the cache is filled with Winch's and
     /// then Cranelift's code in the background (a low-priority thread, or the command given to
-    /// [`Engine::fill_cache_with`]) for later loads. Without a cache this is Winch, split. The
+    /// [`Engine::fill_cache_with`]) for later loads; the process's exit waits for a cache write
+    /// or the start of that command still under way. Without a cache this is Winch, split. The
     /// default of `gojs run` and `go_js_wasm_exec`.
     Auto,
 }
@@ -504,6 +505,8 @@ fn spawn_before_exit(f: impl FnOnce() + Send + 'static) {
     let mut helpers = HELPERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Finished helpers are let go (a long-lived embedder compiles many modules).
+    helpers.retain(|h| !h.is_finished());
     // Shared, so that `f` can still run here if the thread can't be started.
     let work = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
     let run = work.clone();
