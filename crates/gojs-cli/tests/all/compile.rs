@@ -170,6 +170,21 @@ fn auto_runs_at_once_and_fills_the_cache_in_the_background() {
     assert!(pending(&dir).is_empty());
     assert_eq!(files(&dir, ".cwasm").len(), 1);
 
+    // A first run compiled whole writes Winch's code itself, on a helper thread its exit waits
+    // for: the entry is there the moment the run is over.
+    let whole = dir.join("whole");
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &whole)
+        .env("GOJS_SPLIT", "off")
+        .env_remove("GOJS_COMPILER")
+        .args(["run", &wasm]);
+    let o = run(cmd, b"");
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert!(
+        !files(&whole, ".cwasm").is_empty(),
+        "Winch's code not written by exit"
+    );
+
     // Without a cache, auto is Winch (split): nothing is written anywhere.
     let empty = dir.join("unused");
     let o = gojs_in(&empty, &["run", "--no-cache", &wasm]);

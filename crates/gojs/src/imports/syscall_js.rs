@@ -352,7 +352,7 @@ fn copy_result(
 pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
     let frame = c.frame();
     let (mut mem, state) = c.split()?;
-    let src = uint8_array(state, frame.r#ref(&mem, 32)?);
+    let src = table_value(state, frame.r#ref(&mem, 32)?);
     let dst = frame.slice(&mem, 8)?;
     let copied = src.and_then(|src| {
         realm::with_uint8_bytes(src, |bytes| {
@@ -370,7 +370,7 @@ pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
 pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
     let frame = c.frame();
     let (mut mem, state) = c.split()?;
-    let dst = uint8_array(state, frame.r#ref(&mem, 8)?);
+    let dst = table_value(state, frame.r#ref(&mem, 8)?);
     let src = frame.slice(&mem, 16)?;
     let copied = dst.and_then(|dst| {
         realm::with_uint8_bytes(dst, |bytes| {
@@ -383,8 +383,8 @@ pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
     Ok(copy_result(&mut mem, frame, copied)?)
 }
 
-/// The value a ref denotes in the table, if it is an object (numbers and `undefined` aren't).
-fn uint8_array(state: &crate::instance::HostState, r: crate::abi::Ref) -> Option<&JsValue> {
+/// The value an id ref denotes, borrowed from the table (numbers and `undefined` have none).
+fn table_value(state: &crate::instance::HostState, r: crate::abi::Ref) -> Option<&JsValue> {
     match r.decode() {
         Decoded::Id(id) => state.values.get(id),
         _ => None,
