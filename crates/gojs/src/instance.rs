@@ -438,6 +438,33 @@ impl HostState {
             .ok_or_else(|| wasmtime::Error::msg("the Go module is not instantiated yet"))
     }
 
+    /// [`HostState::load`] as a [`Raw`](crate::realm::Raw) value.
+    pub fn load_raw(&self, r: Ref) -> crate::realm::Raw {
+        use crate::realm::Raw;
+        match r.decode() {
+            Decoded::Undefined => Raw::undefined(&self.ctx),
+            Decoded::Number(n) => Raw::number(&self.ctx, n),
+            Decoded::Id(id) => match self.values.get(id) {
+                Some(v) => Raw::dup(v),
+                None => Raw::undefined(&self.ctx),
+            },
+        }
+    }
+
+    /// Add the `[]ref` arguments `refs` to `args` (`loadSliceOfValues`, with no array).
+    pub fn load_args(&self, refs: impl Iterator<Item = Ref>, args: &mut crate::realm::RawArgs) {
+        for r in refs {
+            match r.decode() {
+                Decoded::Undefined => args.push_undefined(),
+                Decoded::Number(n) => args.push_number(n),
+                Decoded::Id(id) => match self.values.get(id) {
+                    Some(v) => args.push(v),
+                    None => args.push_undefined(),
+                },
+            }
+        }
+    }
+
     /// `loadValue`: the JS value a ref denotes (unknown ids are `undefined`).
     pub fn load(&self, r: Ref) -> JsValue {
         match r.decode() {

@@ -371,14 +371,199 @@ pub(crate) fn apply(f: &JsValue, this: &JsValue, args: &[JsValue]) -> Result<JsV
     outcome(ctx, r)
 }
 
-/// `new f(...args)` (`Reflect.construct(f, args)`); `Err` is the thrown value.
-pub(crate) fn construct(f: &JsValue, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    let ctx = f.ctx();
-    let r = raw_args(args, |raw| unsafe {
-        // SAFETY: as in `apply`.
-        qjs::JS_CallConstructor(raw_ctx(ctx), f.as_raw(), raw.len() as i32, raw.as_mut_ptr())
-    });
-    outcome(ctx, r)
+/// A JS value held as a raw QuickJS value: one reference, freed on drop, and no handle on the
+/// context. A [`JsValue`] also counts a reference to its context (taken and released per value,
+/// ~100 instructions); the bridge's call imports use `Raw` for the values that live only while
+/// the import runs, when the context is certainly alive.
+pub(crate) struct Raw {
+    ctx: *mut qjs::JSContext,
+    v: qjs::JSValue,
+}
+
+impl Raw {
+    /// A new reference to `v`.
+    pub fn dup(v: &JsValue) -> Raw {
+        let ctx = raw_ctx(v.ctx());
+        // SAFETY: a live value of this context.
+        Raw {
+            ctx,
+            v: unsafe { qjs::JS_DupValue(ctx, v.as_raw()) },
+        }
+    }
+
+    /// A value QuickJS returned to us (owned), or the thrown value if it is the exception marker.
+    fn outcome(ctx: *mut qjs::JSContext, v: qjs::JSValue) -> Result<Raw, Raw> {
+        // SAFETY: reading the tag of a value; taking the pending exception of a live context.
+        unsafe {
+            if qjs::JS_VALUE_GET_NORM_TAG(v) == qjs::JS_TAG_EXCEPTION {
+                Err(Raw {
+                    ctx,
+                    v: qjs::JS_GetException(ctx),
+                })
+            } else {
+                Ok(Raw { ctx, v })
+            }
+        }
+    }
+
+    pub fn as_raw(&self) -> qjs::JSValue {
+        self.v
+    }
+
+    pub fn is_object(&self) -> bool {
+        // SAFETY: reading the tag.
+        unsafe { qjs::JS_VALUE_GET_NORM_TAG(self.v) == qjs::JS_TAG_OBJECT }
+    }
+
+    /// `undefined`.
+    pub fn undefined(ctx: &JsCtx) -> Raw {
+        Raw {
+            ctx: raw_ctx(ctx),
+            v: qjs::JS_UNDEFINED,
+        }
+    }
+
+    /// A number (an integer-valued one as QuickJS's integer, as [`Value::new_number`] does).
+    pub fn number(ctx: &JsCtx, n: f64) -> Raw {
+        Raw {
+            ctx: raw_ctx(ctx),
+            v: qjs::JS_NewFloat64(n),
+        }
+    }
+
+    /// A new reference to this value as a [`JsValue`] of `ctx` (this value's context).
+    pub fn to_value(&self, ctx: &JsCtx) -> JsValue {
+        debug_assert_eq!(raw_ctx(ctx), self.ctx);
+        // SAFETY: a live value of this context; the new reference goes to the new value.
+        unsafe { Value::from_raw(ctx.clone(), qjs::JS_DupValue(self.ctx, self.v)) }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference; the context outlives every import call (see `Raw`).
+        unsafe { qjs::JS_FreeValue(self.ctx, self.v) }
+    }
+}
+
+/// How many arguments [`RawArgs`] holds without allocating.
+const INLINE_ARGS: usize = 8;
+
+/// The arguments of a call as raw values, one reference each, on the stack for the usual few.
+pub(crate) struct RawArgs {
+    ctx: *mut qjs::JSContext,
+    len: usize,
+    inline: [qjs::JSValue; INLINE_ARGS],
+    /// All of them, once there are more than fit inline.
+    spill: Vec<qjs::JSValue>,
+}
+
+impl RawArgs {
+    pub fn new(ctx: &JsCtx) -> RawArgs {
+        RawArgs {
+            ctx: raw_ctx(ctx),
+            len: 0,
+            inline: [qjs::JS_UNDEFINED; INLINE_ARGS],
+            spill: Vec::new(),
+        }
+    }
+
+    /// Add `undefined`.
+    pub fn push_undefined(&mut self) {
+        self.push_raw(qjs::JS_UNDEFINED);
+    }
+
+    /// Add a number (an integer-valued one as QuickJS's integer, as [`Value::new_number`] does).
+    pub fn push_number(&mut self, n: f64) {
+        self.push_raw(qjs::JS_NewFloat64(n));
+    }
+
+    /// Add a new reference to `v`.
+    pub fn push(&mut self, v: &JsValue) {
+        debug_assert_eq!(raw_ctx(v.ctx()), self.ctx);
+        // SAFETY: a live value of this context.
+        self.push_raw(unsafe { qjs::JS_DupValue(self.ctx, v.as_raw()) });
+    }
+
+    /// Add a value we own a reference to.
+    fn push_raw(&mut self, v: qjs::JSValue) {
+        if self.len < INLINE_ARGS {
+            self.inline[self.len] = v;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(v);
+        }
+        self.len += 1;
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [qjs::JSValue] {
+        if self.len <= INLINE_ARGS {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spill
+        }
+    }
+}
+
+impl Drop for RawArgs {
+    fn drop(&mut self) {
+        let ctx = self.ctx;
+        for &mut v in self.as_mut_slice() {
+            // SAFETY: we own one reference to each; the context outlives us (see `Raw`).
+            unsafe { qjs::JS_FreeValue(ctx, v) }
+        }
+    }
+}
+
+/// `this[name](...args)` (`Reflect.apply(Reflect.get(this, name), this, args)`) on raw values,
+/// with no arguments array; `Err` is the thrown value.
+pub(crate) fn call_method(this: &Raw, name: &PropName, args: &mut RawArgs) -> Result<Raw, Raw> {
+    let ctx = this.ctx;
+    debug_assert_eq!(ctx, args.ctx);
+    // SAFETY: live values and atom of this context; QuickJS dups what it keeps of the arguments.
+    unsafe {
+        let f = Raw::outcome(ctx, qjs::JS_GetProperty(ctx, this.v, name.atom))?;
+        let r = qjs::JS_Call(
+            ctx,
+            f.v,
+            this.v,
+            args.len as i32,
+            args.as_mut_slice().as_mut_ptr(),
+        );
+        Raw::outcome(ctx, r)
+    }
+}
+
+/// `f.apply(this, args)` (`Reflect.apply(f, this, args)`) on raw values; `Err` is the thrown
+/// value (a `TypeError` if `f` isn't callable).
+pub(crate) fn apply_raw(f: &Raw, this: &Raw, args: &mut RawArgs) -> Result<Raw, Raw> {
+    let ctx = f.ctx;
+    debug_assert_eq!(ctx, args.ctx);
+    // SAFETY: as in `call_method`.
+    unsafe {
+        let r = qjs::JS_Call(
+            ctx,
+            f.v,
+            this.v,
+            args.len as i32,
+            args.as_mut_slice().as_mut_ptr(),
+        );
+        Raw::outcome(ctx, r)
+    }
+}
+
+/// `new f(...args)` (`Reflect.construct(f, args)`) on raw values; `Err` is the thrown value.
+pub(crate) fn construct(f: &Raw, args: &mut RawArgs) -> Result<Raw, Raw> {
+    let ctx = f.ctx;
+    debug_assert_eq!(ctx, args.ctx);
+    // SAFETY: as in `call_method`.
+    unsafe {
+        let r =
+            qjs::JS_CallConstructor(ctx, f.v, args.len as i32, args.as_mut_slice().as_mut_ptr());
+        Raw::outcome(ctx, r)
+    }
 }
 
 /// A property name held both as a JS string and as an atom, for direct property access.

@@ -98,21 +98,25 @@ impl ValueTable {
 
     /// Store a value for Go as `storeValue` does and return its encoded reference.
     pub fn store(&mut self, value: &JsValue) -> Ref {
-        let raw = value.as_raw();
-        let tag = unsafe { qjs::JS_VALUE_GET_NORM_TAG(raw) };
-        let preset = |id| Ref::boxed(TypeFlag::None, id);
+        match primitive(value.as_raw()) {
+            Some(r) => r,
+            None => self.store_heap(value),
+        }
+    }
+
+    /// [`ValueTable::store`] for a raw value of `ctx`: a number, boolean, `null` or `undefined`
+    /// makes no [`JsValue`] at all.
+    pub fn store_raw(&mut self, ctx: &crate::realm::JsCtx, value: &crate::realm::Raw) -> Ref {
+        match primitive(value.as_raw()) {
+            Some(r) => r,
+            None => self.store_heap(&value.to_value(ctx)),
+        }
+    }
+
+    /// Store a string, object, function, symbol or bigint.
+    fn store_heap(&mut self, value: &JsValue) -> Ref {
+        let tag = unsafe { qjs::JS_VALUE_GET_NORM_TAG(value.as_raw()) };
         match tag {
-            qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_UNINITIALIZED => Ref::UNDEFINED,
-            qjs::JS_TAG_INT | qjs::JS_TAG_FLOAT64 => {
-                let n = value.as_number().unwrap_or(f64::NAN);
-                Ref::number(n).unwrap_or_else(|| preset(if n.is_nan() { ID_NAN } else { ID_ZERO }))
-            }
-            qjs::JS_TAG_NULL => preset(ID_NULL),
-            qjs::JS_TAG_BOOL => preset(if value.as_bool().unwrap_or(false) {
-                ID_TRUE
-            } else {
-                ID_FALSE
-            }),
             qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
                 let id = crate::realm::with_wtf8(value, |bytes| match self.by_str.get(bytes) {
                     Some(&id) => id,
@@ -268,6 +272,32 @@ impl ValueTable {
         self.by_str.clear();
         self.by_bigint.clear();
         self.pool.clear();
+    }
+}
+
+/// The ref of a value Go holds without an id (a number, `undefined`), or of a preset id (`NaN`, 0,
+/// `null`, booleans); `None` for a value that needs an id of its own.
+fn primitive(raw: qjs::JSValue) -> Option<Ref> {
+    let preset = |id| Some(Ref::boxed(TypeFlag::None, id));
+    let number = |n: f64| {
+        Ref::number(n)
+            .map(Some)
+            .unwrap_or_else(|| preset(if n.is_nan() { ID_NAN } else { ID_ZERO }))
+    };
+    // SAFETY: reading the tag and the payload the tag says is there.
+    unsafe {
+        match qjs::JS_VALUE_GET_NORM_TAG(raw) {
+            qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_UNINITIALIZED => Some(Ref::UNDEFINED),
+            qjs::JS_TAG_INT => number(f64::from(qjs::JS_VALUE_GET_INT(raw))),
+            qjs::JS_TAG_FLOAT64 => number(qjs::JS_VALUE_GET_FLOAT64(raw)),
+            qjs::JS_TAG_NULL => preset(ID_NULL),
+            qjs::JS_TAG_BOOL => preset(if qjs::JS_VALUE_GET_BOOL(raw) {
+                ID_TRUE
+            } else {
+                ID_FALSE
+            }),
+            _ => None,
+        }
     }
 }
 

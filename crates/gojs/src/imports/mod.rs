@@ -147,14 +147,6 @@ impl Call<'_, '_> {
         Ok(state.load(r))
     }
 
-    /// The `[]ref` at `sp + off`, as JS values (`loadSliceOfValues`).
-    fn load_all(&mut self, off: u32) -> wasmtime::Result<Vec<JsValue>> {
-        let frame = self.frame();
-        let (mem, state) = self.split()?;
-        let refs = frame.refs(&mem, off)?;
-        Ok(refs.map(|r| state.load(r)).collect())
-    }
-
     /// The Go string at `sp + off` as a JS string (`loadString`).
     fn load_string(&mut self, off: u32) -> wasmtime::Result<JsValue> {
         let bytes = self.with_mem(|m, f| f.bytes(m, off))?;

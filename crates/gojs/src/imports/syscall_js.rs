@@ -7,7 +7,7 @@ use rquickjs::Value;
 
 use super::{Call, Prop};
 use crate::abi::Decoded;
-use crate::realm::{self, JsValue};
+use crate::realm::{self, JsValue, Raw, RawArgs};
 
 fn undefined(c: &mut Call) -> JsValue {
     Value::new_undefined(c.state().ctx.clone())
@@ -190,42 +190,70 @@ pub(super) fn value_set_index(c: &mut Call) -> wasmtime::Result<()> {
 }
 
 /// Write a `(ref, bool)` result pair: the value (or the thrown error) and whether it succeeded.
-fn store_outcome(
-    c: &mut Call,
-    off: u32,
-    outcome: Result<JsValue, JsValue>,
-) -> wasmtime::Result<()> {
-    let (v, ok) = match outcome {
+fn store_outcome(c: &mut Call, off: u32, outcome: Result<Raw, Raw>) -> wasmtime::Result<()> {
+    let frame = c.frame();
+    let (mut mem, state) = c.split()?;
+    let (v, ok) = match &outcome {
         Ok(v) => (v, 1),
         Err(e) => (e, 0),
     };
-    c.store(off, &v)?;
-    c.with_mem(|m, f| f.set_u8(m, off + 8, ok))
+    let r = state.values.store_raw(&state.ctx, v);
+    frame.set_ref(&mut mem, off, r)?;
+    Ok(frame.set_u8(&mut mem, off + 8, ok)?)
 }
 
 /// `func valueCall(v ref, m string, args []ref) (ref, bool)`:
 /// `Reflect.apply(Reflect.get(v, m), v, args)`, catching what it throws.
+///
+/// The values live only during the call, so they are held as [`Raw`] values and the arguments
+/// go to QuickJS from the stack, with no array.
 pub(super) fn value_call(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, name, args) = (c.load(8)?, c.load_prop(16)?, c.load_all(32)?);
-    let outcome = match get(c, &v, name)? {
-        Ok(method) => c.run_js(|| realm::apply(&method, &v, &args))?,
-        Err(e) => Err(e),
+    let frame = c.frame();
+    let (mem, state) = c.split()?;
+    let this = state.load_raw(frame.r#ref(&mem, 8)?);
+    let m = frame.slice(&mem, 16)?;
+    let name = super::prop(state, mem.bytes(m.ptr, m.len)?)?;
+    let mut args = RawArgs::new(&state.ctx);
+    state.load_args(frame.refs(&mem, 32)?, &mut args);
+    let outcome = match name {
+        Prop::Cached(name) if this.is_object() => {
+            c.run_js(|| realm::call_method(&this, &name, &mut args))?
+        }
+        // A primitive receiver or an uncached name: `Reflect.get` does the conversions.
+        name => {
+            let v = this.to_value(&c.state().ctx);
+            match get(c, &v, name)? {
+                Ok(method) => {
+                    let method = Raw::dup(&method);
+                    c.run_js(|| realm::apply_raw(&method, &this, &mut args))?
+                }
+                Err(e) => Err(Raw::dup(&e)),
+            }
+        }
     };
     store_outcome(c, 56, outcome)
 }
 
 /// `func valueInvoke(v ref, args []ref) (ref, bool)`: `Reflect.apply(v, undefined, args)`.
 pub(super) fn value_invoke(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, args) = (c.load(8)?, c.load_all(16)?);
-    let this = undefined(c);
-    let outcome = c.run_js(|| realm::apply(&v, &this, &args))?;
+    let frame = c.frame();
+    let (mem, state) = c.split()?;
+    let f = state.load_raw(frame.r#ref(&mem, 8)?);
+    let mut args = RawArgs::new(&state.ctx);
+    state.load_args(frame.refs(&mem, 16)?, &mut args);
+    let this = Raw::undefined(&state.ctx);
+    let outcome = c.run_js(|| realm::apply_raw(&f, &this, &mut args))?;
     store_outcome(c, 40, outcome)
 }
 
 /// `func valueNew(v ref, args []ref) (ref, bool)`: `Reflect.construct(v, args)`.
 pub(super) fn value_new(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, args) = (c.load(8)?, c.load_all(16)?);
-    let outcome = c.run_js(|| realm::construct(&v, &args))?;
+    let frame = c.frame();
+    let (mem, state) = c.split()?;
+    let f = state.load_raw(frame.r#ref(&mem, 8)?);
+    let mut args = RawArgs::new(&state.ctx);
+    state.load_args(frame.refs(&mem, 16)?, &mut args);
+    let outcome = c.run_js(|| realm::construct(&f, &mut args))?;
     store_outcome(c, 40, outcome)
 }
 
