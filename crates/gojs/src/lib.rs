@@ -72,6 +72,7 @@ mod handle;
 mod host;
 mod imports;
 mod instance;
+mod jumps;
 mod module;
 mod realm;
 mod reentry;
@@ -84,7 +85,7 @@ pub use convert::{
     Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, JsFunction, Json,
     Value,
 };
-pub use engine::{Compiler, Engine, first_run_split};
+pub use engine::{Compiler, Engine, direct_jumps, first_run_split};
 pub use error::Error;
 pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};

@@ -643,7 +643,7 @@ impl Secondary {
             let code = compile_pool()
                 .map_err(|e| format!("cannot start compile threads: {e}"))
                 .and_then(|pool| {
-                    pool.install(|| wasmtime::Module::new(&engine, &wasm))
+                    pool.install(|| crate::engine::compile_go(&engine, &wasm))
                         .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
             *done.code.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);

@@ -242,3 +242,27 @@ fn first_runs_of_hello_world_are_split() {
     let cpu = std::fs::read(Go::path().build("cpu")).unwrap();
     assert_eq!(gojs::first_run_split(&cpu), None);
 }
+
+/// What every supported Go writes is rewritten with direct jumps (crates/gojs/src/jumps.rs),
+/// and the rewritten module is valid WebAssembly. That it computes the same is what every other
+/// test checks: gojs only ever runs rewritten code.
+#[test]
+fn go_binaries_get_direct_jumps() {
+    use crate::harness::Go;
+    let gos = [
+        Go::debian(19),
+        Go::debian(21),
+        Go::debian(22),
+        Go::debian(23),
+        Go::path(),
+    ];
+    for go in &gos {
+        let wasm = std::fs::read(go.build("hello")).unwrap();
+        let direct =
+            gojs::direct_jumps(&wasm).unwrap_or_else(|| panic!("{go:?}: no jump was rewritten"));
+        assert_ne!(direct, wasm);
+        wasmparser::Validator::new()
+            .validate_all(&direct)
+            .unwrap_or_else(|e| panic!("{go:?}: the rewritten module is invalid: {e}"));
+    }
+}
