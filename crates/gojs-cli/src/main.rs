@@ -39,7 +39,8 @@ struct Access {
     /// (compiles ~4x faster, runs ~2x slower; for a program that stays within the functions
     /// small programs run, only those before starting and the rest in the background;
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
-    /// compiler (cached). winch: always the baseline compiler, whole module.
+    /// compiler (cached). winch: always the baseline compiler, whole module. Either way Go's
+    /// forward jumps are made direct first (GOJS_JUMPS=off compiles the module as it is).
     #[arg(
         long,
         value_name = "auto|cranelift|winch",

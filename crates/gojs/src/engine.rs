@@ -47,6 +47,9 @@ type FillCommand = Box<dyn Fn() -> std::process::Command + Send + Sync>;
 ///
 /// Measured on this project's 2-core machine (RATIONALE.md, "Why `auto`…"): Winch compiles
 /// hello world ~4× faster than Cranelift, and its code runs ~2× slower.
+///
+/// Whichever compiles, Go's forward jumps are first made direct (RATIONALE.md, "Why rewrite
+/// the jumps of Go's functions?"; `GOJS_JUMPS=off` leaves the module as it is).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compiler {
@@ -621,8 +624,10 @@ fn config(compiler: Compiler, parallel: bool) -> wasmtime::Config {
     match compiler {
         Compiler::Winch => {
             config.strategy(wasmtime::Strategy::Winch);
-            // Winch still uses Cranelift for trampolines; optimizing them isn't worth the time.
+            // Winch still uses Cranelift for trampolines (one per function in Go's table):
+            // optimizing them isn't worth the time, nor allocating their registers with care.
             config.cranelift_opt_level(wasmtime::OptLevel::None);
+            config.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
         }
         Compiler::Cranelift | Compiler::Auto => {
             config.strategy(wasmtime::Strategy::Cranelift);
