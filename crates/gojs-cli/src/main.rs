@@ -40,7 +40,8 @@ struct Access {
     /// small programs run, only those before starting and the rest in the background;
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
     /// compiler (cached). winch: always the baseline compiler, whole module. Either way Go's
-    /// forward jumps are made direct first (GOJS_JUMPS=off compiles the module as it is).
+    /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of
+    /// large blocks leaves untouched pages alone (GOJS_FILL=off leaves it).
     #[arg(
         long,
         value_name = "auto|cranelift|winch",

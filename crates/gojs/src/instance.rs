@@ -428,6 +428,9 @@ pub(crate) struct HostState {
     pub names: foldhash::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
     /// A split module's secondary, for this instance.
     pub split: crate::split::Loading,
+    /// Where the guest memory beyond the module's initial size begins: the memory there is
+    /// anonymous, never mapped from the module's data ([`crate::fill`]).
+    pub fresh_from: usize,
 }
 
 impl HostState {
@@ -570,6 +573,7 @@ impl Guest {
             guest: None,
             names: foldhash::HashMap::default(),
             split: crate::split::Loading::Loaded,
+            fresh_from: usize::MAX,
         };
         let inner = &module.inner;
         // The module's own engine: with `Compiler::Auto` it may be Winch's.
@@ -606,6 +610,10 @@ impl Guest {
             })
         })()
         .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;
+        let initial = exports.mem.ty(&guest.store).minimum();
+        let page = exports.mem.page_size(&guest.store);
+        guest.store.data_mut().fresh_from =
+            usize::try_from(initial.saturating_mul(page)).unwrap_or(usize::MAX);
         guest.store.data_mut().guest = Some(exports);
         let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         Ok((guest, config.args, env))

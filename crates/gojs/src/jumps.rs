@@ -21,206 +21,180 @@
 //! `$PC_B` set as before. [`thread`] rewrites those branches' depths and nothing else, so the
 //! module's behaviour is unchanged and every other byte stays where it was.
 
-use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator};
+use wasmparser::{BlockType, Operator, OperatorsReader};
 
-/// Whether Go modules get direct jumps: unless `GOJS_JUMPS=off`.
-pub(crate) fn enabled() -> bool {
-    std::env::var_os("GOJS_JUMPS").is_none_or(|v| v != "off")
-}
+use crate::rewrite::{BR, Patch};
 
-/// What the cache key records about the rewrite: compiled code depends on it. Bump the number
-/// whenever [`thread`] changes what it writes.
-pub(crate) fn version() -> &'static str {
-    if enabled() { "jumps-1" } else { "jumps-off" }
-}
-
-/// `wasm` with the forward jumps of its Go-shaped functions made direct, or `None` if the
-/// module can't be read as a sequence of sections or has no such jump to rewrite.
+/// `wasm` with the forward jumps of its Go-shaped functions made direct (and nothing else), or
+/// `None` if the module can't be read as a sequence of sections or has no jump to rewrite.
 pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
-    const HEADER: usize = 8;
-    let mut out = Vec::with_capacity(wasm.len());
-    out.extend_from_slice(wasm.get(..HEADER)?);
-    let mut at = HEADER;
-    let mut rewrote = false;
-    while at < wasm.len() {
-        let id = wasm[at];
-        let (size, n) = read_u32(wasm.get(at + 1..)?)?;
-        let start = at + 1 + n;
-        let end = start.checked_add(size as usize)?;
-        let content = wasm.get(start..end)?;
-        if id == CODE_SECTION {
-            let code = code_section(content)?;
-            rewrote |= code.is_some();
-            let content = code.as_deref().unwrap_or(content);
-            out.push(id);
-            write_u32(&mut out, u32::try_from(content.len()).ok()?);
-            out.extend_from_slice(content);
-        } else {
-            out.extend_from_slice(&wasm[at..end]);
+    crate::rewrite::prepare(
+        wasm,
+        crate::rewrite::Passes {
+            jumps: true,
+            fill: false,
+        },
+    )
+}
+
+/// A function's dispatch loop, read from its prologue.
+pub(crate) struct Dispatch {
+    /// How many dispatch blocks there are: the function's blocks of code.
+    blocks: u32,
+    /// The `br_table`: block number → depth (= which block's code).
+    table: Vec<u32>,
+    default: u32,
+}
+
+impl Dispatch {
+    /// Read the prologue `[global.get; local.set] [block] loop block… local.get 0 br_table end`
+    /// from `ops`, leaving it at the first instruction of block 0's code. `None` (with `ops`
+    /// somewhere in the prologue) if the function isn't shaped like that.
+    pub(crate) fn read(ops: &mut OperatorsReader<'_>) -> Option<Dispatch> {
+        let mut op = ops.read().ok()?;
+        if let Operator::GlobalGet { .. } = op {
+            let Operator::LocalSet { local_index } = ops.read().ok()? else {
+                return None;
+            };
+            if local_index == 0 {
+                return None;
+            }
+            op = ops.read().ok()?;
         }
-        at = end;
-    }
-    rewrote.then_some(out)
-}
-
-const CODE_SECTION: u8 = 10;
-const BR: u8 = 0x0c;
-
-/// The code section's contents with its functions' jumps rewritten; `Some(None)` when no
-/// function had one to rewrite. Functions are read in parallel (on the current rayon pool).
-fn code_section(content: &[u8]) -> Option<Option<Vec<u8>>> {
-    use rayon::prelude::*;
-    let (count, n) = read_u32(content)?;
-    // Each body's whole entry (size included) and the body within it.
-    let mut entries = Vec::with_capacity(count.min(1 << 20) as usize);
-    let mut at = n;
-    for _ in 0..count {
-        let (size, n) = read_u32(content.get(at..)?)?;
-        let start = at + n;
-        let end = start.checked_add(size as usize)?;
-        content.get(start..end)?;
-        entries.push((at, start, end));
-        at = end;
-    }
-    if at != content.len() {
-        return None;
-    }
-    let patches: Vec<Vec<Patch>> = entries
-        .par_iter()
-        .map(|&(_, start, end)| jumps(&content[start..end]).unwrap_or_default())
-        .collect();
-    if patches.iter().all(Vec::is_empty) {
-        return Some(None);
-    }
-    let mut out = Vec::with_capacity(content.len());
-    write_u32(&mut out, count);
-    for (&(entry, start, end), patches) in entries.iter().zip(&patches) {
-        if patches.is_empty() {
-            out.extend_from_slice(&content[entry..end]);
-        } else {
-            let body = patch(&content[start..end], patches);
-            write_u32(&mut out, u32::try_from(body.len()).ok()?);
-            out.extend_from_slice(&body);
+        if is_plain_block(&op) {
+            op = ops.read().ok()?;
         }
-    }
-    Some(Some(out))
-}
-
-/// A `br` to rewrite: its bytes in the body and its new depth.
-struct Patch {
-    start: usize,
-    end: usize,
-    depth: u32,
-}
-
-/// The forward jumps of a Go-shaped function body that can branch straight to their block.
-/// `None` if the body isn't shaped like Go's dispatch loop or can't be read.
-fn jumps(body: &[u8]) -> Option<Vec<Patch>> {
-    let body = FunctionBody::new(BinaryReader::new(body, 0));
-    let mut ops = body.get_operators_reader().ok()?;
-    // The prologue: [global.get; local.set] [block] loop block… local.get 0 br_table end.
-    let mut op = ops.read().ok()?;
-    if let Operator::GlobalGet { .. } = op {
-        let Operator::LocalSet { local_index } = ops.read().ok()? else {
+        if !matches!(
+            op,
+            Operator::Loop {
+                blockty: BlockType::Empty
+            }
+        ) {
+            return None;
+        }
+        let mut blocks: u32 = 0;
+        loop {
+            match ops.read().ok()? {
+                op if is_plain_block(&op) => blocks += 1,
+                Operator::LocalGet { local_index: 0 } => break,
+                _ => return None,
+            }
+        }
+        if blocks == 0 {
+            return None;
+        }
+        let Operator::BrTable { targets } = ops.read().ok()? else {
             return None;
         };
-        if local_index == 0 {
+        let default = targets.default();
+        let table = targets.targets().collect::<Result<Vec<u32>, _>>().ok()?;
+        if !matches!(ops.read().ok()?, Operator::End) {
             return None;
         }
-        op = ops.read().ok()?;
+        Some(Dispatch {
+            blocks,
+            table,
+            default,
+        })
     }
-    if is_plain_block(&op) {
-        op = ops.read().ok()?;
-    }
-    if !matches!(
-        op,
-        Operator::Loop {
-            blockty: BlockType::Empty
-        }
-    ) {
-        return None;
-    }
-    let mut blocks: u32 = 0;
-    loop {
-        match ops.read().ok()? {
-            op if is_plain_block(&op) => blocks += 1,
-            Operator::LocalGet { local_index: 0 } => break,
-            _ => return None,
-        }
-    }
-    if blocks == 0 {
-        return None;
-    }
-    let Operator::BrTable { targets } = ops.read().ok()? else {
-        return None;
-    };
-    let default = targets.default();
-    let table = targets.targets().collect::<Result<Vec<u32>, _>>().ok()?;
-    if !matches!(ops.read().ok()?, Operator::End) {
-        return None;
-    }
-    // Where the table sends block number `k`: the code of block `table[k]` if that is one of
-    // the dispatch blocks.
-    let target = |k: i32| {
+
+    /// Where the table sends block number `k`: the code of block `table[k]`, if that is one of
+    /// the dispatch blocks.
+    fn target(&self, k: i32) -> Option<u32> {
         let depth = u32::try_from(k)
             .ok()
-            .and_then(|k| table.get(k as usize).copied())
-            .unwrap_or(default);
-        (depth < blocks).then_some(depth)
-    };
+            .and_then(|k| self.table.get(k as usize).copied())
+            .unwrap_or(self.default);
+        (depth < self.blocks).then_some(depth)
+    }
+}
 
-    let mut patches = Vec::new();
-    // The code of block `seg` is running, `inner` frames deep in its own blocks/loops/ifs.
-    let (mut seg, mut inner) = (0u32, 0u32);
-    // `Some(k)` right after `i32.const k`, and right after `i32.const k; local.set 0`.
-    let (mut after_const, mut after_set): (Option<i32>, Option<i32>) = (None, None);
-    while !ops.eof() {
-        let start = ops.original_position();
-        let op = ops.read().ok()?;
-        let end = ops.original_position();
-        match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => inner += 1,
+/// Follows the instructions after a [`Dispatch`] prologue and finds the forward jumps.
+pub(crate) struct Jumps {
+    dispatch: Dispatch,
+    /// The code of block `seg` is running, `inner` frames deep in its own blocks/loops/ifs.
+    seg: u32,
+    inner: u32,
+    /// `Some(k)` right after `i32.const k`, and right after `i32.const k; local.set 0`.
+    after_const: Option<i32>,
+    after_set: Option<i32>,
+    /// Past the dispatch loop, or given up (on exception handling): nothing more to find.
+    done: bool,
+}
+
+impl Jumps {
+    pub(crate) fn new(dispatch: Dispatch) -> Jumps {
+        Jumps {
+            dispatch,
+            seg: 0,
+            inner: 0,
+            after_const: None,
+            after_set: None,
+            done: false,
+        }
+    }
+
+    /// Look at the next instruction, `op` at `start..end` of the body; a forward jump gets a
+    /// patch in `patches`.
+    pub(crate) fn step(
+        &mut self,
+        op: &Operator<'_>,
+        start: usize,
+        end: usize,
+        patches: &mut Vec<Patch>,
+    ) {
+        if self.done {
+            return;
+        }
+        let blocks = self.dispatch.blocks;
+        match *op {
+            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => self.inner += 1,
             // Exception handling frames: not Go's code, and not worth following.
             Operator::Try { .. }
             | Operator::TryTable { .. }
             | Operator::Catch { .. }
             | Operator::CatchAll
-            | Operator::Delegate { .. } => return None,
-            Operator::End if inner > 0 => inner -= 1,
+            | Operator::Delegate { .. } => {
+                // Jumps found so far stay right: the frames before were followed exactly.
+                self.done = true;
+                return;
+            }
+            Operator::End if self.inner > 0 => self.inner -= 1,
             Operator::End => {
-                // A dispatch block ends and the next block's code starts (after the last
-                // one, the loop ends: past the code we rewrite).
-                seg += 1;
-                if seg >= blocks {
-                    break;
+                // A dispatch block ends and the next block's code starts (after the last one,
+                // the loop ends: past the code we rewrite).
+                self.seg += 1;
+                if self.seg >= blocks {
+                    self.done = true;
+                    return;
                 }
             }
             Operator::Br { relative_depth } => {
-                let to_loop = inner + (blocks - 1 - seg);
-                if relative_depth == to_loop
-                    && let Some(k) = after_set
-                    && let Some(t) = target(k)
+                let (seg, inner) = (self.seg, self.inner);
+                if relative_depth == inner + (blocks - 1 - seg)
+                    && let Some(k) = self.after_set
+                    && let Some(t) = self.dispatch.target(k)
                     && t > seg
                 {
                     patches.push(Patch {
                         start,
                         end,
-                        depth: inner + (t - seg - 1),
+                        op: BR,
+                        index: inner + (t - seg - 1),
                     });
                 }
             }
             _ => {}
         }
-        after_set = match op {
-            Operator::LocalSet { local_index: 0 } => after_const,
+        self.after_set = match op {
+            Operator::LocalSet { local_index: 0 } => self.after_const,
             _ => None,
         };
-        after_const = match op {
+        self.after_const = match *op {
             Operator::I32Const { value } => Some(value),
             _ => None,
         };
     }
-    Some(patches)
 }
 
 fn is_plain_block(op: &Operator<'_>) -> bool {
@@ -230,39 +204,6 @@ fn is_plain_block(op: &Operator<'_>) -> bool {
             blockty: BlockType::Empty
         }
     )
-}
-
-/// `body` with each patch's `br` given its new depth.
-fn patch(body: &[u8], patches: &[Patch]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    let mut at = 0;
-    for p in patches {
-        out.extend_from_slice(&body[at..p.start]);
-        out.push(BR);
-        write_u32(&mut out, p.depth);
-        at = p.end;
-    }
-    out.extend_from_slice(&body[at..]);
-    out
-}
-
-/// An unsigned LEB128 number at the start of `bytes`, and how many bytes it took.
-fn read_u32(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut r = BinaryReader::new(bytes, 0);
-    let v = r.read_var_u32().ok()?;
-    Some((v, r.original_position()))
-}
-
-fn write_u32(out: &mut Vec<u8>, mut v: u32) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 #[cfg(test)]

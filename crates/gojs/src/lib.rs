@@ -68,6 +68,7 @@ mod convert;
 mod engine;
 mod error;
 mod event_loop;
+mod fill;
 mod handle;
 mod host;
 mod imports;
@@ -76,6 +77,7 @@ mod jumps;
 mod module;
 mod realm;
 mod reentry;
+mod rewrite;
 mod split;
 mod values;
 mod vfs;
@@ -85,7 +87,7 @@ pub use convert::{
     Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, JsFunction, Json,
     Value,
 };
-pub use engine::{Compiler, Engine, direct_jumps, first_run_split};
+pub use engine::{Compiler, Engine, direct_jumps, first_run_split, rewritten};
 pub use error::Error;
 pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};

@@ -243,11 +243,49 @@ fn first_runs_of_hello_world_are_split() {
     assert_eq!(gojs::first_run_split(&cpu), None);
 }
 
-/// What every supported Go writes is rewritten with direct jumps (crates/gojs/src/jumps.rs),
-/// and the rewritten module is valid WebAssembly. That it computes the same is what every other
-/// test checks: gojs only ever runs rewritten code.
+/// Go clears a large allocation when its heap was used before; gojs's fill (crates/gojs/src/
+/// fill.rs) leaves the pages nobody touched to the kernel instead of writing zeros over them.
+/// The bigclear fixture clears 256 MiB that it then only reads: gojs's peak RSS stays far below
+/// that (~100 MiB; ~280 MiB with `GOJS_FILL=off`), with the fixture's golden output.
 #[test]
-fn go_binaries_get_direct_jumps() {
+fn clearing_a_large_block_leaves_fresh_pages_alone() {
+    use crate::harness::{Go, assert_golden};
+    let wasm = Go::path().build("bigclear");
+    let mut cmd = std::process::Command::new(crate::harness::gojs());
+    cmd.args(["run", "--compiler=cranelift"]).arg(&wasm);
+    let out = crate::harness::fresh_scratch_dir("bigclear").join("stdout");
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by the wait4 below, which also reports its peak RSS"
+    )]
+    let child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: waiting for the child we spawned, with valid out-pointers.
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 192, "peak RSS {peak_mib} MiB");
+    let got = crate::harness::Outcome {
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: Vec::new(),
+        code: Some(0),
+    };
+    assert_golden("bigclear", &got);
+}
+
+/// What every supported Go writes is rewritten with direct jumps (crates/gojs/src/jumps.rs)
+/// and, from Go 1.21 (whose `memclrNoHeapPointers` is one `memory.fill`), with Go's clearing
+/// going through `gojs:host.fill`; the rewritten modules are valid WebAssembly. That they
+/// compute the same is what every other test checks: gojs only ever runs rewritten code.
+#[test]
+fn go_binaries_are_rewritten() {
     use crate::harness::Go;
     let gos = [
         Go::debian(19),
@@ -264,5 +302,20 @@ fn go_binaries_get_direct_jumps() {
         wasmparser::Validator::new()
             .validate_all(&direct)
             .unwrap_or_else(|e| panic!("{go:?}: the rewritten module is invalid: {e}"));
+        let all = gojs::rewritten(&wasm).unwrap();
+        wasmparser::Validator::new()
+            .validate_all(&all)
+            .unwrap_or_else(|e| panic!("{go:?}: the rewritten module is invalid: {e}"));
+        let imports_fill = wasmparser::Parser::new(0)
+            .parse_all(&all)
+            .filter_map(|p| match p.unwrap() {
+                wasmparser::Payload::ImportSection(r) => Some(r),
+                _ => None,
+            })
+            .flat_map(|r| r.into_imports())
+            .any(|i| i.unwrap().module == "gojs:host");
+        // `version` is like "go1.21.13".
+        let minor: u32 = go.version.split('.').nth(1).unwrap().parse().unwrap();
+        assert_eq!(imports_fill, minor >= 21, "{go:?}: fill import");
     }
 }

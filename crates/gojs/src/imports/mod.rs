@@ -83,6 +83,21 @@ pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Re
             },
         )?;
     }
+    // The fill that Go's `memclrNoHeapPointers` calls once rewritten (crate::rewrite).
+    linker.func_wrap(
+        crate::fill::MODULE,
+        crate::fill::NAME,
+        |mut caller: Caller<'_, HostState>, dst: i32, val: i32, len: i32| {
+            let state = caller.data();
+            let (mem, fresh_from) = (state.guest()?.mem, state.fresh_from);
+            let bytes = mem.data_mut(&mut caller);
+            if crate::fill::fill(bytes, fresh_from, dst as u32, val as u32, len as u32) {
+                Ok(())
+            } else {
+                Err(wasmtime::Trap::MemoryOutOfBounds.into())
+            }
+        },
+    )?;
     runtime::link_extras(linker, module)
 }
 

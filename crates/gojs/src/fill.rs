@@ -1,0 +1,179 @@
+//! `gojs:host.fill`: `memory.fill` for Go's `runtime.memclrNoHeapPointers` (RATIONALE.md, "Why
+//! does clearing a large block give pages back?").
+//!
+//! Go clears every large allocation it can't prove is already zero. `memory.fill` writes each
+//! byte, so clearing memory the program never touched first faults in every page. This fill
+//! does what `memory.fill` does, except that for a large zero fill it leaves the pages that
+//! aren't resident to the kernel (`MADV_DONTNEED`: they read as zeros, and are made when first
+//! written), and only writes the resident ones. The rewrite that calls it is in
+//! [`crate::rewrite`].
+
+/// The import module and name the rewrite adds.
+pub(crate) const MODULE: &str = "gojs:host";
+pub(crate) const NAME: &str = "fill";
+
+/// Fills at least this long look for pages to give back: Go clears a large allocation in
+/// chunks of 256 KiB (`memclrNoHeapPointersChunked`).
+const RELEASE_MIN: usize = 256 << 10;
+
+/// Fill `mem[dst..dst + len]` with `val`, as `memory.fill` does; `Err` if the range is out of
+/// bounds (the trap `memory.fill` would raise). Memory below `fresh_from` is never given back:
+/// it may be mapped from the module's data (a copy-on-write image), where giving a page back
+/// would bring the data back instead of zeros. Above it, the memory is anonymous.
+pub(crate) fn fill(mem: &mut [u8], fresh_from: usize, dst: u32, val: u32, len: u32) -> bool {
+    let (dst, len) = (dst as usize, len as usize);
+    let Some(region) = dst.checked_add(len).and_then(|end| mem.get_mut(dst..end)) else {
+        return false;
+    };
+    let val = val as u8;
+    if val != 0 || len < RELEASE_MIN {
+        region.fill(val);
+        return true;
+    }
+    let base = mem.as_mut_ptr() as usize;
+    let page = page_size();
+    // The whole pages of the region that may be given back.
+    let from = (base + dst.max(fresh_from)).next_multiple_of(page);
+    let to = (base + dst + len) / page * page;
+    if from >= to {
+        mem[dst..dst + len].fill(0);
+        return true;
+    }
+    let (head, tail) = (from - base, to - base);
+    mem[dst..head].fill(0);
+    mem[tail..dst + len].fill(0);
+    clear_pages(&mut mem[head..tail], page);
+    true
+}
+
+/// Zero `pages` (page-aligned, whole pages): write the resident ones, give the others back.
+fn clear_pages(pages: &mut [u8], page: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let n = pages.len() / page;
+        let mut resident = vec![0u8; n];
+        // SAFETY: `pages` is page-aligned mapped memory we hold exclusively; `resident` has one
+        // byte per page.
+        let ok = unsafe {
+            libc::mincore(
+                pages.as_mut_ptr().cast(),
+                pages.len(),
+                resident.as_mut_ptr(),
+            )
+        } == 0;
+        if ok {
+            let mut i = 0;
+            while i < n {
+                let in_core = resident[i] & 1;
+                let mut j = i + 1;
+                while j < n && resident[j] & 1 == in_core {
+                    j += 1;
+                }
+                let run = &mut pages[i * page..j * page];
+                if in_core == 1
+                    // SAFETY: private anonymous memory (above the module's image) that we hold
+                    // exclusively: after MADV_DONTNEED it reads as zeros, which is the fill.
+                    || unsafe {
+                        libc::madvise(run.as_mut_ptr().cast(), run.len(), libc::MADV_DONTNEED)
+                    } != 0
+                {
+                    run.fill(0);
+                }
+                i = j;
+            }
+            return;
+        }
+    }
+    let _ = page;
+    pages.fill(0);
+}
+
+fn page_size() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            return n as usize;
+        }
+    }
+    4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An anonymous mapping, as wasmtime makes guest memory.
+    struct Mapping(&'static mut [u8]);
+
+    impl Mapping {
+        fn new(len: usize) -> Mapping {
+            // SAFETY: a fresh private anonymous mapping, unmapped in drop.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: just mapped, `len` bytes, ours alone.
+            Mapping(unsafe { std::slice::from_raw_parts_mut(p.cast(), len) })
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`.
+            unsafe { libc::munmap(self.0.as_mut_ptr().cast(), self.0.len()) };
+        }
+    }
+
+    #[test]
+    fn fills_like_memory_fill() {
+        let len = 8 << 20;
+        let m = Mapping::new(len);
+        // Some pages written (resident), some never touched.
+        for (i, b) in m.0.iter_mut().enumerate().step_by(3 * 4096) {
+            *b = (i % 251) as u8 | 1;
+        }
+        m.0[len - 1] = 9;
+        // A zero fill of an unaligned range that leaves bytes on both sides alone.
+        let (dst, n) = (4096 * 3 + 17, len - 4096 * 5 - 40);
+        assert!(fill(m.0, 0, dst as u32, 0, n as u32));
+        assert!(m.0[..dst].iter().step_by(3 * 4096).all(|&b| b != 0));
+        assert!(m.0[dst..dst + n].iter().all(|&b| b == 0));
+        assert_eq!(m.0[len - 1], 9);
+        // A non-zero fill, and a small one.
+        assert!(fill(m.0, 0, 100, 0xab, 3 << 20));
+        assert!(m.0[100..100 + (3 << 20)].iter().all(|&b| b == 0xab));
+        assert!(fill(m.0, 0, 200, 0, 10));
+        assert!(m.0[200..210].iter().all(|&b| b == 0));
+        assert_eq!((m.0[199], m.0[210]), (0xab, 0xab));
+    }
+
+    #[test]
+    fn memory_below_fresh_from_is_written_not_given_back() {
+        let len = 4 << 20;
+        let m = Mapping::new(len);
+        m.0.fill(7);
+        assert!(fill(m.0, 2 << 20, 0, 0, len as u32));
+        assert!(m.0.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn out_of_bounds_fills_fail_and_change_nothing() {
+        let m = Mapping::new(2 << 20);
+        m.0.fill(1);
+        assert!(!fill(m.0, 0, (2 << 20) - 10, 0, 11));
+        assert!(!fill(m.0, 0, u32::MAX, 0, u32::MAX));
+        assert!(m.0.iter().all(|&b| b == 1));
+        // A fill that ends exactly at the end is fine, as is an empty one there.
+        assert!(fill(m.0, 0, (2 << 20) - 10, 0, 10));
+        assert!(fill(m.0, 0, 2 << 20, 0, 0));
+    }
+}
