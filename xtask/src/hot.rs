@@ -2,7 +2,8 @@
 //! (crates/gojs/src/hot_functions.txt; see RATIONALE.md, "Why split a module…").
 //!
 //! Node compiles wasm lazily, one function at a time on its first call, and can log each
-//! compile: running `bench/hello` and `xtask/hot/greet` (hello world's usual variants) that way
+//! compile: running `bench/hello`, `xtask/hot/greet` (hello world's usual variants) and
+//! `xtask/hot/basics` (what small programs commonly do next) that way
 //! under every Go toolchain on the machine names the functions a small program runs. The list is
 //! their union, by the names in the modules' name sections.
 
@@ -13,7 +14,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// The programs whose functions go in the list (directories under the workspace root).
-const PROGRAMS: &[&str] = &["bench/hello", "xtask/hot/greet"];
+const PROGRAMS: &[&str] = &["bench/hello", "xtask/hot/greet", "xtask/hot/basics"];
 
 pub fn run() -> Result<()> {
     let root = super::workspace_root()?;

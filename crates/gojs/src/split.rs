@@ -129,12 +129,20 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
                 own[i] = name.starts_with("main.");
             }
         }
+        let mut panics = vec![false; defined];
+        for &(index, name) in &shape.names {
+            if let Some(i) = (index as usize).checked_sub(imported)
+                && i < defined
+            {
+                panics[i] = is_panic_path(name);
+            }
+        }
         for i in (0..defined).filter(|&i| own[i]) {
             for (_, _, callee) in calls(shape.bodies[i])? {
                 let Some(c) = (callee as usize).checked_sub(imported) else {
                     continue;
                 };
-                if !*is_hot.get(c)? && !own[c] {
+                if !*is_hot.get(c)? && !own[c] && !panics[c] {
                     return None;
                 }
             }
@@ -301,6 +309,16 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
         && s.bodies.len() == s.func_types.len()
         && s.func_types.iter().all(|&t| (t as usize) < s.types.len()))
     .then_some(s)
+}
+
+/// Whether `name` is one of the runtime functions the compiler calls only when a check fails
+/// (a nil dereference, an index or slice out of range, a bad conversion): a program's own code
+/// calls them everywhere, but a program that runs them is panicking, and then waiting for the
+/// secondary costs nothing that matters.
+fn is_panic_path(name: &str) -> bool {
+    name == "runtime.sigpanic"
+        || name.starts_with("runtime.panic")
+        || name.starts_with("runtime.goPanic")
 }
 
 /// The table offset of `elem` if it is the Go linker's one segment: active in table 0 at a
@@ -1033,5 +1051,27 @@ mod tests {
         // Forced: everything but the export is cold, main.main included.
         let s = split(&wasm, Pick::ExportsOnly).expect("split");
         assert_eq!(s.cold.len(), 3);
+    }
+
+    #[test]
+    fn calls_that_only_run_when_a_check_fails_dont_count() {
+        // main.main calls the runtime's panic paths, which no listed program ran: still split,
+        // with them cold.
+        for callee in [
+            "runtime.sigpanic",
+            "runtime.panicIndex",
+            "runtime.goPanicSliceB",
+        ] {
+            let wasm = go_shaped(false, ["run", "main.main", callee, "fmt.y"]);
+            let s = split(&wasm, Pick::Predicted(&|_| false)).expect("split");
+            assert_eq!(s.cold.len(), 2, "{callee}");
+            assert!(
+                s.cold.contains(&Cold { slot: 5, ty: 1 }),
+                "{callee} is cold"
+            );
+        }
+        // Anything else keeps the program whole.
+        let wasm = go_shaped(false, ["run", "main.main", "runtime.mallocgc", "fmt.y"]);
+        assert!(split(&wasm, Pick::Predicted(&|_| false)).is_none());
     }
 }
