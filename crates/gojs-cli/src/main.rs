@@ -41,7 +41,8 @@ struct Access {
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
     /// compiler (cached). winch: always the baseline compiler, whole module. Either way Go's
     /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of
-    /// large blocks leaves untouched pages alone (GOJS_FILL=off leaves it).
+    /// large blocks leaves untouched pages alone (GOJS_FILL=off leaves it); Winch's
+    /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off).
     #[arg(
         long,
         value_name = "auto|cranelift|winch",

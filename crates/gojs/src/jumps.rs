@@ -33,6 +33,7 @@ pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
         crate::rewrite::Passes {
             jumps: true,
             fill: false,
+            dispatch: false,
         },
     )
 }

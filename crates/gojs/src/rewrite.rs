@@ -1,4 +1,4 @@
-//! What gojs changes in a Go module before compiling it. Two passes, each optional:
+//! What gojs changes in a Go module before compiling it. Three passes, each optional:
 //!
 //! - **jumps** ([`crate::jumps`]): forward jumps branch straight to their block;
 //! - **fill** ([`crate::fill`]): Go's `runtime.memclrNoHeapPointers` calls an import of ours,
@@ -6,37 +6,49 @@
 //!   function defined by the module moves up one index: calls, `ref.func`, the element
 //!   segments, exports, the start function and the function names follow.
 //!
-//! Both passes only patch instructions in place (a `br`'s depth, a call's index) and re-encode
-//! the few sections that hold function indices; everything else is copied byte for byte.
+//! - **dispatch** ([`DispatchPlan`], Winch's whole-module compiles only): `call_indirect`s call
+//!   generated dispatchers instead of going through the table, which is left empty.
+//!
+//! The passes only patch instructions in place (a `br`'s depth, a call's index), re-encode the
+//! few sections that hold function indices and append what they add; everything else is
+//! copied byte for byte.
 
 use rayon::prelude::*;
-use wasmparser::{BinaryReader, FunctionBody, Operator};
+use wasm_encoder as enc;
+use wasmparser::{BinaryReader, FunctionBody, Operator, ValType};
 
 /// What [`prepare`] does.
 #[derive(Clone, Copy)]
 pub(crate) struct Passes {
     pub jumps: bool,
     pub fill: bool,
+    /// `call_indirect` through dispatch functions instead of the table ([`DispatchPlan`]): for
+    /// Winch's whole-module compiles only.
+    pub dispatch: bool,
 }
 
 impl Passes {
     /// The passes this process runs: all, less those turned off (`GOJS_JUMPS=off`,
     /// `GOJS_FILL=off`).
-    pub(crate) fn enabled() -> Passes {
+    /// `whole_winch`: the module is compiled whole by Winch (not split, not Cranelift).
+    pub(crate) fn enabled(whole_winch: bool) -> Passes {
         let on = |var| std::env::var_os(var).is_none_or(|v| v != "off");
         Passes {
             jumps: on("GOJS_JUMPS"),
             fill: on("GOJS_FILL"),
+            dispatch: whole_winch && on("GOJS_DISPATCH"),
         }
     }
 
     /// What the cache key records: compiled code depends on it. Bump a number whenever its
     /// pass changes what it writes.
     pub(crate) fn version(self) -> String {
+        let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
-            "jumps-{} fill-{}",
-            if self.jumps { "1" } else { "off" },
-            if self.fill { "1" } else { "off" }
+            "jumps-{} fill-{} dispatch-{}",
+            v(self.jumps, "1"),
+            v(self.fill, "1"),
+            v(self.dispatch, "1")
         )
     }
 }
@@ -57,6 +69,8 @@ const REF_FUNC: u8 = 0xd2;
 
 const TYPE_SECTION: u8 = 1;
 const IMPORT_SECTION: u8 = 2;
+const FUNCTION_SECTION: u8 = 3;
+const TABLE_SECTION: u8 = 4;
 const EXPORT_SECTION: u8 = 7;
 const START_SECTION: u8 = 8;
 const ELEMENT_SECTION: u8 = 9;
@@ -72,14 +86,33 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
     } else {
         None
     };
-    let out = assemble(wasm, &sections, passes.jumps, fill.as_ref());
-    match out {
-        Some(out) => Some(out),
-        // The fill pass found a body it can't shift: jumps only.
-        None if fill.is_some() => assemble(wasm, &sections, passes.jumps, None),
-        None => None,
+    let dispatch = if passes.dispatch {
+        DispatchPlan::find(wasm, &sections, fill.as_ref())
+    } else {
+        None
+    };
+    // A pass that meets something it can't handle (a body it can't read, a table use other
+    // than `call_indirect`) is left out, the last one first.
+    let attempts = [
+        (fill.as_ref(), dispatch.as_ref()),
+        (fill.as_ref(), None),
+        (None, None),
+    ];
+    let mut tried = Vec::new();
+    for (f, d) in attempts {
+        let key = (f.is_some(), d.is_some());
+        if tried.contains(&key) {
+            continue;
+        }
+        tried.push(key);
+        if let Some(out) = assemble(wasm, &sections, passes.jumps, f, d) {
+            return (out.as_slice() != wasm).then_some(out);
+        }
+        if !key.0 && !key.1 {
+            break;
+        }
     }
-    .filter(|out| out.as_slice() != wasm)
+    None
 }
 
 /// A section: its id, the whole section's bytes (header included), and its contents.
@@ -265,32 +298,45 @@ fn code_entries(content: &[u8]) -> Option<Vec<(usize, usize, usize)>> {
 }
 
 /// The module with the passes applied; `None` if a section can't be rewritten (or, with no
-/// fill plan, nothing changed).
+/// plan, nothing changed).
 fn assemble(
     wasm: &[u8],
     sections: &[Section],
     jumps: bool,
     fill: Option<&FillPlan>,
+    dispatch: Option<&DispatchPlan>,
 ) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(wasm.len() + 64);
     out.extend_from_slice(&wasm[..8]);
     let mut changed = false;
     for s in sections {
         let content = &wasm[s.content.clone()];
-        let new = match (s.id, fill) {
-            (CODE_SECTION, _) => code_section(content, jumps, fill)?,
-            (TYPE_SECTION, Some(f)) if f.add_type => Some(append_fill_type(content)?),
-            (IMPORT_SECTION, Some(f)) => Some(append_fill_import(content, f)?),
-            (EXPORT_SECTION, Some(f)) => Some(shift_exports(content, s.content.start, f)?),
-            (START_SECTION, Some(f)) => {
+        let new = match s.id {
+            CODE_SECTION => code_section(content, jumps, fill, dispatch)?,
+            TYPE_SECTION => append_types(content, fill, dispatch)?,
+            IMPORT_SECTION if fill.is_some() => Some(append_fill_import(content, fill?)?),
+            FUNCTION_SECTION if dispatch.is_some() => Some(dispatch?.append_functions(content)?),
+            EXPORT_SECTION if fill.is_some() => {
+                Some(shift_exports(content, s.content.start, fill?)?)
+            }
+            START_SECTION if fill.is_some() => {
                 let (index, n) = read_u32(content)?;
                 (n == content.len()).then_some(())?;
                 let mut v = Vec::new();
-                write_u32(&mut v, f.shift(index));
+                write_u32(&mut v, fill?.shift(index));
                 Some(v)
             }
-            (ELEMENT_SECTION, Some(f)) => Some(shift_elements(content, s.content.start, f)?),
-            (CUSTOM_SECTION, Some(f)) => shift_names(content, s.content.start, f)?,
+            // The table is no longer filled: every `call_indirect` goes through a dispatcher.
+            ELEMENT_SECTION if dispatch.is_some() => {
+                changed = true;
+                continue;
+            }
+            ELEMENT_SECTION if fill.is_some() => {
+                Some(shift_elements(content, s.content.start, fill?)?)
+            }
+            CUSTOM_SECTION if fill.is_some() || dispatch.is_some() => {
+                shift_names(content, s.content.start, fill, dispatch)?
+            }
             _ => None,
         };
         match new {
@@ -309,27 +355,36 @@ fn assemble(
     changed.then_some(out)
 }
 
-/// The code section's contents with each body patched; `Some(None)` if no body changed. Bodies
-/// are read in parallel (on the current rayon pool). `None` if a body can't be read while
-/// function indices must shift.
-fn code_section(content: &[u8], jumps: bool, fill: Option<&FillPlan>) -> Option<Option<Vec<u8>>> {
+/// The code section's contents with each body patched (and the dispatchers appended);
+/// `Some(None)` if nothing changed. Bodies are read in parallel (on the current rayon pool).
+/// `None` if a body can't be read while function indices must shift, or uses the table other
+/// than through `call_indirect` while a dispatch plan is followed.
+fn code_section(
+    content: &[u8],
+    jumps: bool,
+    fill: Option<&FillPlan>,
+    dispatch: Option<&DispatchPlan>,
+) -> Option<Option<Vec<u8>>> {
     let entries = code_entries(content)?;
+    let imported = fill.map(|f| f.import).or(dispatch.map(|d| d.imported));
     let patches: Vec<Option<Vec<Patch>>> = entries
         .par_iter()
         .enumerate()
         .map(|(i, &(_, start, end))| {
-            let index = fill.map(|f| f.import + i as u32);
-            body_patches(&content[start..end], jumps, fill, index)
+            let index = imported.map(|n| n + i as u32);
+            body_patches(&content[start..end], jumps, fill, dispatch, index)
         })
         .collect();
-    if fill.is_some() && patches.iter().any(Option::is_none) {
+    if (fill.is_some() || dispatch.is_some()) && patches.iter().any(Option::is_none) {
         return None;
     }
-    if patches.iter().all(|p| p.as_ref().is_none_or(Vec::is_empty)) {
+    if dispatch.is_none() && patches.iter().all(|p| p.as_ref().is_none_or(Vec::is_empty)) {
         return Some(None);
     }
-    let mut out = Vec::with_capacity(content.len() + 16);
-    write_u32(&mut out, u32::try_from(entries.len()).ok()?);
+    let extra = dispatch.map(|d| d.bodies(fill)).unwrap_or_default();
+    let mut out =
+        Vec::with_capacity(content.len() + 16 + extra.iter().map(Vec::len).sum::<usize>());
+    write_u32(&mut out, u32::try_from(entries.len() + extra.len()).ok()?);
     for (&(entry, start, end), patches) in entries.iter().zip(&patches) {
         match patches {
             Some(patches) if !patches.is_empty() => {
@@ -340,6 +395,9 @@ fn code_section(content: &[u8], jumps: bool, fill: Option<&FillPlan>) -> Option<
             _ => out.extend_from_slice(&content[entry..end]),
         }
     }
+    for body in &extra {
+        out.extend_from_slice(body);
+    }
     Some(Some(out))
 }
 
@@ -348,6 +406,7 @@ fn body_patches(
     body: &[u8],
     jumps: bool,
     fill: Option<&FillPlan>,
+    dispatch: Option<&DispatchPlan>,
     index: Option<u32>,
 ) -> Option<Vec<Patch>> {
     let reader = || {
@@ -357,7 +416,7 @@ fn body_patches(
     };
     let mut ops = reader()?;
     let mut patches = Vec::new();
-    // Go's prologue holds no calls: after it, both passes read on together.
+    // Go's prologue holds no calls: after it, every pass reads on together.
     let mut tracker = None;
     if jumps {
         match crate::jumps::Dispatch::read(&mut ops) {
@@ -365,10 +424,11 @@ fn body_patches(
             None => ops = reader()?,
         }
     }
-    if tracker.is_none() && fill.is_none() {
+    if tracker.is_none() && fill.is_none() && dispatch.is_none() {
         return Some(patches);
     }
     let is_memclr = fill.is_some_and(|f| Some(f.memclr) == index);
+    let shift = |i: u32| fill.map_or(i, |f| f.shift(i));
     while !ops.eof() {
         let start = ops.original_position();
         let op = ops.read().ok()?;
@@ -376,25 +436,58 @@ fn body_patches(
         if let Some(t) = &mut tracker {
             t.step(&op, start, end, &mut patches);
         }
-        if let Some(f) = fill {
+        if let Some(d) = dispatch {
+            match op {
+                Operator::CallIndirect {
+                    type_index,
+                    table_index: 0,
+                } => {
+                    patches.push(Patch {
+                        start,
+                        end,
+                        op: CALL,
+                        index: d.dispatcher_for(type_index)?,
+                    });
+                    continue;
+                }
+                // Anything else that reaches the table (or a function reference) keeps the
+                // table as it is.
+                Operator::CallIndirect { .. }
+                | Operator::ReturnCallIndirect { .. }
+                | Operator::TableGet { .. }
+                | Operator::TableSet { .. }
+                | Operator::TableSize { .. }
+                | Operator::TableGrow { .. }
+                | Operator::TableFill { .. }
+                | Operator::TableCopy { .. }
+                | Operator::TableInit { .. }
+                | Operator::ElemDrop { .. }
+                | Operator::RefFunc { .. } => return None,
+                _ => {}
+            }
+        }
+        if fill.is_some() || dispatch.is_some() {
             let (code, callee) = match op {
                 Operator::Call { function_index } => (CALL, function_index),
                 Operator::ReturnCall { function_index } => (RETURN_CALL, function_index),
                 Operator::RefFunc { function_index } => (REF_FUNC, function_index),
-                Operator::MemoryFill { .. } if is_memclr => (CALL, f.import),
+                Operator::MemoryFill { .. } if is_memclr => {
+                    patches.push(Patch {
+                        start,
+                        end,
+                        op: CALL,
+                        index: fill?.import,
+                    });
+                    continue;
+                }
                 _ => continue,
             };
-            let moved = if matches!(op, Operator::MemoryFill { .. }) {
-                callee
-            } else {
-                f.shift(callee)
-            };
-            if moved != callee || matches!(op, Operator::MemoryFill { .. }) {
+            if shift(callee) != callee {
                 patches.push(Patch {
                     start,
                     end,
                     op: code,
-                    index: moved,
+                    index: shift(callee),
                 });
             }
         }
@@ -417,14 +510,61 @@ fn apply(body: &[u8], patches: &[Patch]) -> Vec<u8> {
     out
 }
 
-/// The type section with `[i32 i32 i32] -> []` appended.
-fn append_fill_type(content: &[u8]) -> Option<Vec<u8>> {
+/// The type section with the new types appended: `fill`'s `[i32 i32 i32] -> []` (unless the
+/// module has it), then the dispatchers'. `Some(None)` if there are none.
+fn append_types(
+    content: &[u8],
+    fill: Option<&FillPlan>,
+    dispatch: Option<&DispatchPlan>,
+) -> Option<Option<Vec<u8>>> {
+    let fill_type = fill.is_some_and(|f| f.add_type);
+    let dispatchers = dispatch.map_or(0, |d| d.types.len());
+    if !fill_type && dispatchers == 0 {
+        return Some(None);
+    }
     let (count, n) = read_u32(content)?;
-    let mut out = Vec::with_capacity(content.len() + 8);
-    write_u32(&mut out, count.checked_add(1)?);
+    let mut out = Vec::with_capacity(content.len() + 8 + 16 * dispatchers);
+    write_u32(
+        &mut out,
+        count.checked_add(u32::from(fill_type) + dispatchers as u32)?,
+    );
     out.extend_from_slice(&content[n..]);
-    out.extend_from_slice(&[0x60, 3, 0x7f, 0x7f, 0x7f, 0]);
-    Some(out)
+    if fill_type {
+        out.extend_from_slice(&[0x60, 3, 0x7f, 0x7f, 0x7f, 0]);
+    }
+    if let Some(d) = dispatch {
+        for t in &d.types {
+            let mut ty = enc::TypeSection::new();
+            let params: Vec<enc::ValType> = t
+                .params
+                .iter()
+                .copied()
+                .chain([ValType::I32])
+                .map(val_type)
+                .collect();
+            ty.ty()
+                .function(params, t.results.iter().copied().map(val_type));
+            let mut bytes = Vec::new();
+            enc::Encode::encode(&ty, &mut bytes);
+            // A section of one type: its size, its count (1), then the type.
+            let (_, a) = read_u32(&bytes)?;
+            let (_, b) = read_u32(&bytes[a..])?;
+            out.extend_from_slice(&bytes[a + b..]);
+        }
+    }
+    Some(Some(out))
+}
+
+fn val_type(t: ValType) -> enc::ValType {
+    match t {
+        ValType::I32 => enc::ValType::I32,
+        ValType::I64 => enc::ValType::I64,
+        ValType::F32 => enc::ValType::F32,
+        ValType::F64 => enc::ValType::F64,
+        ValType::V128 => enc::ValType::V128,
+        // DispatchPlan::find only takes numeric and vector types.
+        ValType::Ref(_) => enc::ValType::I32,
+    }
 }
 
 /// The import section with `gojs:host.fill` appended.
@@ -507,13 +647,19 @@ fn shift_elements(content: &[u8], offset: usize, f: &FillPlan) -> Option<Vec<u8>
     strip_size(out)
 }
 
-/// The name section with function indices shifted and `fill` named; `Some(None)` for other
-/// custom sections (copied as they are).
-fn shift_names(content: &[u8], offset: usize, f: &FillPlan) -> Option<Option<Vec<u8>>> {
+/// The name section with function indices shifted and `fill` and the dispatchers named;
+/// `Some(None)` for other custom sections (copied as they are).
+fn shift_names(
+    content: &[u8],
+    offset: usize,
+    fill: Option<&FillPlan>,
+    dispatch: Option<&DispatchPlan>,
+) -> Option<Option<Vec<u8>>> {
     let reader = wasmparser::CustomSectionReader::new(BinaryReader::new(content, offset)).ok()?;
     if reader.name() != "name" {
         return Some(None);
     }
+    let shift = |i: u32| fill.map_or(i, |f| f.shift(i));
     let data = reader.data();
     let base = reader.data_offset();
     let mut names = wasm_encoder::NameSection::new();
@@ -530,17 +676,28 @@ fn shift_names(content: &[u8], offset: usize, f: &FillPlan) -> Option<Option<Vec
             // Function names.
             1 => {
                 let mut map = wasm_encoder::NameMap::new();
-                let mut added = false;
+                let mut fill_named = fill.is_none();
                 for naming in wasmparser::NameMap::new(reader).ok()? {
                     let naming = naming.ok()?;
-                    if !added && naming.index >= f.import {
+                    if let Some(f) = fill
+                        && !fill_named
+                        && naming.index >= f.import
+                    {
                         map.append(f.import, "gojs:host.fill");
-                        added = true;
+                        fill_named = true;
                     }
-                    map.append(f.shift(naming.index), naming.name);
+                    map.append(shift(naming.index), naming.name);
                 }
-                if !added {
+                if let Some(f) = fill
+                    && !fill_named
+                {
                     map.append(f.import, "gojs:host.fill");
+                }
+                if let Some(d) = dispatch {
+                    for (j, t) in d.types.iter().enumerate() {
+                        let name = format!("gojs:dispatch.{}", t.canonical);
+                        map.append(d.first_func + j as u32, &name);
+                    }
                 }
                 names.functions(&map);
             }
@@ -554,7 +711,7 @@ fn shift_names(content: &[u8], offset: usize, f: &FillPlan) -> Option<Option<Vec
                         let naming = naming.ok()?;
                         inner.append(naming.index, naming.name);
                     }
-                    map.append(f.shift(indirect.index), &inner);
+                    map.append(shift(indirect.index), &inner);
                 }
                 if id == 2 {
                     names.locals(&map);
@@ -571,6 +728,244 @@ fn shift_names(content: &[u8], offset: usize, f: &FillPlan) -> Option<Option<Vec
     out.extend_from_slice(b"name");
     out.extend_from_slice(names.as_custom().data.as_ref());
     Some(Some(out))
+}
+
+/// One dispatcher: for `call_indirect`s of type `canonical` (and of types equal to it).
+struct Dispatcher {
+    canonical: u32,
+    params: Vec<ValType>,
+    results: Vec<ValType>,
+}
+
+/// The dispatch pass, for Winch's whole-module compiles (RATIONALE.md, "Why does Winch's code
+/// call through dispatchers instead of the table?"): every function in Go's table escapes, so
+/// wasmtime compiles an entry trampoline for each (with Cranelift), a fifth of a Winch compile.
+/// Instead, each `call_indirect` of type `t` calls a dispatcher `(params…, i32 slot) → results`
+/// that jumps on the slot (`br_table`) to a direct call of the function the table would hold
+/// there, or traps for a slot that is empty or of another type; the table is left empty.
+struct DispatchPlan {
+    /// The number of imported functions (before the fill pass's).
+    imported: u32,
+    /// The type index of every type, mapped to its first structurally equal one.
+    canonical: Vec<u32>,
+    types: Vec<Dispatcher>,
+    /// The type index of the first dispatcher (they follow one another).
+    first_type: u32,
+    /// The function index of the first dispatcher (after every defined function, shifted).
+    first_func: u32,
+    /// The table's segment: its offset and the functions in it (indices before the shift).
+    offset: u32,
+    slots: Vec<u32>,
+    /// The type index of every function, imports first.
+    func_types: Vec<u32>,
+}
+
+impl DispatchPlan {
+    fn find(wasm: &[u8], sections: &[Section], fill: Option<&FillPlan>) -> Option<DispatchPlan> {
+        let mut sigs: Vec<(Vec<ValType>, Vec<ValType>)> = Vec::new();
+        let mut func_types = Vec::new();
+        let mut imported = 0u32;
+        let mut tables = 0;
+        let mut segment = None;
+        for s in sections {
+            let content = &wasm[s.content.clone()];
+            let reader = BinaryReader::new(content, s.content.start);
+            match s.id {
+                TYPE_SECTION => {
+                    let r = wasmparser::TypeSectionReader::new(reader).ok()?;
+                    for ty in r.into_iter_err_on_gc_types() {
+                        let ty = ty.ok()?;
+                        let plain = |v: &[ValType]| {
+                            v.iter()
+                                .all(|t| !matches!(t, ValType::Ref(_)))
+                                .then(|| v.to_vec())
+                        };
+                        sigs.push((plain(ty.params())?, plain(ty.results())?));
+                    }
+                }
+                IMPORT_SECTION => {
+                    let r = wasmparser::ImportSectionReader::new(reader).ok()?;
+                    for import in r.into_imports() {
+                        match import.ok()?.ty {
+                            wasmparser::TypeRef::Func(t) => {
+                                func_types.push(t);
+                                imported += 1;
+                            }
+                            // An imported table could be filled from outside.
+                            _ => return None,
+                        }
+                    }
+                }
+                FUNCTION_SECTION => {
+                    let r = wasmparser::FunctionSectionReader::new(reader).ok()?;
+                    for t in r {
+                        func_types.push(t.ok()?);
+                    }
+                }
+                TABLE_SECTION => {
+                    let r = wasmparser::TableSectionReader::new(reader).ok()?;
+                    for t in r {
+                        let t = t.ok()?;
+                        if t.ty.element_type != wasmparser::RefType::FUNCREF
+                            || t.ty.table64
+                            || !matches!(t.init, wasmparser::TableInit::RefNull)
+                        {
+                            return None;
+                        }
+                        tables += 1;
+                    }
+                }
+                EXPORT_SECTION => {
+                    let r = wasmparser::ExportSectionReader::new(reader).ok()?;
+                    for e in r {
+                        if matches!(e.ok()?.kind, wasmparser::ExternalKind::Table) {
+                            return None;
+                        }
+                    }
+                }
+                ELEMENT_SECTION => {
+                    let r = wasmparser::ElementSectionReader::new(reader).ok()?;
+                    for elem in r {
+                        let elem = elem.ok()?;
+                        let wasmparser::ElementKind::Active {
+                            table_index: None | Some(0),
+                            offset_expr,
+                        } = elem.kind
+                        else {
+                            return None;
+                        };
+                        let wasmparser::ElementItems::Functions(funcs) = elem.items else {
+                            return None;
+                        };
+                        let mut ops = offset_expr.get_operators_reader();
+                        let Operator::I32Const { value } = ops.read().ok()? else {
+                            return None;
+                        };
+                        if segment.is_some() {
+                            return None;
+                        }
+                        let funcs = funcs.into_iter().collect::<Result<Vec<u32>, _>>().ok()?;
+                        segment = Some((u32::try_from(value).ok()?, funcs));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (offset, slots) = segment?;
+        if tables != 1 || slots.is_empty() {
+            return None;
+        }
+        let canonical: Vec<u32> = (0..sigs.len())
+            .map(|i| sigs.iter().position(|s| *s == sigs[i]).unwrap_or(i) as u32)
+            .collect();
+        // One dispatcher per type of the functions in the table.
+        let mut seen: Vec<u32> = Vec::new();
+        for &f in &slots {
+            let ty = *func_types.get(f as usize)?;
+            let c = *canonical.get(ty as usize)?;
+            if !seen.contains(&c) {
+                seen.push(c);
+            }
+        }
+        let types: Vec<Dispatcher> = seen
+            .into_iter()
+            .map(|c| Dispatcher {
+                canonical: c,
+                params: sigs[c as usize].0.clone(),
+                results: sigs[c as usize].1.clone(),
+            })
+            .collect();
+        let fill_type = fill.is_some_and(|f| f.add_type);
+        let fill_func = u32::from(fill.is_some());
+        Some(DispatchPlan {
+            imported,
+            first_type: sigs.len() as u32 + u32::from(fill_type),
+            first_func: u32::try_from(func_types.len()).ok()? + fill_func,
+            canonical,
+            types,
+            offset,
+            slots,
+            func_types,
+        })
+    }
+
+    /// The dispatcher for `call_indirect`s of type `ty`, if the table holds functions of it.
+    fn dispatcher_for(&self, ty: u32) -> Option<u32> {
+        let c = *self.canonical.get(ty as usize)?;
+        let j = self.types.iter().position(|d| d.canonical == c)?;
+        Some(self.first_func + j as u32)
+    }
+
+    /// The function section with the dispatchers' types appended.
+    fn append_functions(&self, content: &[u8]) -> Option<Vec<u8>> {
+        let (count, n) = read_u32(content)?;
+        let mut out = Vec::with_capacity(content.len() + 4 * self.types.len());
+        write_u32(&mut out, count.checked_add(self.types.len() as u32)?);
+        out.extend_from_slice(&content[n..]);
+        for j in 0..self.types.len() {
+            write_u32(&mut out, self.first_type + j as u32);
+        }
+        Some(out)
+    }
+
+    /// The dispatchers' bodies, each encoded with its size, ready for the code section.
+    fn bodies(&self, fill: Option<&FillPlan>) -> Vec<Vec<u8>> {
+        use enc::Instruction as I;
+        let shift = |i: u32| fill.map_or(i, |f| f.shift(i));
+        self.types
+            .iter()
+            .map(|d| {
+                // Its cases: the distinct functions of its type, in slot order.
+                let mut cases: Vec<u32> = Vec::new();
+                let targets: Vec<u32> = self
+                    .slots
+                    .iter()
+                    .map(|&f| {
+                        let ty = self.func_types[f as usize];
+                        if self.canonical[ty as usize] != d.canonical {
+                            return u32::MAX;
+                        }
+                        match cases.iter().position(|&c| c == f) {
+                            Some(k) => k as u32,
+                            None => {
+                                cases.push(f);
+                                (cases.len() - 1) as u32
+                            }
+                        }
+                    })
+                    .collect();
+                let trap = cases.len() as u32;
+                let targets: Vec<u32> = targets
+                    .into_iter()
+                    .map(|t| if t == u32::MAX { trap } else { t })
+                    .collect();
+                let slot = d.params.len() as u32;
+                let mut f = enc::Function::new([]);
+                f.instruction(&I::Block(enc::BlockType::Empty));
+                for _ in 0..cases.len() {
+                    f.instruction(&I::Block(enc::BlockType::Empty));
+                }
+                f.instruction(&I::LocalGet(slot))
+                    .instruction(&I::I32Const(self.offset as i32))
+                    .instruction(&I::I32Sub)
+                    .instruction(&I::BrTable(targets.into(), trap));
+                for &callee in &cases {
+                    f.instruction(&I::End);
+                    for p in 0..slot {
+                        f.instruction(&I::LocalGet(p));
+                    }
+                    f.instruction(&I::Call(shift(callee)))
+                        .instruction(&I::Return);
+                }
+                f.instruction(&I::End)
+                    .instruction(&I::Unreachable)
+                    .instruction(&I::End);
+                let mut bytes = Vec::new();
+                enc::Encode::encode(&f, &mut bytes);
+                bytes
+            })
+            .collect()
+    }
 }
 
 /// A section's encoding without its leading size (wasm-encoder writes it; `assemble` adds
@@ -774,6 +1169,7 @@ mod tests {
         let all = Passes {
             jumps: true,
             fill: true,
+            dispatch: false,
         };
         let rewritten = prepare(&wasm, all).expect("rewritten");
         wasmparser::Validator::new()
@@ -812,6 +1208,7 @@ mod tests {
         let none = Passes {
             jumps: true,
             fill: false,
+            dispatch: false,
         };
         assert!(prepare(&wasm, none).is_none());
         let renamed = {
@@ -824,11 +1221,141 @@ mod tests {
     }
 
     #[test]
+    fn dispatch_pass_calls_through_dispatchers_instead_of_the_table() {
+        let wasm = module();
+        for fill in [false, true] {
+            let passes = Passes {
+                jumps: true,
+                fill,
+                dispatch: true,
+            };
+            let rewritten = prepare(&wasm, passes).expect("rewritten");
+            wasmparser::Validator::new()
+                .validate_all(&rewritten)
+                .unwrap();
+            for p in [0, 100] {
+                assert_eq!(run(&wasm, p), run(&rewritten, p), "fill {fill}, p = {p}");
+            }
+            // No element segment, no call_indirect; one dispatcher, named.
+            let mut elements = 0;
+            let mut indirect = 0;
+            for payload in wasmparser::Parser::new(0).parse_all(&rewritten) {
+                match payload.unwrap() {
+                    wasmparser::Payload::ElementSection(r) => elements += r.count(),
+                    wasmparser::Payload::CodeSectionEntry(body) => {
+                        let mut ops = body.get_operators_reader().unwrap();
+                        while !ops.eof() {
+                            indirect += usize::from(matches!(
+                                ops.read().unwrap(),
+                                Operator::CallIndirect { .. }
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!((elements, indirect), (0, 0), "fill {fill}");
+            let names = names(&rewritten);
+            let last = names.last().unwrap();
+            assert_eq!(last.1, "gojs:dispatch.0");
+            assert_eq!(last.0, 5 + u32::from(fill));
+        }
+    }
+
+    /// A slot the table doesn't fill, or fills with a function of another type, traps through
+    /// the dispatcher as it does through the table.
+    #[test]
+    fn dispatchers_trap_where_call_indirect_does() {
+        let wat = |slot: i32| {
+            let mut m = enc::Module::new();
+            let mut types = enc::TypeSection::new();
+            types
+                .ty()
+                .function([enc::ValType::I32], [enc::ValType::I32]);
+            types.ty().function([], [enc::ValType::I32]);
+            m.section(&types);
+            let mut funcs = enc::FunctionSection::new();
+            funcs.function(1); // run
+            funcs.function(0); // inc
+            funcs.function(1); // other type
+            m.section(&funcs);
+            let mut tables = enc::TableSection::new();
+            tables.table(enc::TableType {
+                element_type: enc::RefType::FUNCREF,
+                table64: false,
+                minimum: 8,
+                maximum: None,
+                shared: false,
+            });
+            m.section(&tables);
+            let mut mems = enc::MemorySection::new();
+            mems.memory(enc::MemoryType {
+                minimum: 1,
+                maximum: None,
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+            m.section(&mems);
+            let mut exports = enc::ExportSection::new();
+            exports.export("run", enc::ExportKind::Func, 0);
+            exports.export("mem", enc::ExportKind::Memory, 0);
+            m.section(&exports);
+            let mut elems = enc::ElementSection::new();
+            elems.active(
+                None,
+                &enc::ConstExpr::i32_const(2),
+                enc::Elements::Functions(std::borrow::Cow::Owned(vec![1, 2])),
+            );
+            m.section(&elems);
+            let mut code = enc::CodeSection::new();
+            let mut run = enc::Function::new([]);
+            run.instructions()
+                .i32_const(41)
+                .i32_const(slot)
+                .call_indirect(0, 0)
+                .end();
+            code.function(&run);
+            let mut inc = enc::Function::new([]);
+            inc.instructions().local_get(0).i32_const(1).i32_add().end();
+            code.function(&inc);
+            let mut other = enc::Function::new([]);
+            other.instructions().i32_const(7).end();
+            code.function(&other);
+            m.section(&code);
+            m.finish()
+        };
+        let call = |wasm: &[u8]| {
+            let engine = wasmtime::Engine::default();
+            let module = wasmtime::Module::new(&engine, wasm).unwrap();
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let f = instance
+                .get_typed_func::<(), i32>(&mut store, "run")
+                .unwrap();
+            f.call(&mut store, ()).ok()
+        };
+        let passes = Passes {
+            jumps: false,
+            fill: false,
+            dispatch: true,
+        };
+        // Slot 2 holds `inc`; 3 a function of another type; 0, 7, 8 and -1 nothing.
+        for slot in [2, 3, 0, 7, 8, -1] {
+            let wasm = wat(slot);
+            let rewritten = prepare(&wasm, passes).expect("rewritten");
+            assert_eq!(call(&wasm), call(&rewritten), "slot {slot}");
+        }
+        assert_eq!(call(&prepare(&wat(2), passes).unwrap()), Some(42));
+    }
+
+    #[test]
     fn damaged_modules_never_panic() {
         let wasm = module();
         let all = Passes {
             jumps: true,
             fill: true,
+            dispatch: true,
         };
         for i in 0..wasm.len() {
             let _ = prepare(&wasm[..i], all);

@@ -661,8 +661,10 @@ impl Secondary {
             let code = compile_pool()
                 .map_err(|e| format!("cannot start compile threads: {e}"))
                 .and_then(|pool| {
-                    pool.install(|| crate::engine::compile_go(&engine, &wasm))
-                        .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
+                    pool.install(|| {
+                        crate::engine::compile_go(&engine, &wasm, crate::engine::Whole::Other)
+                    })
+                    .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
             *done.code.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
             done.ready.notify_all();
