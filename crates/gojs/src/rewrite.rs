@@ -28,9 +28,9 @@ pub(crate) struct Passes {
 }
 
 impl Passes {
-    /// The passes this process runs: all, less those turned off (`GOJS_JUMPS=off`,
-    /// `GOJS_FILL=off`).
-    /// `whole_winch`: the module is compiled whole by Winch (not split, not Cranelift).
+    /// The passes this process runs on a module: all, less those turned off (`GOJS_JUMPS=off`,
+    /// `GOJS_FILL=off`, `GOJS_DISPATCH=off`); dispatch only if the module is compiled whole by
+    /// Winch (`whole_winch`: not split, not by Cranelift).
     pub(crate) fn enabled(whole_winch: bool) -> Passes {
         let on = |var| std::env::var_os(var).is_none_or(|v| v != "off");
         Passes {
@@ -77,8 +77,8 @@ const ELEMENT_SECTION: u8 = 9;
 const CODE_SECTION: u8 = 10;
 const CUSTOM_SECTION: u8 = 0;
 
-/// `wasm` with `passes` applied, or `None` if it can't be read or neither pass changes
-/// anything. A module the fill pass can't handle still gets its jumps.
+/// `wasm` with `passes` applied, or `None` if it can't be read or no pass changes anything. A
+/// module the dispatch or fill pass can't handle still gets the others.
 pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
     let sections = sections(wasm)?;
     let fill = if passes.fill {
