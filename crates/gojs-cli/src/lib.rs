@@ -38,6 +38,19 @@ static INIT_ALLOCATOR: extern "C" fn() = {
     init
 };
 
+/// End the process with `code` now: flush our output, wait for the background work gojs
+/// started ([`gojs::wait_for_background_work`]), and leave without the rest of the C library's
+/// exit work. That work is only tearing down memory the process is about to give back anyway
+/// (mimalloc returns its freed pages to the kernel, page by page): 5–15 ms after a first run.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    gojs::wait_for_background_work();
+    // SAFETY: `_exit` ends the process; everything that must outlive it is flushed or joined.
+    unsafe { libc::_exit(code) }
+}
+
 /// Load and run a module with inherited stdio; print errors as one line (plus a trap's
 /// backtrace) on stderr. Returns the process exit code.
 pub fn run(module: &Path, options: RunOptions) -> i32 {

@@ -187,8 +187,6 @@ fn options(access: Access, args: Vec<String>) -> Result<gojs_cli::RunOptions, Ex
 }
 
 fn exit(code: i32) -> ExitCode {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    // Skip tearing down the guest's realm: the process is ending anyway.
-    std::process::exit(code)
+    // Skip tearing down the guest's realm and the allocator: the process is ending anyway.
+    gojs_cli::exit_now(code)
 }

@@ -558,19 +558,28 @@ fn invalid(e: wasmtime::Error) -> Error {
 /// Run `f` on a helper thread that this process's exit (`exit`, or returning from `main`) waits
 /// for; on the calling thread if that can't be arranged. For work a short program shouldn't wait
 /// for but must not cut short: starting the background filler, writing a cache entry.
+static HELPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Wait for the work this process started that its exit must not cut short: writing a compile
+/// cache entry, starting the background compile of a module seen for the first time. An exit
+/// through `exit` (or returning from `main`) waits by itself; call this before ending the
+/// process another way (`_exit`, which skips the rest of the C library's exit work).
+pub fn wait_for_background_work() {
+    let helpers = std::mem::take(
+        &mut *HELPERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for h in helpers {
+        let _ = h.join();
+    }
+}
+
 fn spawn_before_exit(f: impl FnOnce() + Send + 'static) {
-    static HELPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
-        std::sync::Mutex::new(Vec::new());
     static AT_EXIT: OnceLock<bool> = OnceLock::new();
     extern "C" fn join_helpers() {
-        let helpers = std::mem::take(
-            &mut *HELPERS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for h in helpers {
-            let _ = h.join();
-        }
+        wait_for_background_work();
     }
     // SAFETY: registers a plain function with no arguments to run at exit.
     let registered = *AT_EXIT.get_or_init(|| unsafe { libc::atexit(join_helpers) } == 0);

@@ -87,7 +87,9 @@ pub use convert::{
     Bytes, ConversionError, FromValue, HostFn, IntoArgs, IntoResult, IntoValue, JsFunction, Json,
     Value,
 };
-pub use engine::{Compiler, Engine, direct_jumps, first_run_split, rewritten};
+pub use engine::{
+    Compiler, Engine, direct_jumps, first_run_split, rewritten, wait_for_background_work,
+};
 pub use error::Error;
 pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};

@@ -39,5 +39,5 @@ fn main() -> ExitCode {
         grants: vec![gojs::Grant::host_filesystem()],
     };
     let code = gojs_cli::run(&module, options);
-    std::process::exit(code)
+    gojs_cli::exit_now(code)
 }
