@@ -223,18 +223,46 @@ pub(crate) fn uint8_array(ctx: &JsCtx, bytes: &[u8]) -> Result<JsValue, JsValue>
     }
 }
 
+/// QuickJS's class ids of `Uint8Array` and `Uint8ClampedArray` (the same in every runtime of
+/// this build), learned from the first of each seen; 0 until then.
+static UINT8_CLASSES: [std::sync::atomic::AtomicU32; 2] = [
+    std::sync::atomic::AtomicU32::new(0),
+    std::sync::atomic::AtomicU32::new(0),
+];
+
+/// Whether `v` is a `Uint8Array` or `Uint8ClampedArray`: one look at its class id once the
+/// class ids are known (`copyBytesTo*` ask this on every call).
+#[inline]
+fn is_uint8_array(v: qjs::JSValue) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    // SAFETY: reads the tag, and the class id of an object (JS_INVALID_CLASS_ID, 0, otherwise).
+    let class = unsafe { qjs::JS_GetClassID(v) };
+    if class == 0 {
+        return false;
+    }
+    if class == UINT8_CLASSES[0].load(Relaxed) || class == UINT8_CLASSES[1].load(Relaxed) {
+        return true;
+    }
+    // SAFETY: `v` is an object.
+    let kind = unsafe { qjs::JS_GetTypedArrayType(v) };
+    let Ok(kind) = u32::try_from(kind) else {
+        return false;
+    };
+    let known = match kind {
+        qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8 => &UINT8_CLASSES[0],
+        qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8C => &UINT8_CLASSES[1],
+        _ => return false,
+    };
+    known.store(class, Relaxed);
+    true
+}
+
 /// The bytes of a `Uint8Array` or `Uint8ClampedArray` (what `instanceof Uint8Array ||
 /// instanceof Uint8ClampedArray` accepts), or `None` for anything else.
 ///
 /// `f` sees the engine's buffer in place; it must not run JS.
 pub(crate) fn with_uint8_bytes<R>(v: &JsValue, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-    if !v.is_object() {
-        return None;
-    }
-    let kind = u32::try_from(unsafe { qjs::JS_GetTypedArrayType(v.as_raw()) }).ok()?;
-    if kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8
-        && kind != qjs::JSTypedArrayEnum_JS_TYPED_ARRAY_UINT8C
-    {
+    if !is_uint8_array(v.as_raw()) {
         return None;
     }
     let ctx = v.ctx();
