@@ -421,23 +421,11 @@ fn renumber(body: &[u8], calls: &[(usize, usize, u32)], map: &[u32]) -> Vec<u8> 
     for &(start, end, callee) in calls {
         out.extend_from_slice(&body[at..start]);
         out.push(0x10);
-        leb128(&mut out, map[callee as usize]);
+        crate::rewrite::write_u32(&mut out, map[callee as usize]);
         at = end;
     }
     out.extend_from_slice(&body[at..]);
     out
-}
-
-fn leb128(out: &mut Vec<u8>, mut v: u32) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// The primary: the imports, the hot functions, and stubs for the cold functions that hot code
