@@ -676,6 +676,9 @@ fn config(compiler: Compiler, parallel: bool) -> wasmtime::Config {
     // Only checked against max_wasm_stack: we never run wasm on async fibers.
     config.async_stack_size(WASM_MAX_STACK);
     config.parallel_compilation(parallel);
+    // A memory's bytes stay where they are for its life (the default 4 GiB reservation holds any
+    // 32-bit memory): imports keep its address between calls (`instance::MemView`).
+    config.memory_may_move(false);
     match compiler {
         Compiler::Winch => {
             config.strategy(wasmtime::Strategy::Winch);

@@ -88,10 +88,8 @@ pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Re
         crate::fill::MODULE,
         crate::fill::NAME,
         |mut caller: Caller<'_, HostState>, dst: i32, val: i32, len: i32| {
-            let state = caller.data();
-            let (mem, fresh_from) = (state.guest()?.mem, state.fresh_from);
-            let bytes = mem.data_mut(&mut caller);
-            if crate::fill::fill(bytes, fresh_from, dst as u32, val as u32, len as u32) {
+            let (bytes, state) = crate::instance::memory_and_state(&mut caller)?;
+            if crate::fill::fill(bytes, state.fresh_from, dst as u32, val as u32, len as u32) {
                 Ok(())
             } else {
                 Err(wasmtime::Trap::MemoryOutOfBounds.into())
@@ -140,8 +138,7 @@ impl Call<'_, '_> {
 
     /// Guest memory and host state, borrowed together.
     fn split(&mut self) -> wasmtime::Result<(Memory<'_>, &mut HostState)> {
-        let mem = self.caller.data().guest()?.mem;
-        let (bytes, state) = mem.data_and_store_mut(&mut *self.caller);
+        let (bytes, state) = crate::instance::memory_and_state(self.caller)?;
         Ok((Memory(bytes), state))
     }
 
