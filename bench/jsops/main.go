@@ -35,5 +35,18 @@ func main() {
 	measure("call_number_ns", 200_000, func() { sink += math.Call("abs", -1.5).Float() })
 	measure("set_number_ns", 200_000, func() { obj.Set("num", 7) })
 	measure("copy_1k_ns", 100_000, func() { js.CopyBytesToJS(arr, buf) })
+	// Operations that pass no string (wasm_exec.js decodes none for them).
+	array := g.Get("Array")
+	seven := array.New(1, 2, 3, 4, 5, 6, 7)
+	abs := math.Get("abs")
+	measure("index_number_ns", 200_000, func() { sink += seven.Index(5).Float() })
+	measure("length_ns", 200_000, func() { sink += float64(seven.Length()) })
+	measure("set_index_ns", 200_000, func() { seven.SetIndex(5, 7) })
+	measure("invoke_number_ns", 200_000, func() { sink += abs.Invoke(-2).Float() })
+	measure("instanceof_ns", 200_000, func() {
+		if seven.InstanceOf(array) {
+			sink++
+		}
+	})
 	_ = sink
 }

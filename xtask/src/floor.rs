@@ -208,7 +208,7 @@ fn link(l: &mut Linker<State>) -> Result<()> {
         let i = u64_at(&mut c, sp + 16) as usize;
         let r = match (v, &c.data().event) {
             (EVENT_ARGS, Some((_, args))) => args.get(i).copied().unwrap_or(UNDEFINED),
-            _ => OBJECT,
+            _ => 7f64.to_bits(),
         };
         put(&mut c, sp + 24, &r.to_le_bytes());
     })?;
@@ -230,7 +230,7 @@ fn link(l: &mut Linker<State>) -> Result<()> {
         |mut c: C, sp: i32| -> wasmtime::Result<()> {
             let f = u64_at(&mut c, sp + 8);
             let args = refs(&mut c, sp + 16);
-            let mut r = OBJECT;
+            let mut r = 2f64.to_bits();
             if f >> 32 == NAN_HEAD | FLAG_FUNCTION {
                 // Deliver the call like wasm_exec.js's wrapper: Go reads `_pendingEvent`.
                 let id = (f as u32) - FUNC_BASE;

@@ -872,10 +872,20 @@ pub(crate) fn set_ordinary(
 }
 
 /// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).
-pub(crate) fn instance_of(value: &JsValue, ctor: &JsValue) -> Result<bool, JsValue> {
-    let ctx = value.ctx();
-    let r = unsafe { qjs::JS_IsInstanceOf(raw_ctx(ctx), value.as_raw(), ctor.as_raw()) };
-    if r < 0 { Err(ctx.catch()) } else { Ok(r != 0) }
+pub(crate) fn instance_of(value: &Raw, ctor: &Raw) -> Result<bool, Raw> {
+    let ctx = value.ctx;
+    // SAFETY: live values of this context; a pending exception is taken at once.
+    unsafe {
+        let r = qjs::JS_IsInstanceOf(ctx, value.v, ctor.v);
+        if r < 0 {
+            Err(Raw {
+                ctx,
+                v: qjs::JS_GetException(ctx),
+            })
+        } else {
+            Ok(r != 0)
+        }
+    }
 }
 
 /// How an uncaught exception reads in a report: `Name: message` and the stack for errors,

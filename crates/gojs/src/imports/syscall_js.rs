@@ -353,10 +353,16 @@ pub(super) fn value_load_string(c: &mut Call) -> wasmtime::Result<()> {
 
 /// `func valueInstanceOf(v ref, t ref) bool`.
 pub(super) fn value_instance_of(c: &mut Call) -> wasmtime::Result<()> {
-    let (v, t) = (c.load(8)?, c.load(16)?);
+    let frame = c.frame();
+    let (mem, state) = c.split()?;
+    let v = state.load_raw(frame.r#ref(&mem, 8)?);
+    let t = state.load_raw(frame.r#ref(&mem, 16)?);
     match c.run_js(|| realm::instance_of(&v, &t))? {
         Ok(b) => c.with_mem(|m, f| f.set_u8(m, 24, u8::from(b))),
-        Err(e) => c.uncaught(e),
+        Err(e) => {
+            let e = e.to_value(&c.state().ctx);
+            c.uncaught(e)
+        }
     }
 }
 
