@@ -42,7 +42,8 @@ struct Access {
     /// compiler (cached). winch: always the baseline compiler, whole module. Either way Go's
     /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of
     /// large blocks leaves untouched pages alone (GOJS_FILL=off leaves it); Winch's
-    /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off).
+    /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off),
+    /// and data segments a few bytes apart are merged (GOJS_DATA=off).
     #[arg(
         long,
         value_name = "auto|cranelift|winch",

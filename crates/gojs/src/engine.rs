@@ -537,8 +537,8 @@ pub fn direct_jumps(wasm: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `wasm` as gojs compiles it, every pass on ([`crate::rewrite`]): direct jumps, Go's
-/// clearing through `gojs:host.fill` and, `for_winch` (a whole-module Winch compile), indirect
-/// calls through dispatchers; `None` if nothing changes. For tests.
+/// clearing through `gojs:host.fill`, merged data segments and, `for_winch` (a whole-module
+/// Winch compile), indirect calls through dispatchers; `None` if nothing changes. For tests.
 #[doc(hidden)]
 pub fn rewritten(wasm: &[u8], for_winch: bool) -> Option<Vec<u8>> {
     crate::rewrite::prepare(
@@ -547,6 +547,7 @@ pub fn rewritten(wasm: &[u8], for_winch: bool) -> Option<Vec<u8>> {
             jumps: true,
             fill: true,
             dispatch: for_winch,
+            data: true,
         },
     )
 }

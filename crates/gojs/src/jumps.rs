@@ -34,6 +34,7 @@ pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
             jumps: true,
             fill: false,
             dispatch: false,
+            data: false,
         },
     )
 }

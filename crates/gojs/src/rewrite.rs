@@ -8,6 +8,9 @@
 //!
 //! - **dispatch** ([`DispatchPlan`], Winch's whole-module compiles only): `call_indirect`s call
 //!   generated dispatchers instead of going through the table, which is left empty.
+//! - **data** ([`merge_data`]): data segments a few bytes apart become one, the bytes between
+//!   them zeros (Go's linker starts a new segment after every run of 16 zero bytes or more: tens
+//!   of thousands of segments, each validated and translated on its own).
 //!
 //! The passes only patch instructions in place (a `br`'s depth, a call's index), re-encode the
 //! few sections that hold function indices and append what they add; everything else is
@@ -25,18 +28,21 @@ pub(crate) struct Passes {
     /// `call_indirect` through dispatch functions instead of the table ([`DispatchPlan`]): for
     /// Winch's whole-module compiles only.
     pub dispatch: bool,
+    /// Nearby data segments merged ([`merge_data`]).
+    pub data: bool,
 }
 
 impl Passes {
     /// The passes this process runs on a module: all, less those turned off (`GOJS_JUMPS=off`,
-    /// `GOJS_FILL=off`, `GOJS_DISPATCH=off`); dispatch only if the module is compiled whole by
-    /// Winch (`whole_winch`: not split, not by Cranelift).
+    /// `GOJS_FILL=off`, `GOJS_DISPATCH=off`, `GOJS_DATA=off`); dispatch only if the module is
+    /// compiled whole by Winch (`whole_winch`: not split, not by Cranelift).
     pub(crate) fn enabled(whole_winch: bool) -> Passes {
         let on = |var| std::env::var_os(var).is_none_or(|v| v != "off");
         Passes {
             jumps: on("GOJS_JUMPS"),
             fill: on("GOJS_FILL"),
             dispatch: whole_winch && on("GOJS_DISPATCH"),
+            data: on("GOJS_DATA"),
         }
     }
 
@@ -45,10 +51,11 @@ impl Passes {
     pub(crate) fn version(self) -> String {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
-            "jumps-{} fill-{} dispatch-{}",
+            "jumps-{} fill-{} dispatch-{} data-{}",
             v(self.jumps, "1"),
             v(self.fill, "1"),
-            v(self.dispatch, "1")
+            v(self.dispatch, "1"),
+            v(self.data, "1")
         )
     }
 }
@@ -75,6 +82,8 @@ const EXPORT_SECTION: u8 = 7;
 const START_SECTION: u8 = 8;
 const ELEMENT_SECTION: u8 = 9;
 const CODE_SECTION: u8 = 10;
+const DATA_SECTION: u8 = 11;
+const DATA_COUNT_SECTION: u8 = 12;
 const CUSTOM_SECTION: u8 = 0;
 
 /// `wasm` with `passes` applied, or `None` if it can't be read or no pass changes anything. A
@@ -105,7 +114,7 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
             continue;
         }
         tried.push(key);
-        if let Some(out) = assemble(wasm, &sections, passes.jumps, f, d) {
+        if let Some(out) = assemble(wasm, &sections, passes, f, d) {
             return (out.as_slice() != wasm).then_some(out);
         }
         if !key.0 && !key.1 {
@@ -302,10 +311,14 @@ fn code_entries(content: &[u8]) -> Option<Vec<(usize, usize, usize)>> {
 fn assemble(
     wasm: &[u8],
     sections: &[Section],
-    jumps: bool,
+    passes: Passes,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
 ) -> Option<Vec<u8>> {
+    let jumps = passes.jumps;
+    // Segments are numbered only for `memory.init` and `data.drop`, which need a data count
+    // section: without one, merging renumbers nothing anyone refers to.
+    let merge = passes.data && !sections.iter().any(|s| s.id == DATA_COUNT_SECTION);
     let mut out = Vec::with_capacity(wasm.len() + 64);
     out.extend_from_slice(&wasm[..8]);
     let mut changed = false;
@@ -337,6 +350,7 @@ fn assemble(
             CUSTOM_SECTION if fill.is_some() || dispatch.is_some() => {
                 shift_names(content, s.content.start, fill, dispatch)?
             }
+            DATA_SECTION if merge => merge_data(content, s.content.start),
             _ => None,
         };
         match new {
@@ -353,6 +367,83 @@ fn assemble(
         return None;
     }
     changed.then_some(out)
+}
+
+/// Segments no further apart than this are merged by [`merge_data`]. Go's linker leaves gaps
+/// of 17 bytes and more (it starts a new segment after 16 zero bytes): at 32, hello world's
+/// 30,947 segments become 128 and 0.5 MB of zeros is added to its 0.76 MB of data.
+const DATA_GAP: u64 = 32;
+
+/// The data section's contents (`content`, at `offset` in the module) with each active segment
+/// of memory 0 that starts at most [`DATA_GAP`] bytes after the previous one ends merged into
+/// it, the bytes between them zeros: what memory holds after instantiation doesn't change,
+/// since no other segment writes there (segments that overlap anywhere, or reach past 4 GiB,
+/// leave the section as it is). `None` if the section has other kinds of segments or offsets,
+/// can't be read, or nothing merges.
+fn merge_data(content: &[u8], offset: usize) -> Option<Vec<u8>> {
+    let reader = wasmparser::DataSectionReader::new(BinaryReader::new(content, offset)).ok()?;
+    let mut segments: Vec<(u64, &[u8])> = Vec::with_capacity(reader.count() as usize);
+    for data in reader {
+        let data = data.ok()?;
+        let wasmparser::DataKind::Active {
+            memory_index: 0,
+            offset_expr,
+        } = data.kind
+        else {
+            return None;
+        };
+        let mut ops = offset_expr.get_operators_reader();
+        let Ok(Operator::I32Const { value }) = ops.read() else {
+            return None;
+        };
+        if !matches!(ops.read(), Ok(Operator::End)) || !ops.eof() {
+            return None;
+        }
+        // An i32 offset is an unsigned address.
+        segments.push((u64::from(value as u32), data.data));
+    }
+    let end = |(at, bytes): (u64, &[u8])| at + bytes.len() as u64;
+    let mut sorted: Vec<(u64, u64)> = segments.iter().map(|&s| (s.0, end(s))).collect();
+    sorted.sort_unstable();
+    let disjoint = sorted.windows(2).all(|w| w[0].1 <= w[1].0);
+    if !disjoint || sorted.last().is_some_and(|&(_, e)| e > 1 << 32) {
+        return None;
+    }
+    // Runs of segments (by index) that become one, and the size of each with its gaps.
+    let mut runs: Vec<(usize, usize, u64)> = Vec::new();
+    for (i, &(at, bytes)) in segments.iter().enumerate() {
+        match runs.last_mut() {
+            Some((first, last, len))
+                if at >= segments[*first].0 + *len
+                    && at - (segments[*first].0 + *len) <= DATA_GAP =>
+            {
+                *last = i;
+                *len = at + bytes.len() as u64 - segments[*first].0;
+            }
+            _ => runs.push((i, i, bytes.len() as u64)),
+        }
+    }
+    if runs.len() == segments.len() {
+        return None;
+    }
+    let total: u64 = runs.iter().map(|r| r.2 + 16).sum();
+    let mut out = Vec::with_capacity(usize::try_from(total).ok()? + 8);
+    write_u32(&mut out, u32::try_from(runs.len()).ok()?);
+    for &(first, last, len) in &runs {
+        let start = segments[first].0;
+        // Active, memory 0, offset `i32.const start` (below 2^32, checked above: as an i32 it
+        // is the same bits).
+        out.extend_from_slice(&[0x00, 0x41]);
+        write_i32(&mut out, start as u32 as i32);
+        out.push(0x0b);
+        write_u32(&mut out, u32::try_from(len).ok()?);
+        let base = out.len();
+        for &(at, bytes) in &segments[first..=last] {
+            out.resize(base + (at - start) as usize, 0);
+            out.extend_from_slice(bytes);
+        }
+    }
+    Some(out)
 }
 
 /// The code section's contents with each body patched (and the dispatchers appended);
@@ -982,6 +1073,19 @@ fn read_u32(bytes: &[u8]) -> Option<(u32, usize)> {
     Some((v, r.original_position()))
 }
 
+/// Signed LEB128.
+fn write_i32(out: &mut Vec<u8>, mut v: i32) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if (v == 0 && byte & 0x40 == 0) || (v == -1 && byte & 0x40 != 0) {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 pub(crate) fn write_u32(out: &mut Vec<u8>, mut v: u32) {
     loop {
         let byte = (v & 0x7f) as u8;
@@ -1170,6 +1274,7 @@ mod tests {
             jumps: true,
             fill: true,
             dispatch: false,
+            data: false,
         };
         let rewritten = prepare(&wasm, all).expect("rewritten");
         wasmparser::Validator::new()
@@ -1209,6 +1314,7 @@ mod tests {
             jumps: true,
             fill: false,
             dispatch: false,
+            data: false,
         };
         assert!(prepare(&wasm, none).is_none());
         let renamed = {
@@ -1228,6 +1334,7 @@ mod tests {
                 jumps: true,
                 fill,
                 dispatch: true,
+                data: false,
             };
             let rewritten = prepare(&wasm, passes).expect("rewritten");
             wasmparser::Validator::new()
@@ -1339,6 +1446,7 @@ mod tests {
             jumps: false,
             fill: false,
             dispatch: true,
+            data: false,
         };
         // Slot 2 holds `inc`; 3 a function of another type; 0, 7, 8 and -1 nothing.
         for slot in [2, 3, 0, 7, 8, -1] {
@@ -1349,6 +1457,101 @@ mod tests {
         assert_eq!(call(&prepare(&wat(2), passes).unwrap()), Some(42));
     }
 
+    /// A module with one memory (exported as "mem") and these data segments: `(offset, bytes)`,
+    /// active in memory 0, or passive when the offset is `None`.
+    fn with_data(segments: &[(Option<i32>, &[u8])]) -> Vec<u8> {
+        let mut m = enc::Module::new();
+        let mut memories = enc::MemorySection::new();
+        memories.memory(enc::MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&memories);
+        let mut exports = enc::ExportSection::new();
+        exports.export("mem", enc::ExportKind::Memory, 0);
+        m.section(&exports);
+        let mut data = enc::DataSection::new();
+        for &(at, bytes) in segments {
+            match at {
+                Some(at) => data.active(0, &enc::ConstExpr::i32_const(at), bytes.iter().copied()),
+                None => data.passive(bytes.iter().copied()),
+            };
+        }
+        m.section(&data);
+        m.finish()
+    }
+
+    /// The memory an instance of `wasm` starts with, or `None` if it can't be instantiated.
+    fn initial_memory(wasm: &[u8]) -> Option<Vec<u8>> {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, wasm).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).ok()?;
+        let mem = instance.get_memory(&mut store, "mem").unwrap();
+        Some(mem.data(&store).to_vec())
+    }
+
+    fn data_segments(wasm: &[u8]) -> usize {
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            if let wasmparser::Payload::DataSection(r) = payload.unwrap() {
+                return r.count() as usize;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn data_pass_merges_nearby_segments_and_keeps_memory_the_same() {
+        let data_only = Passes {
+            jumps: false,
+            fill: false,
+            dispatch: false,
+            data: true,
+        };
+        // 100 and 110 merge (7 bytes apart); 200 is too far; 20 comes after 200 in the
+        // section; 203 follows 20, not 200. At 0x8000 + 32 the gap is just short enough.
+        let wasm = with_data(&[
+            (Some(100), b"abc"),
+            (Some(110), b"def"),
+            (Some(200), b"ghi"),
+            (Some(20), b"zz"),
+            (Some(203), b"jk"),
+            (Some(0x8000), b"x"),
+            (Some(0x8000 + 1 + 32), b"y"),
+            (Some(0x9000), b"p"),
+            (Some(0x9000 + 1 + 33), b"q"),
+        ]);
+        let merged = prepare(&wasm, data_only).expect("merged");
+        wasmparser::Validator::new().validate_all(&merged).unwrap();
+        assert_eq!((data_segments(&wasm), data_segments(&merged)), (9, 7));
+        let memory = initial_memory(&wasm).expect("instantiates");
+        assert_eq!(&memory[100..113], b"abc\0\0\0\0\0\0\0def");
+        assert_eq!(initial_memory(&merged).as_deref(), Some(memory.as_slice()));
+        // Nothing merges, or merging could change what memory holds: the section stays.
+        for segments in [
+            &[(Some(100), &b"ab"[..]), (Some(200), b"cd")][..],
+            &[(Some(100), b"abcd"), (Some(102), b"xy")],
+            &[(Some(100), b"ab"), (Some(103), b"cd"), (None, b"passive")],
+            &[
+                (Some(100), b"ab"),
+                (Some(103), b"cd"),
+                (Some(-1), b"past 4 GiB"),
+            ],
+        ] {
+            let wasm = with_data(segments);
+            assert!(prepare(&wasm, data_only).is_none(), "{segments:?}");
+        }
+        // Without the pass, nothing changes either.
+        let off = Passes {
+            data: false,
+            ..data_only
+        };
+        assert!(prepare(&wasm, off).is_none());
+    }
+
     #[test]
     fn damaged_modules_never_panic() {
         let wasm = module();
@@ -1356,6 +1559,7 @@ mod tests {
             jumps: true,
             fill: true,
             dispatch: true,
+            data: true,
         };
         for i in 0..wasm.len() {
             let _ = prepare(&wasm[..i], all);
@@ -1380,6 +1584,13 @@ mod tests {
             let mut out = Vec::new();
             super::write_u32(&mut out, v);
             assert_eq!(super::read_u32(&out), Some((v, out.len())));
+        }
+        for v in [0, 1, -1, 63, 64, -64, -65, 8191, -8192, i32::MAX, i32::MIN] {
+            let mut out = Vec::new();
+            super::write_i32(&mut out, v);
+            let mut r = BinaryReader::new(&out, 0);
+            assert_eq!(r.read_var_i32().ok(), Some(v), "{v}");
+            assert!(r.eof(), "{v}");
         }
     }
 }
