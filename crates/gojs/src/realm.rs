@@ -703,11 +703,14 @@ struct OwnData {
 }
 
 impl OwnData {
-    fn into_value(self, ctx: &JsCtx) -> JsValue {
-        let value = self.value;
+    /// The value, as a [`Raw`] (the reference we held, handed on: no handle on the context).
+    fn into_raw(self) -> Raw {
+        let raw = Raw {
+            ctx: self.ctx,
+            v: self.value,
+        };
         std::mem::forget(self);
-        // SAFETY: the reference we held, handed on.
-        unsafe { Value::from_raw(ctx.clone(), value) }
+        raw
     }
 }
 
@@ -764,7 +767,7 @@ fn with_index_atom<R>(ctx: &JsCtx, i: u32, f: impl FnOnce(qjs::JSAtom) -> R) -> 
 /// The value of an own data property of an ordinary object, an array or a typed array — what
 /// reading it (`[[Get]]`) returns — or `None` when reading could run JS or look further (not an
 /// own property, an accessor, another kind of object). Runs no JS.
-pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<JsValue> {
+pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<Raw> {
     let raw = obj.as_raw();
     let class = class_of(raw)?;
     // A typed array's own properties are its elements (and any expandos): reading one never
@@ -777,13 +780,13 @@ pub(crate) fn own_data_property(obj: &JsValue, atom: qjs::JSAtom) -> Option<JsVa
         return None;
     }
     match own_property(obj.ctx(), raw, atom) {
-        Own::Data(data) => Some(data.into_value(obj.ctx())),
+        Own::Data(data) => Some(data.into_raw()),
         Own::Missing | Own::Unusable => None,
     }
 }
 
 /// [`own_data_property`] for an array index (up to 2^31−1).
-pub(crate) fn own_data_element(obj: &JsValue, i: u32) -> Option<JsValue> {
+pub(crate) fn own_data_element(obj: &JsValue, i: u32) -> Option<Raw> {
     with_index_atom(obj.ctx(), i, |atom| own_data_property(obj, atom))
 }
 
@@ -1113,20 +1116,21 @@ mod tests {
         let obj: JsValue = ctx
             .eval("Object.create({ inherited: 1 }, { own: { value: 2, enumerable: true }, acc: { get() { return 3; } } })")
             .unwrap();
-        let own = own_data_property(&obj, name("own").atom()).and_then(|v| v.as_number());
+        let own =
+            own_data_property(&obj, name("own").atom()).and_then(|v| v.to_value(&ctx).as_number());
         assert_eq!(own, Some(2.0));
         assert!(own_data_property(&obj, name("inherited").atom()).is_none());
         assert!(own_data_property(&obj, name("acc").atom()).is_none());
         let typed: JsValue = ctx.eval("new Int16Array([5, -6])").unwrap();
         assert_eq!(
-            own_data_element(&typed, 1).and_then(|v| v.as_number()),
+            own_data_element(&typed, 1).and_then(|v| v.to_value(&ctx).as_number()),
             Some(-6.0)
         );
         assert!(own_data_element(&typed, 2).is_none());
         assert!(own_data_property(&typed, name("length").atom()).is_none());
         let arr: JsValue = ctx.eval("[7, , 9]").unwrap();
         assert_eq!(
-            own_data_element(&arr, 2).and_then(|v| v.as_number()),
+            own_data_element(&arr, 2).and_then(|v| v.to_value(&ctx).as_number()),
             Some(9.0)
         );
         assert!(own_data_element(&arr, 1).is_none());

@@ -59,7 +59,7 @@ pub(super) fn value_get(c: &mut Call) -> wasmtime::Result<()> {
             .get(id)
             .and_then(|v| realm::own_data_property(v, name.atom()))
     {
-        let out = state.values.store(&found);
+        let out = state.values.store_raw(&state.ctx, &found);
         return Ok(frame.set_ref(&mut mem, 32, out)?);
     }
     let (v, p) = c.load_with_prop(8, 16)?;
@@ -134,7 +134,7 @@ pub(super) fn value_index(c: &mut Call) -> wasmtime::Result<()> {
             .get(id)
             .and_then(|v| realm::own_data_element(v, i))
     {
-        let out = state.values.store(&found);
+        let out = state.values.store_raw(&state.ctx, &found);
         return Ok(frame.set_ref(&mut mem, 24, out)?);
     }
     let v = c.load(8)?;
