@@ -793,13 +793,9 @@ pub(crate) fn own_data_element(obj: &JsValue, i: u32) -> Option<Raw> {
 /// Run `JS_SetProperty…` (which takes `x`'s reference and throws where `Reflect.set` would
 /// return false; the callers have made sure it can't fail that way).
 #[inline]
-fn set_with(
-    ctx: &JsCtx,
-    x: &JsValue,
-    set: impl FnOnce(qjs::JSValue) -> i32,
-) -> Result<(), JsValue> {
+fn set_with(ctx: &JsCtx, x: &Raw, set: impl FnOnce(qjs::JSValue) -> i32) -> Result<(), JsValue> {
     // SAFETY: the setter takes the reference we dup for it.
-    if set(unsafe { qjs::JS_DupValue(raw_ctx(ctx), x.as_raw()) }) < 0 {
+    if set(unsafe { qjs::JS_DupValue(raw_ctx(ctx), x.v) }) < 0 {
         Err(ctx.catch())
     } else {
         Ok(())
@@ -810,7 +806,7 @@ fn set_with(
 /// or an ordinary object whose own element `i` (up to 2^31−1) is a writable data property —
 /// overwriting it calls no JS and, for an array, leaves its length alone. `None` otherwise (the
 /// caller goes through `Reflect.set`).
-pub(crate) fn set_own_element(obj: &JsValue, i: u32, x: &JsValue) -> Option<Result<(), JsValue>> {
+pub(crate) fn set_own_element(obj: &JsValue, i: u32, x: &Raw) -> Option<Result<(), JsValue>> {
     let (raw, ctx) = (obj.as_raw(), obj.ctx());
     let class = class_of(raw)?;
     if class != JS_CLASS_OBJECT && class != JS_CLASS_ARRAY {
@@ -832,11 +828,7 @@ pub(crate) fn set_own_element(obj: &JsValue, i: u32, x: &JsValue) -> Option<Resu
 /// it) without calling any JS. `None` when that isn't so (setters, read-only properties,
 /// exotic objects): the caller goes through `Reflect.set`, which returns `false` where a plain
 /// assignment would throw.
-pub(crate) fn set_ordinary(
-    obj: &JsValue,
-    name: &PropName,
-    x: &JsValue,
-) -> Option<Result<(), JsValue>> {
+pub(crate) fn set_ordinary(obj: &JsValue, name: &PropName, x: &Raw) -> Option<Result<(), JsValue>> {
     if !is_ordinary(obj.as_raw()) {
         return None;
     }

@@ -80,7 +80,7 @@ pub(super) fn value_set(c: &mut Call) -> wasmtime::Result<()> {
     if let Decoded::Id(id) = r.decode()
         && let Prop::Cached(name) = super::prop(state, mem.bytes(s.ptr, s.len)?)?
     {
-        let x = state.load(xr);
+        let x = state.load_raw(xr);
         if let Some(outcome) = state
             .values
             .get(id)
@@ -168,7 +168,7 @@ pub(super) fn value_set_index(c: &mut Call) -> wasmtime::Result<()> {
         && let Ok(i) = u32::try_from(i)
         && i <= i32::MAX as u32
     {
-        let x = state.load(xr);
+        let x = state.load_raw(xr);
         if let Some(outcome) = state
             .values
             .get(id)
