@@ -33,9 +33,13 @@ const EVENT_ARGS: u64 = boxed(FLAG_OBJECT, 103);
 const FUNC_BASE: u32 = 1000;
 const TEXT: &[u8] = b"hello";
 
-#[derive(Default)]
 struct State {
     mem: Option<Memory>,
+    /// Guest memory's address and size as imports last saw them, as gojs keeps them (its
+    /// `instance::MemView`): without it, wasmtime's lookup on every access would add a few ns
+    /// per import to the floor that gojs doesn't pay.
+    view: (*mut u8, usize),
+    growth: Growth,
     resume: Option<TypedFunc<(), ()>>,
     getsp: Option<TypedFunc<(), i32>>,
     exit: Option<i32>,
@@ -47,11 +51,56 @@ struct State {
     start: Option<Instant>,
 }
 
+impl Default for State {
+    fn default() -> State {
+        State {
+            mem: None,
+            view: (std::ptr::null_mut(), 0),
+            growth: Growth::default(),
+            resume: None,
+            getsp: None,
+            exit: None,
+            timers: HashMap::new(),
+            next_timer: 0,
+            event: None,
+            result: 0,
+            start: None,
+        }
+    }
+}
+
+/// The store's limiter: notes that memory grew, so `State::view` is out of date.
+#[derive(Default)]
+struct Growth {
+    grew: bool,
+}
+
+impl wasmtime::ResourceLimiter for Growth {
+    fn memory_growing(&mut self, _: usize, _: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        self.grew = true;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _: usize, _: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
 type C<'a> = Caller<'a, State>;
 
 fn mem<'a>(c: &'a mut C<'_>) -> &'a mut [u8] {
-    let m = c.data().mem.expect("memory");
-    m.data_mut(c)
+    if c.data().growth.grew || c.data().view.0.is_null() {
+        let m = c.data().mem.expect("memory");
+        let bytes = m.data_mut(&mut *c);
+        let view = (bytes.as_mut_ptr(), bytes.len());
+        c.data_mut().view = view;
+        c.data_mut().growth.grew = false;
+    }
+    let (base, len) = c.data().view;
+    // SAFETY: as gojs's `instance::memory_and_state`: the address and size were read from this
+    // store's memory, which never moves (`memory_may_move(false)`) or shrinks, and growth since
+    // then would have set `grew`. No wasm runs while the slice borrows the caller.
+    unsafe { std::slice::from_raw_parts_mut(base, len) }
 }
 
 fn get<const N: usize>(c: &mut C<'_>, at: i32) -> [u8; N] {
@@ -80,7 +129,9 @@ fn refs(c: &mut C<'_>, at: i32) -> Vec<u64> {
 
 /// Run a Go js/wasm module under the floor host; its output goes to ours. Returns the exit code.
 pub fn run(wasm: &std::path::Path) -> Result<i32> {
-    let engine = Engine::new(&wasmtime::Config::new())?;
+    let mut config = wasmtime::Config::new();
+    config.memory_may_move(false);
+    let engine = Engine::new(&config)?;
     // The code gojs runs: Go's jumps made direct, as gojs compiles every module.
     let bytes = std::fs::read(wasm)?;
     let bytes = gojs::direct_jumps(&bytes).unwrap_or(bytes);
@@ -88,6 +139,7 @@ pub fn run(wasm: &std::path::Path) -> Result<i32> {
     let mut linker: Linker<State> = Linker::new(&engine);
     link(&mut linker)?;
     let mut store = Store::new(&engine, State::default());
+    store.limiter(|s| &mut s.growth);
     let instance = linker.instantiate(&mut store, &module)?;
     let memory = instance
         .get_memory(&mut store, "mem")
