@@ -23,9 +23,55 @@ pub(crate) struct JsEngine {
     runtime: Runtime,
 }
 
+/// QuickJS's allocations go through Rust's global allocator (mimalloc in gojs's binaries)
+/// instead of the C library's: QuickJS makes and frees arenas of objects constantly, and glibc's
+/// per-thread heap grew and shrank with them (one `mprotect` per arena, ~3,000 in a program that
+/// writes 2,500 small files). See RATIONALE.md, "Why does QuickJS allocate through Rust's
+/// allocator?". This wraps rquickjs's [`RustAllocator`](rquickjs::allocator::RustAllocator),
+/// whose size arithmetic doesn't check for overflow, and refuses sizes no allocation can have.
+struct JsAllocator;
+
+/// No single allocation is larger (the limit leaves room for the allocator's header).
+const JS_ALLOC_MAX: usize = isize::MAX as usize / 2;
+
+// SAFETY: every allocation is RustAllocator's, made and freed by it alone.
+unsafe impl rquickjs::allocator::Allocator for JsAllocator {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        if size > JS_ALLOC_MAX {
+            return std::ptr::null_mut();
+        }
+        rquickjs::allocator::RustAllocator.alloc(size)
+    }
+
+    fn calloc(&mut self, count: usize, size: usize) -> *mut u8 {
+        match count.checked_mul(size) {
+            Some(n) if n <= JS_ALLOC_MAX => rquickjs::allocator::RustAllocator.calloc(count, size),
+            _ => std::ptr::null_mut(),
+        }
+    }
+
+    unsafe fn dealloc(&mut self, ptr: *mut u8) {
+        // SAFETY: `ptr` came from RustAllocator (the trait's contract).
+        unsafe { rquickjs::allocator::RustAllocator.dealloc(ptr) }
+    }
+
+    unsafe fn realloc(&mut self, ptr: *mut u8, new_size: usize) -> *mut u8 {
+        if new_size > JS_ALLOC_MAX {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: `ptr` came from RustAllocator (the trait's contract).
+        unsafe { rquickjs::allocator::RustAllocator.realloc(ptr, new_size) }
+    }
+
+    unsafe fn usable_size(ptr: *mut u8) -> usize {
+        // SAFETY: `ptr` came from RustAllocator (the trait's contract).
+        unsafe { rquickjs::allocator::RustAllocator::usable_size(ptr) }
+    }
+}
+
 impl JsEngine {
     pub fn new() -> rquickjs::Result<Self> {
-        let runtime = Runtime::new()?;
+        let runtime = Runtime::new_with_alloc(JsAllocator)?;
         runtime.set_max_stack_size(JS_MAX_STACK);
         let context = Context::full(&runtime)?;
         Ok(JsEngine { context, runtime })
@@ -1091,6 +1137,31 @@ mod tests {
         assert_eq!(class("[]"), JS_CLASS_ARRAY);
         assert_ne!(class("new Proxy({}, {})"), JS_CLASS_OBJECT);
         assert_ne!(class("new Uint8Array(1)"), JS_CLASS_ARRAY);
+    }
+
+    #[test]
+    fn js_allocator_refuses_sizes_no_allocation_can_have() {
+        use rquickjs::allocator::Allocator;
+        let mut a = JsAllocator;
+        assert!(a.alloc(usize::MAX).is_null());
+        assert!(a.alloc(usize::MAX - 7).is_null());
+        assert!(a.calloc(usize::MAX, 2).is_null());
+        assert!(a.calloc(2, JS_ALLOC_MAX).is_null());
+        let p = a.calloc(4, 8);
+        assert!(!p.is_null());
+        // SAFETY: `p` is a live allocation of 32 zeroed bytes made by `a`.
+        unsafe {
+            assert_eq!(std::slice::from_raw_parts(p, 32), &[0u8; 32][..]);
+            assert!(JsAllocator::usable_size(p) >= 32);
+            assert!(a.realloc(p, usize::MAX).is_null());
+            let q = a.realloc(p, 64);
+            assert!(!q.is_null());
+            a.dealloc(q);
+        }
+        // A huge buffer from JS is a RangeError, not a crash.
+        let engine = JsEngine::new().unwrap();
+        let r: rquickjs::Result<JsValue> = engine.ctx().eval("new ArrayBuffer(2 ** 52)");
+        assert!(r.is_err());
     }
 
     #[test]
