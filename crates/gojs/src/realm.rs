@@ -23,49 +23,152 @@ pub(crate) struct JsEngine {
     runtime: Runtime,
 }
 
-/// QuickJS's allocations go through Rust's global allocator (mimalloc in gojs's binaries)
-/// instead of the C library's: QuickJS makes and frees arenas of objects constantly, and glibc's
-/// per-thread heap grew and shrank with them (one `mprotect` per arena, ~3,000 in a program that
-/// writes 2,500 small files). See RATIONALE.md, "Why does QuickJS allocate through Rust's
-/// allocator?". This wraps rquickjs's [`RustAllocator`](rquickjs::allocator::RustAllocator),
-/// whose size arithmetic doesn't check for overflow, and refuses sizes no allocation can have.
+/// QuickJS's allocator (RATIONALE.md, "Why does QuickJS allocate through Rust's allocator?").
+/// Blocks under [`JS_LARGE`] come from Rust's global allocator (mimalloc in gojs's binaries):
+/// QuickJS makes and frees arenas of small objects constantly, and glibc's per-thread heap grew
+/// and shrank with them, one `mprotect` each. Larger blocks (typed arrays' buffers, mostly) come
+/// from the C library, which maps each on its own and unmaps it when freed, so a program that
+/// reads a big file holds no freed buffer in its resident memory. Sizes no allocation can have
+/// get a null pointer, as from `malloc`.
 struct JsAllocator;
 
-/// No single allocation is larger (the limit leaves room for the allocator's header).
+/// No single allocation is larger.
 const JS_ALLOC_MAX: usize = isize::MAX as usize / 2;
+/// Blocks at least this big come from the C library.
+const JS_LARGE: usize = 1 << 20;
+/// Each block starts with its [`JsBlock`] header; the pointer QuickJS gets follows it, as
+/// aligned as the block (16 bytes).
+const JS_HEADER: usize = 16;
 
-// SAFETY: every allocation is RustAllocator's, made and freed by it alone.
-unsafe impl rquickjs::allocator::Allocator for JsAllocator {
-    fn alloc(&mut self, size: usize) -> *mut u8 {
+#[repr(C)]
+struct JsBlock {
+    size: usize,
+    large: bool,
+}
+
+impl JsAllocator {
+    fn small_layout(size: usize) -> Option<std::alloc::Layout> {
+        std::alloc::Layout::from_size_align(size.checked_add(JS_HEADER)?, JS_HEADER).ok()
+    }
+
+    /// The block at `base` (null if allocation failed), with its header written.
+    ///
+    /// # Safety
+    /// `base` is null or a new block of at least `JS_HEADER + size` bytes, 16-byte aligned.
+    unsafe fn finish(base: *mut u8, size: usize, large: bool) -> *mut u8 {
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: the caller's contract.
+        unsafe {
+            base.cast::<JsBlock>().write(JsBlock { size, large });
+            base.add(JS_HEADER)
+        }
+    }
+
+    /// The header of a block this allocator returned.
+    ///
+    /// # Safety
+    /// `ptr` came from this allocator and is live.
+    unsafe fn block(ptr: *mut u8) -> (*mut u8, usize, bool) {
+        // SAFETY: the header precedes every pointer handed out.
+        unsafe {
+            let base = ptr.sub(JS_HEADER);
+            let b = base.cast::<JsBlock>().read();
+            (base, b.size, b.large)
+        }
+    }
+
+    fn allocate(size: usize, zeroed: bool) -> *mut u8 {
         if size > JS_ALLOC_MAX {
             return std::ptr::null_mut();
         }
-        rquickjs::allocator::RustAllocator.alloc(size)
+        // SAFETY: each branch allocates `JS_HEADER + size` bytes, 16-byte aligned (glibc's
+        // malloc aligns to 16 on 64-bit targets), or returns null.
+        unsafe {
+            if size >= JS_LARGE {
+                let base = if zeroed {
+                    libc::calloc(1, size + JS_HEADER)
+                } else {
+                    libc::malloc(size + JS_HEADER)
+                };
+                Self::finish(base.cast(), size, true)
+            } else {
+                let Some(layout) = Self::small_layout(size) else {
+                    return std::ptr::null_mut();
+                };
+                let base = if zeroed {
+                    std::alloc::alloc_zeroed(layout)
+                } else {
+                    std::alloc::alloc(layout)
+                };
+                Self::finish(base, size, false)
+            }
+        }
+    }
+}
+
+// SAFETY: every block is allocated and freed here, by the allocator its header names.
+unsafe impl rquickjs::allocator::Allocator for JsAllocator {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        Self::allocate(size, false)
     }
 
     fn calloc(&mut self, count: usize, size: usize) -> *mut u8 {
         match count.checked_mul(size) {
-            Some(n) if n <= JS_ALLOC_MAX => rquickjs::allocator::RustAllocator.calloc(count, size),
-            _ => std::ptr::null_mut(),
+            Some(n) => Self::allocate(n, true),
+            None => std::ptr::null_mut(),
         }
     }
 
     unsafe fn dealloc(&mut self, ptr: *mut u8) {
-        // SAFETY: `ptr` came from RustAllocator (the trait's contract).
-        unsafe { rquickjs::allocator::RustAllocator.dealloc(ptr) }
+        // SAFETY: `ptr` is live and ours (the trait's contract); its header says whose it is.
+        unsafe {
+            let (base, size, large) = Self::block(ptr);
+            if large {
+                libc::free(base.cast());
+            } else if let Some(layout) = Self::small_layout(size) {
+                std::alloc::dealloc(base, layout);
+            }
+        }
     }
 
     unsafe fn realloc(&mut self, ptr: *mut u8, new_size: usize) -> *mut u8 {
         if new_size > JS_ALLOC_MAX {
             return std::ptr::null_mut();
         }
-        // SAFETY: `ptr` came from RustAllocator (the trait's contract).
-        unsafe { rquickjs::allocator::RustAllocator.realloc(ptr, new_size) }
+        // SAFETY: `ptr` is live and ours (the trait's contract). A failed reallocation leaves
+        // it as it was.
+        unsafe {
+            let (base, size, large) = Self::block(ptr);
+            match (large, new_size >= JS_LARGE) {
+                (true, true) => {
+                    let nb = libc::realloc(base.cast(), new_size + JS_HEADER);
+                    Self::finish(nb.cast(), new_size, true)
+                }
+                (false, false) => match Self::small_layout(size) {
+                    Some(layout) => {
+                        let nb = std::alloc::realloc(base, layout, new_size + JS_HEADER);
+                        Self::finish(nb, new_size, false)
+                    }
+                    None => std::ptr::null_mut(),
+                },
+                // Crossing the line: a block from the other allocator.
+                _ => {
+                    let q = Self::allocate(new_size, false);
+                    if !q.is_null() {
+                        std::ptr::copy_nonoverlapping(ptr, q, size.min(new_size));
+                        self.dealloc(ptr);
+                    }
+                    q
+                }
+            }
+        }
     }
 
     unsafe fn usable_size(ptr: *mut u8) -> usize {
-        // SAFETY: `ptr` came from RustAllocator (the trait's contract).
-        unsafe { rquickjs::allocator::RustAllocator::usable_size(ptr) }
+        // SAFETY: `ptr` is live and ours (the trait's contract).
+        unsafe { Self::block(ptr).1 }
     }
 }
 
@@ -1140,28 +1243,45 @@ mod tests {
     }
 
     #[test]
-    fn js_allocator_refuses_sizes_no_allocation_can_have() {
+    fn js_allocator_keeps_blocks_and_refuses_impossible_sizes() {
         use rquickjs::allocator::Allocator;
         let mut a = JsAllocator;
         assert!(a.alloc(usize::MAX).is_null());
         assert!(a.alloc(usize::MAX - 7).is_null());
         assert!(a.calloc(usize::MAX, 2).is_null());
         assert!(a.calloc(2, JS_ALLOC_MAX).is_null());
-        let p = a.calloc(4, 8);
-        assert!(!p.is_null());
-        // SAFETY: `p` is a live allocation of 32 zeroed bytes made by `a`.
+        // Small and large blocks, zeroed, grown and shrunk across the line between the two
+        // allocators, keep their contents.
+        // SAFETY: every pointer is live where used and freed once, by `a`.
         unsafe {
+            let p = a.calloc(4, 8);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(16));
             assert_eq!(std::slice::from_raw_parts(p, 32), &[0u8; 32][..]);
-            assert!(JsAllocator::usable_size(p) >= 32);
+            assert_eq!(JsAllocator::usable_size(p), 32);
+            std::ptr::write_bytes(p, 7, 32);
             assert!(a.realloc(p, usize::MAX).is_null());
-            let q = a.realloc(p, 64);
-            assert!(!q.is_null());
-            a.dealloc(q);
+            let big = a.realloc(p, JS_LARGE * 2);
+            assert!(!big.is_null() && (big as usize).is_multiple_of(16));
+            assert_eq!(std::slice::from_raw_parts(big, 32), &[7u8; 32][..]);
+            assert_eq!(JsAllocator::usable_size(big), JS_LARGE * 2);
+            *big.add(JS_LARGE * 2 - 1) = 9;
+            let bigger = a.realloc(big, JS_LARGE * 3);
+            assert_eq!(*bigger.add(JS_LARGE * 2 - 1), 9);
+            let small = a.realloc(bigger, 16);
+            assert_eq!(std::slice::from_raw_parts(small, 16), &[7u8; 16][..]);
+            a.dealloc(small);
+            let z = a.calloc(1, JS_LARGE);
+            assert_eq!(*z.add(JS_LARGE - 1), 0);
+            a.dealloc(z);
         }
         // A huge buffer from JS is a RangeError, not a crash.
         let engine = JsEngine::new().unwrap();
         let r: rquickjs::Result<JsValue> = engine.ctx().eval("new ArrayBuffer(2 ** 52)");
         assert!(r.is_err());
+        let r: rquickjs::Result<f64> = engine
+            .ctx()
+            .eval("new Uint8Array(3 << 20).fill(5).reduce((a, b) => a + b, 0)");
+        assert_eq!(r.ok(), Some(15.0 * (1 << 20) as f64));
     }
 
     #[test]
