@@ -1,5 +1,6 @@
 //! `gojs:host.fill`: `memory.fill` for Go's `runtime.memclrNoHeapPointers` (RATIONALE.md, "Why
-//! does clearing a large block give pages back?").
+//! does clearing a large block give pages back?"), and `gojs:host.memchr` for Go's `memchr`
+//! ("Why does Go's `memchr` call the host?").
 //!
 //! Go clears every large allocation it can't prove is already zero. `memory.fill` writes each
 //! byte, so clearing memory the program never touched first faults in every page. This fill
@@ -11,6 +12,28 @@
 /// The import module and name the rewrite adds.
 pub(crate) const MODULE: &str = "gojs:host";
 pub(crate) const NAME: &str = "fill";
+/// The import the rewrite makes Go's `memchr` (behind `bytes.IndexByte` and
+/// `strings.IndexByte`) call instead of its own loop.
+pub(crate) const MEMCHR: &str = "memchr";
+
+/// Go's `memchr(s, c, n)`: the address of the first byte `c` among the `n` at `s`, or 0. Go's
+/// version (C's, compiled to wasm) reads a word at a time; this one is the C library's. `None`
+/// where Go's would trap: the search reaches past the end of memory without finding `c`. Only
+/// `c`'s low byte counts (Go passes a byte).
+pub(crate) fn memchr(mem: &[u8], s: u32, c: u32, n: u32) -> Option<u32> {
+    if n == 0 {
+        return Some(0);
+    }
+    let start = s as usize;
+    let end = start.checked_add(n as usize)?;
+    let inside = mem.get(start..end.min(mem.len())).unwrap_or(&[]);
+    match memchr::memchr(c as u8, inside) {
+        // Below 2^32: it is in memory, which a 32-bit address reaches.
+        Some(i) => Some((start + i) as u32),
+        None if end > mem.len() => None,
+        None => Some(0),
+    }
+}
 
 /// Fills at least this long look for pages to give back: Go clears a large allocation in
 /// chunks of 256 KiB (`memclrNoHeapPointersChunked`).

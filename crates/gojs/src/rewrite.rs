@@ -2,9 +2,10 @@
 //!
 //! - **jumps** ([`crate::jumps`]): forward jumps branch straight to their block;
 //! - **fill** ([`crate::fill`]): Go's `runtime.memclrNoHeapPointers` calls an import of ours,
-//!   `gojs:host.fill`, in place of its `memory.fill`. The import is added after Go's, so every
-//!   function defined by the module moves up one index: calls, `ref.func`, the element
-//!   segments, exports, the start function and the function names follow.
+//!   `gojs:host.fill`, in place of its `memory.fill`, and Go's `memchr` becomes a call of
+//!   `gojs:host.memchr`. The imports are added after Go's, so every function defined by the
+//!   module moves up: calls, `ref.func`, the element segments, exports, the start function and
+//!   the function names follow.
 //!
 //! - **dispatch** ([`DispatchPlan`], Winch's whole-module compiles only): `call_indirect`s call
 //!   generated dispatchers instead of going through the table, which is left empty.
@@ -53,7 +54,7 @@ impl Passes {
         format!(
             "jumps-{} fill-{} dispatch-{} data-{}",
             v(self.jumps, "1"),
-            v(self.fill, "1"),
+            v(self.fill, "2"),
             v(self.dispatch, "1"),
             v(self.data, "1")
         )
@@ -163,6 +164,10 @@ struct FillPlan {
     add_type: bool,
     /// `runtime.memclrNoHeapPointers`'s function index (before the shift).
     memclr: u32,
+    /// Go's `memchr` (`internal/bytealg`, `[i32 i32 i32] -> [i32]`): its function index (before
+    /// the shift) and type. Its body becomes a call of `gojs:host.memchr`, imported after
+    /// `fill` ([`crate::fill::memchr`]).
+    memchr: Option<(u32, u32)>,
 }
 
 impl FillPlan {
@@ -174,6 +179,9 @@ impl FillPlan {
         let mut fill_type = None;
         let mut imported = None;
         let mut memclr = None;
+        let mut memchr = None;
+        let mut func_types: Vec<u32> = Vec::new();
+        let mut signatures: Vec<(Vec<wasmparser::ValType>, Vec<wasmparser::ValType>)> = Vec::new();
         let mut bodies = Vec::new();
         for s in sections {
             let content = &wasm[s.content.clone()];
@@ -192,6 +200,7 @@ impl FillPlan {
                         {
                             fill_type = Some(types);
                         }
+                        signatures.push((ty.params().to_vec(), ty.results().to_vec()));
                         types += 1;
                     }
                 }
@@ -215,6 +224,16 @@ impl FillPlan {
                     }
                     imported = Some(n);
                 }
+                FUNCTION_SECTION => {
+                    let reader = wasmparser::FunctionSectionReader::new(BinaryReader::new(
+                        content,
+                        s.content.start,
+                    ))
+                    .ok()?;
+                    for ty in reader {
+                        func_types.push(ty.ok()?);
+                    }
+                }
                 CODE_SECTION => bodies = code_entries(content)?,
                 CUSTOM_SECTION => {
                     let reader = wasmparser::CustomSectionReader::new(BinaryReader::new(
@@ -227,6 +246,11 @@ impl FillPlan {
                             reader.data(),
                             reader.data_offset(),
                             "runtime.memclrNoHeapPointers",
+                        ));
+                        memchr = memchr.or(function_named(
+                            reader.data(),
+                            reader.data_offset(),
+                            "memchr",
                         ));
                     }
                 }
@@ -256,21 +280,50 @@ impl FillPlan {
         if fills != 1 {
             return None;
         }
+        // Go's `memchr` is a defined function of type `[i32 i32 i32] -> [i32]`.
+        let i32s = [wasmparser::ValType::I32; 3];
+        let memchr = memchr.and_then(|f| {
+            let ty = *func_types.get(f.checked_sub(import)? as usize)?;
+            let (params, results) = signatures.get(ty as usize)?;
+            (params[..] == i32s && results[..] == [wasmparser::ValType::I32]).then_some((f, ty))
+        });
         Some(FillPlan {
             import,
             ty: fill_type.unwrap_or(types),
             add_type: fill_type.is_none(),
             memclr,
+            memchr,
         })
+    }
+
+    /// How many imports the plan adds.
+    fn added(&self) -> u32 {
+        1 + u32::from(self.memchr.is_some())
     }
 
     /// A function index after the shift.
     fn shift(&self, index: u32) -> u32 {
         if index >= self.import {
-            index + 1
+            index + self.added()
         } else {
             index
         }
+    }
+
+    /// The body that replaces Go's `memchr` (function `index`, before the shift), if it is.
+    fn memchr_body(&self, index: Option<u32>) -> Option<Vec<u8>> {
+        let (f, _) = self.memchr?;
+        (index? == f).then_some(())?;
+        let mut body = enc::Function::new([]);
+        body.instructions()
+            .local_get(0)
+            .local_get(1)
+            .local_get(2)
+            .call(self.import + 1)
+            .end();
+        let mut out = Vec::new();
+        enc::Encode::encode(&body, &mut out);
+        Some(out)
     }
 }
 
@@ -476,7 +529,11 @@ fn code_section(
     let mut out =
         Vec::with_capacity(content.len() + 16 + extra.iter().map(Vec::len).sum::<usize>());
     write_u32(&mut out, u32::try_from(entries.len() + extra.len()).ok()?);
-    for (&(entry, start, end), patches) in entries.iter().zip(&patches) {
+    for (i, (&(entry, start, end), patches)) in entries.iter().zip(&patches).enumerate() {
+        if let Some(body) = fill.and_then(|f| f.memchr_body(imported.map(|n| n + i as u32))) {
+            out.extend_from_slice(&body);
+            continue;
+        }
         match patches {
             Some(patches) if !patches.is_empty() => {
                 let body = apply(&content[start..end], patches);
@@ -661,15 +718,21 @@ fn val_type(t: ValType) -> enc::ValType {
 /// The import section with `gojs:host.fill` appended.
 fn append_fill_import(content: &[u8], f: &FillPlan) -> Option<Vec<u8>> {
     let (count, n) = read_u32(content)?;
-    let mut out = Vec::with_capacity(content.len() + 32);
-    write_u32(&mut out, count.checked_add(1)?);
+    let mut out = Vec::with_capacity(content.len() + 48);
+    write_u32(&mut out, count.checked_add(f.added())?);
     out.extend_from_slice(&content[n..]);
-    for name in [crate::fill::MODULE, crate::fill::NAME] {
-        write_u32(&mut out, name.len() as u32);
-        out.extend_from_slice(name.as_bytes());
+    let mut imports = vec![(crate::fill::NAME, f.ty)];
+    if let Some((_, ty)) = f.memchr {
+        imports.push((crate::fill::MEMCHR, ty));
     }
-    out.push(0x00);
-    write_u32(&mut out, f.ty);
+    for (name, ty) in imports {
+        for s in [crate::fill::MODULE, name] {
+            write_u32(&mut out, s.len() as u32);
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.push(0x00);
+        write_u32(&mut out, ty);
+    }
     Some(out)
 }
 
@@ -738,6 +801,14 @@ fn shift_elements(content: &[u8], offset: usize, f: &FillPlan) -> Option<Vec<u8>
     strip_size(out)
 }
 
+/// Name the imports the fill plan adds.
+fn name_imports(map: &mut wasm_encoder::NameMap, f: &FillPlan) {
+    map.append(f.import, "gojs:host.fill");
+    if f.memchr.is_some() {
+        map.append(f.import + 1, "gojs:host.memchr");
+    }
+}
+
 /// The name section with function indices shifted and `fill` and the dispatchers named;
 /// `Some(None)` for other custom sections (copied as they are).
 fn shift_names(
@@ -774,7 +845,7 @@ fn shift_names(
                         && !fill_named
                         && naming.index >= f.import
                     {
-                        map.append(f.import, "gojs:host.fill");
+                        name_imports(&mut map, f);
                         fill_named = true;
                     }
                     map.append(shift(naming.index), naming.name);
@@ -782,7 +853,7 @@ fn shift_names(
                 if let Some(f) = fill
                     && !fill_named
                 {
-                    map.append(f.import, "gojs:host.fill");
+                    name_imports(&mut map, f);
                 }
                 if let Some(d) = dispatch {
                     for (j, t) in d.types.iter().enumerate() {
@@ -967,7 +1038,7 @@ impl DispatchPlan {
             })
             .collect();
         let fill_type = fill.is_some_and(|f| f.add_type);
-        let fill_func = u32::from(fill.is_some());
+        let fill_func = fill.map_or(0, FillPlan::added);
         Some(DispatchPlan {
             imported,
             first_type: sigs.len() as u32 + u32::from(fill_type),
@@ -1455,6 +1526,218 @@ mod tests {
             assert_eq!(call(&wasm), call(&rewritten), "slot {slot}");
         }
         assert_eq!(call(&prepare(&wat(2), passes).unwrap()), Some(42));
+    }
+
+    /// A Go-like module with `runtime.memclrNoHeapPointers` and `memchr` (a byte loop, as a
+    /// stand-in for Go's), exporting `find(s, c, n)` (a direct call of `memchr`) and
+    /// `find_indirect` (through the table), and "hello world" at address 100 of its one page.
+    fn memchr_module() -> Vec<u8> {
+        use enc::Instruction as I;
+        let i32 = enc::ValType::I32;
+        let mut m = enc::Module::new();
+        let mut types = enc::TypeSection::new();
+        types.ty().function([i32], [i32]);
+        types.ty().function([i32, i32, i32], [i32]);
+        types.ty().function([i32], []);
+        m.section(&types);
+        let mut imports = enc::ImportSection::new();
+        imports.import("gojs", "a", enc::EntityType::Function(2));
+        m.section(&imports);
+        let mut funcs = enc::FunctionSection::new();
+        for ty in [0, 1, 1, 1] {
+            funcs.function(ty);
+        }
+        m.section(&funcs);
+        let mut tables = enc::TableSection::new();
+        tables.table(enc::TableType {
+            element_type: enc::RefType::FUNCREF,
+            table64: false,
+            minimum: 8,
+            maximum: None,
+            shared: false,
+        });
+        m.section(&tables);
+        let mut mems = enc::MemorySection::new();
+        mems.memory(enc::MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&mems);
+        let mut exports = enc::ExportSection::new();
+        exports.export("find", enc::ExportKind::Func, 3);
+        exports.export("find_indirect", enc::ExportKind::Func, 4);
+        exports.export("mem", enc::ExportKind::Memory, 0);
+        m.section(&exports);
+        let mut elems = enc::ElementSection::new();
+        elems.active(
+            None,
+            &enc::ConstExpr::i32_const(1),
+            enc::Elements::Functions(std::borrow::Cow::Owned(vec![1, 2, 3, 4])),
+        );
+        m.section(&elems);
+        let mut code = enc::CodeSection::new();
+        let mut memclr = enc::Function::new([]);
+        memclr
+            .instruction(&I::LocalGet(0))
+            .instruction(&I::I32Const(0))
+            .instruction(&I::I32Const(16))
+            .instruction(&I::MemoryFill(0))
+            .instruction(&I::I32Const(0))
+            .instruction(&I::End);
+        code.function(&memclr);
+        let load = I::I32Load8U(enc::MemArg {
+            offset: 0,
+            align: 0,
+            memory_index: 0,
+        });
+        let mut memchr = enc::Function::new([]);
+        memchr
+            .instruction(&I::Block(enc::BlockType::Empty))
+            .instruction(&I::Loop(enc::BlockType::Empty))
+            .instruction(&I::LocalGet(2))
+            .instruction(&I::I32Eqz)
+            .instruction(&I::BrIf(1))
+            .instruction(&I::LocalGet(0))
+            .instruction(&load)
+            .instruction(&I::LocalGet(1))
+            .instruction(&I::I32Eq)
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::LocalGet(0))
+            .instruction(&I::Return)
+            .instruction(&I::End)
+            .instruction(&I::LocalGet(0))
+            .instruction(&I::I32Const(1))
+            .instruction(&I::I32Add)
+            .instruction(&I::LocalSet(0))
+            .instruction(&I::LocalGet(2))
+            .instruction(&I::I32Const(1))
+            .instruction(&I::I32Sub)
+            .instruction(&I::LocalSet(2))
+            .instruction(&I::Br(0))
+            .instruction(&I::End)
+            .instruction(&I::End)
+            .instruction(&I::I32Const(0))
+            .instruction(&I::End);
+        code.function(&memchr);
+        let mut find = enc::Function::new([]);
+        find.instruction(&I::LocalGet(0))
+            .instruction(&I::LocalGet(1))
+            .instruction(&I::LocalGet(2))
+            .instruction(&I::Call(2))
+            .instruction(&I::End);
+        code.function(&find);
+        let mut find_indirect = enc::Function::new([]);
+        find_indirect
+            .instruction(&I::LocalGet(0))
+            .instruction(&I::LocalGet(1))
+            .instruction(&I::LocalGet(2))
+            .instruction(&I::I32Const(2))
+            .instruction(&I::CallIndirect {
+                type_index: 1,
+                table_index: 0,
+            })
+            .instruction(&I::End);
+        code.function(&find_indirect);
+        m.section(&code);
+        let mut data = enc::DataSection::new();
+        data.active(
+            0,
+            &enc::ConstExpr::i32_const(100),
+            b"hello world".iter().copied(),
+        );
+        m.section(&data);
+        let mut names = enc::NameMap::new();
+        names.append(1, "runtime.memclrNoHeapPointers");
+        names.append(2, "memchr");
+        names.append(3, "main.find");
+        names.append(4, "main.find_indirect");
+        let mut section = enc::NameSection::new();
+        section.functions(&names);
+        m.section(&section);
+        m.finish()
+    }
+
+    #[test]
+    fn fill_pass_gives_go_s_memchr_to_the_host() {
+        let wasm = memchr_module();
+        wasmparser::Validator::new().validate_all(&wasm).unwrap();
+        // `export(s, c, n)`, or `None` if it traps.
+        let call = |wasm: &[u8], export: &str, args: (i32, i32, i32)| {
+            let engine = wasmtime::Engine::default();
+            let module = wasmtime::Module::new(&engine, wasm).expect("compiles");
+            let mut store = wasmtime::Store::new(&engine, ());
+            let mut linker = wasmtime::Linker::new(&engine);
+            linker.func_wrap("gojs", "a", |_: i32| {}).unwrap();
+            linker
+                .func_wrap(
+                    crate::fill::MODULE,
+                    crate::fill::NAME,
+                    |_: i32, _: i32, _: i32| {},
+                )
+                .unwrap();
+            linker
+                .func_wrap(
+                    crate::fill::MODULE,
+                    crate::fill::MEMCHR,
+                    |mut c: wasmtime::Caller<'_, ()>, s: i32, ch: i32, n: i32| {
+                        let mem = c.get_export("mem").unwrap().into_memory().unwrap();
+                        match crate::fill::memchr(mem.data(&c), s as u32, ch as u32, n as u32) {
+                            Some(at) => Ok(at as i32),
+                            None => Err(wasmtime::Error::from(wasmtime::Trap::MemoryOutOfBounds)),
+                        }
+                    },
+                )
+                .unwrap();
+            let instance = linker.instantiate(&mut store, &module).unwrap();
+            let f = instance
+                .get_typed_func::<(i32, i32, i32), i32>(&mut store, export)
+                .unwrap();
+            f.call(&mut store, args).ok()
+        };
+        let o = i32::from(b'o');
+        let cases = [
+            (100, o, 11),
+            (100, i32::from(b'z'), 11),
+            (100, i32::from(b'h'), 0),
+            (105, i32::from(b'w'), 6),
+            (100, i32::from(b'd'), 10),
+            // Past the end of memory: found before it, not found (a trap), and a length that
+            // wraps around.
+            (65530, 0, 100),
+            (65530, 1, 100),
+            (65530, 1, -1),
+        ];
+        for dispatch in [false, true] {
+            let passes = Passes {
+                jumps: false,
+                fill: true,
+                dispatch,
+                data: false,
+            };
+            let rewritten = prepare(&wasm, passes).expect("rewritten");
+            wasmparser::Validator::new()
+                .validate_all(&rewritten)
+                .unwrap();
+            assert!(
+                names(&rewritten).contains(&(2, "gojs:host.memchr".to_string())),
+                "{:?}",
+                names(&rewritten)
+            );
+            for export in ["find", "find_indirect"] {
+                for args in cases {
+                    assert_eq!(
+                        call(&wasm, export, args),
+                        call(&rewritten, export, args),
+                        "{export}{args:?}, dispatch {dispatch}"
+                    );
+                }
+            }
+            assert_eq!(call(&rewritten, "find", (100, o, 11)), Some(104));
+            assert_eq!(call(&rewritten, "find", (65530, 1, 100)), None);
+        }
     }
 
     /// A module with one memory (exported as "mem") and these data segments: `(offset, bytes)`,

@@ -83,6 +83,18 @@ pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Re
             },
         )?;
     }
+    // The search Go's `memchr` calls once rewritten (crate::rewrite).
+    linker.func_wrap(
+        crate::fill::MODULE,
+        crate::fill::MEMCHR,
+        |mut caller: Caller<'_, HostState>, s: i32, c: i32, n: i32| {
+            let (bytes, _) = crate::instance::memory_and_state(&mut caller)?;
+            match crate::fill::memchr(bytes, s as u32, c as u32, n as u32) {
+                Some(at) => Ok(at as i32),
+                None => Err(wasmtime::Error::from(wasmtime::Trap::MemoryOutOfBounds)),
+            }
+        },
+    )?;
     // The fill that Go's `memclrNoHeapPointers` calls once rewritten (crate::rewrite).
     linker.func_wrap(
         crate::fill::MODULE,
