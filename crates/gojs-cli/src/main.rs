@@ -41,7 +41,7 @@ struct Access {
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
     /// compiler (cached). winch: always the baseline compiler, whole module. Either way Go's
     /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of
-    /// large blocks leaves untouched pages alone and its memchr is the host's (GOJS_FILL=off leaves both); Winch's
+    /// large blocks leaves untouched pages alone and its byte loops (memchr, memcmp, memeqbody) are the host's (GOJS_FILL=off leaves both); Winch's
     /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off),
     /// and data segments a few bytes apart are merged (GOJS_DATA=off).
     #[arg(

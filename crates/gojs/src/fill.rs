@@ -1,6 +1,6 @@
 //! `gojs:host.fill`: `memory.fill` for Go's `runtime.memclrNoHeapPointers` (RATIONALE.md, "Why
-//! does clearing a large block give pages back?"), and `gojs:host.memchr` for Go's `memchr`
-//! ("Why does Go's `memchr` call the host?").
+//! does clearing a large block give pages back?"), and the host's versions of Go's byte loops
+//! `memchr`, `memcmp` and `memeqbody` ("Why do Go's byte loops call the host?").
 //!
 //! Go clears every large allocation it can't prove is already zero. `memory.fill` writes each
 //! byte, so clearing memory the program never touched first faults in every page. This fill
@@ -12,9 +12,58 @@
 /// The import module and name the rewrite adds.
 pub(crate) const MODULE: &str = "gojs:host";
 pub(crate) const NAME: &str = "fill";
-/// The import the rewrite makes Go's `memchr` (behind `bytes.IndexByte` and
-/// `strings.IndexByte`) call instead of its own loop.
-pub(crate) const MEMCHR: &str = "memchr";
+/// Go's byte loops (`internal/bytealg`) that the rewrite makes call the host's versions, by
+/// name, and whether their parameters and result are i64 (else i32): the import of each has
+/// the same name. `memchr` is behind `bytes.IndexByte` and `strings.IndexByte`, `memcmp`
+/// behind `bytes.Compare` and `strings.Compare`, `memeqbody` behind every comparison of strings
+/// and byte arrays for equality.
+pub(crate) const HOST_CALLS: [(&str, bool); 3] =
+    [("memchr", false), ("memcmp", false), ("memeqbody", true)];
+
+/// Go's `memcmp(a, b, n)`: the difference of the first bytes that differ (as unsigned bytes),
+/// or 0. `None` where Go's loop would trap: it reads past the end of memory before finding a
+/// difference.
+pub(crate) fn memcmp(mem: &[u8], a: u32, b: u32, n: u32) -> Option<i32> {
+    let (a, b, n) = (a as usize, b as usize, n as usize);
+    let k = n
+        .min(mem.len().saturating_sub(a))
+        .min(mem.len().saturating_sub(b));
+    let (x, y) = (mem.get(a..a + k)?, mem.get(b..b + k)?);
+    // Equal chunks are compared by the C library's `memcmp` (`==` on slices); the byte loop
+    // only runs in the chunk that differs.
+    let differs = x
+        .chunks(256)
+        .zip(y.chunks(256))
+        .enumerate()
+        .find(|(_, (p, q))| p != q)
+        .and_then(|(c, (p, q))| Some(c * 256 + p.iter().zip(q).position(|(u, v)| u != v)?));
+    match differs {
+        Some(i) => Some(i32::from(x[i]) - i32::from(y[i])),
+        None if k < n => None,
+        None => Some(0),
+    }
+}
+
+/// Go's `memeqbody(a, b, n)`: 1 if the `n` bytes at `a` and `b` are equal (or `a == b`), else
+/// 0. `None` where Go's loop would trap: it reads past the end of memory before finding a
+/// difference. Go's loop reads at the low 32 bits of each address.
+pub(crate) fn memeqbody(mem: &[u8], a: u64, b: u64, n: u64) -> Option<i64> {
+    if a == b {
+        return Some(1);
+    }
+    let (a, b) = (a as u32 as usize, b as u32 as usize);
+    let k = usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .min(mem.len().saturating_sub(a))
+        .min(mem.len().saturating_sub(b));
+    if mem.get(a..a + k)? != mem.get(b..b + k)? {
+        Some(0)
+    } else if (k as u64) < n {
+        None
+    } else {
+        Some(1)
+    }
+}
 
 /// Go's `memchr(s, c, n)`: the address of the first byte `c` among the `n` at `s`, or 0. Go's
 /// version (C's, compiled to wasm) reads a word at a time; this one is the C library's. `None`
@@ -154,6 +203,36 @@ mod tests {
             // SAFETY: the mapping made in `new`.
             unsafe { libc::munmap(self.0.as_mut_ptr().cast(), self.0.len()) };
         }
+    }
+
+    #[test]
+    fn byte_loops_answer_as_go_s() {
+        let mut mem = vec![0u8; 4096];
+        for i in 0..1000 {
+            mem[i] = (i % 251) as u8;
+            mem[1000 + i] = (i % 251) as u8;
+        }
+        assert_eq!(memcmp(&mem, 0, 1000, 1000), Some(0));
+        mem[1700] = 3;
+        // A difference past the first chunks: 700 % 251 - 3.
+        assert_eq!(memcmp(&mem, 0, 1000, 1000), Some(195));
+        assert_eq!(memcmp(&mem, 1000, 0, 1000), Some(-195));
+        assert_eq!(memcmp(&mem, 0, 1000, 0), Some(0));
+        assert_eq!(memeqbody(&mem, 0, 1000, 700), Some(1));
+        assert_eq!(memeqbody(&mem, 0, 1000, 701), Some(0));
+        assert_eq!(memeqbody(&mem, 5000, 5000, u64::MAX), Some(1));
+        assert_eq!(memchr(&mem, 0, 250, 1000), Some(250));
+        assert_eq!(memchr(&mem, 0, 250 + 256, 1000), Some(250));
+        assert_eq!(memchr(&mem, 1, 0, 1000), Some(251));
+        // Past the end of memory: a difference (or the byte) found before it answers; none
+        // found is a trap.
+        assert_eq!(memcmp(&mem, 4000, 4001, 200), None);
+        assert_eq!(memcmp(&mem, 4000, 100, 200), Some(-100));
+        assert_eq!(memeqbody(&mem, 4000, 4001, 200), None);
+        assert_eq!(memeqbody(&mem, 4000, 100, 200), Some(0));
+        assert_eq!(memchr(&mem, 4000, 9, 200), None);
+        assert_eq!(memchr(&mem, 4000, 0, 200), Some(4000));
+        assert_eq!(memchr(&mem, 9000, 0, 1), None);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! - **jumps** ([`crate::jumps`]): forward jumps branch straight to their block;
 //! - **fill** ([`crate::fill`]): Go's `runtime.memclrNoHeapPointers` calls an import of ours,
-//!   `gojs:host.fill`, in place of its `memory.fill`, and Go's `memchr` becomes a call of
-//!   `gojs:host.memchr`. The imports are added after Go's, so every function defined by the
+//!   `gojs:host.fill`, in place of its `memory.fill`, and Go's byte loops `memchr`, `memcmp`
+//!   and `memeqbody` become calls of the host's. The imports are added after Go's, so every function defined by the
 //!   module moves up: calls, `ref.func`, the element segments, exports, the start function and
 //!   the function names follow.
 //!
@@ -54,7 +54,7 @@ impl Passes {
         format!(
             "jumps-{} fill-{} dispatch-{} data-{}",
             v(self.jumps, "1"),
-            v(self.fill, "2"),
+            v(self.fill, "3"),
             v(self.dispatch, "1"),
             v(self.data, "1")
         )
@@ -164,10 +164,19 @@ struct FillPlan {
     add_type: bool,
     /// `runtime.memclrNoHeapPointers`'s function index (before the shift).
     memclr: u32,
-    /// Go's `memchr` (`internal/bytealg`, `[i32 i32 i32] -> [i32]`): its function index (before
-    /// the shift) and type. Its body becomes a call of `gojs:host.memchr`, imported after
-    /// `fill` ([`crate::fill::memchr`]).
-    memchr: Option<(u32, u32)>,
+    /// Go's byte-loop helpers found in the module (`memchr`, `memcmp`, `memeqbody` of
+    /// `internal/bytealg`), each with its function index (before the shift) and type. Each body
+    /// becomes a call of the host's version, imported after `fill` in this order
+    /// ([`crate::fill::HOST_CALLS`]).
+    calls: Vec<HostCall>,
+}
+
+/// One of Go's helpers that calls the host instead ([`FillPlan::calls`]).
+struct HostCall {
+    name: &'static str,
+    func: u32,
+    ty: u32,
+    params: u32,
 }
 
 impl FillPlan {
@@ -179,7 +188,7 @@ impl FillPlan {
         let mut fill_type = None;
         let mut imported = None;
         let mut memclr = None;
-        let mut memchr = None;
+        let mut helpers: Vec<Option<u32>> = vec![None; crate::fill::HOST_CALLS.len()];
         let mut func_types: Vec<u32> = Vec::new();
         let mut signatures: Vec<(Vec<wasmparser::ValType>, Vec<wasmparser::ValType>)> = Vec::new();
         let mut bodies = Vec::new();
@@ -247,11 +256,10 @@ impl FillPlan {
                             reader.data_offset(),
                             "runtime.memclrNoHeapPointers",
                         ));
-                        memchr = memchr.or(function_named(
-                            reader.data(),
-                            reader.data_offset(),
-                            "memchr",
-                        ));
+                        for (found, (name, _)) in helpers.iter_mut().zip(crate::fill::HOST_CALLS) {
+                            *found =
+                                found.or(function_named(reader.data(), reader.data_offset(), name));
+                        }
                     }
                 }
                 _ => {}
@@ -280,25 +288,40 @@ impl FillPlan {
         if fills != 1 {
             return None;
         }
-        // Go's `memchr` is a defined function of type `[i32 i32 i32] -> [i32]`.
-        let i32s = [wasmparser::ValType::I32; 3];
-        let memchr = memchr.and_then(|f| {
-            let ty = *func_types.get(f.checked_sub(import)? as usize)?;
-            let (params, results) = signatures.get(ty as usize)?;
-            (params[..] == i32s && results[..] == [wasmparser::ValType::I32]).then_some((f, ty))
-        });
+        // Each helper is a defined function of the type Go gives it: three parameters and a
+        // result, all i32 (`memchr`, `memcmp`) or all i64 (`memeqbody`).
+        let calls = helpers
+            .iter()
+            .zip(crate::fill::HOST_CALLS)
+            .filter_map(|(&f, (name, wide))| {
+                let f = f?;
+                let ty = *func_types.get(f.checked_sub(import)? as usize)?;
+                let (params, results) = signatures.get(ty as usize)?;
+                let t = if wide {
+                    wasmparser::ValType::I64
+                } else {
+                    wasmparser::ValType::I32
+                };
+                (params[..] == [t; 3] && results[..] == [t]).then_some(HostCall {
+                    name,
+                    func: f,
+                    ty,
+                    params: 3,
+                })
+            })
+            .collect();
         Some(FillPlan {
             import,
             ty: fill_type.unwrap_or(types),
             add_type: fill_type.is_none(),
             memclr,
-            memchr,
+            calls,
         })
     }
 
     /// How many imports the plan adds.
     fn added(&self) -> u32 {
-        1 + u32::from(self.memchr.is_some())
+        1 + self.calls.len() as u32
     }
 
     /// A function index after the shift.
@@ -310,17 +333,17 @@ impl FillPlan {
         }
     }
 
-    /// The body that replaces Go's `memchr` (function `index`, before the shift), if it is.
-    fn memchr_body(&self, index: Option<u32>) -> Option<Vec<u8>> {
-        let (f, _) = self.memchr?;
-        (index? == f).then_some(())?;
+    /// The body that replaces one of Go's helpers (function `index`, before the shift), if it
+    /// is one: its parameters passed on to the host's version.
+    fn host_body(&self, index: Option<u32>) -> Option<Vec<u8>> {
+        let index = index?;
+        let j = self.calls.iter().position(|c| c.func == index)?;
         let mut body = enc::Function::new([]);
-        body.instructions()
-            .local_get(0)
-            .local_get(1)
-            .local_get(2)
-            .call(self.import + 1)
-            .end();
+        let mut ins = body.instructions();
+        for p in 0..self.calls[j].params {
+            ins.local_get(p);
+        }
+        ins.call(self.import + 1 + j as u32).end();
         let mut out = Vec::new();
         enc::Encode::encode(&body, &mut out);
         Some(out)
@@ -530,7 +553,7 @@ fn code_section(
         Vec::with_capacity(content.len() + 16 + extra.iter().map(Vec::len).sum::<usize>());
     write_u32(&mut out, u32::try_from(entries.len() + extra.len()).ok()?);
     for (i, (&(entry, start, end), patches)) in entries.iter().zip(&patches).enumerate() {
-        if let Some(body) = fill.and_then(|f| f.memchr_body(imported.map(|n| n + i as u32))) {
+        if let Some(body) = fill.and_then(|f| f.host_body(imported.map(|n| n + i as u32))) {
             out.extend_from_slice(&body);
             continue;
         }
@@ -722,9 +745,7 @@ fn append_fill_import(content: &[u8], f: &FillPlan) -> Option<Vec<u8>> {
     write_u32(&mut out, count.checked_add(f.added())?);
     out.extend_from_slice(&content[n..]);
     let mut imports = vec![(crate::fill::NAME, f.ty)];
-    if let Some((_, ty)) = f.memchr {
-        imports.push((crate::fill::MEMCHR, ty));
-    }
+    imports.extend(f.calls.iter().map(|c| (c.name, c.ty)));
     for (name, ty) in imports {
         for s in [crate::fill::MODULE, name] {
             write_u32(&mut out, s.len() as u32);
@@ -804,8 +825,8 @@ fn shift_elements(content: &[u8], offset: usize, f: &FillPlan) -> Option<Vec<u8>
 /// Name the imports the fill plan adds.
 fn name_imports(map: &mut wasm_encoder::NameMap, f: &FillPlan) {
     map.append(f.import, "gojs:host.fill");
-    if f.memchr.is_some() {
-        map.append(f.import + 1, "gojs:host.memchr");
+    for (j, c) in f.calls.iter().enumerate() {
+        map.append(f.import + 1 + j as u32, &format!("gojs:host.{}", c.name));
     }
 }
 
@@ -1528,23 +1549,25 @@ mod tests {
         assert_eq!(call(&prepare(&wat(2), passes).unwrap()), Some(42));
     }
 
-    /// A Go-like module with `runtime.memclrNoHeapPointers` and `memchr` (a byte loop, as a
-    /// stand-in for Go's), exporting `find(s, c, n)` (a direct call of `memchr`) and
-    /// `find_indirect` (through the table), and "hello world" at address 100 of its one page.
-    fn memchr_module() -> Vec<u8> {
+    /// A Go-like module with `runtime.memclrNoHeapPointers` and byte-loop stand-ins for Go's
+    /// `memchr`, `memcmp` and `memeqbody`, exporting `find(s, c, n)` (a direct call of
+    /// `memchr`), `find_indirect` (through the table), `cmp(a, b, n)` and `eq(a, b, n)`, with
+    /// "hello world" at address 100 and "hello there" at 200 of its one page.
+    fn helpers_module() -> Vec<u8> {
         use enc::Instruction as I;
-        let i32 = enc::ValType::I32;
+        let (i32, i64) = (enc::ValType::I32, enc::ValType::I64);
         let mut m = enc::Module::new();
         let mut types = enc::TypeSection::new();
         types.ty().function([i32], [i32]);
         types.ty().function([i32, i32, i32], [i32]);
         types.ty().function([i32], []);
+        types.ty().function([i64, i64, i64], [i64]);
         m.section(&types);
         let mut imports = enc::ImportSection::new();
         imports.import("gojs", "a", enc::EntityType::Function(2));
         m.section(&imports);
         let mut funcs = enc::FunctionSection::new();
-        for ty in [0, 1, 1, 1] {
+        for ty in [0, 1, 1, 1, 1, 3, 1, 3] {
             funcs.function(ty);
         }
         m.section(&funcs);
@@ -1569,6 +1592,8 @@ mod tests {
         let mut exports = enc::ExportSection::new();
         exports.export("find", enc::ExportKind::Func, 3);
         exports.export("find_indirect", enc::ExportKind::Func, 4);
+        exports.export("cmp", enc::ExportKind::Func, 7);
+        exports.export("eq", enc::ExportKind::Func, 8);
         exports.export("mem", enc::ExportKind::Memory, 0);
         m.section(&exports);
         let mut elems = enc::ElementSection::new();
@@ -1593,13 +1618,28 @@ mod tests {
             align: 0,
             memory_index: 0,
         });
+        let step = |f: &mut enc::Function, wide: bool| {
+            // a += 1; b += 1; n -= 1
+            for (local, delta) in [(0, 1), (1, 1), (2, -1)] {
+                f.instruction(&I::LocalGet(local));
+                if wide {
+                    f.instruction(&I::I64Const(delta)).instruction(&I::I64Add);
+                } else {
+                    f.instruction(&I::I32Const(delta as i32))
+                        .instruction(&I::I32Add);
+                }
+                f.instruction(&I::LocalSet(local));
+            }
+        };
         let mut memchr = enc::Function::new([]);
         memchr
-            .instruction(&I::Block(enc::BlockType::Empty))
             .instruction(&I::Loop(enc::BlockType::Empty))
             .instruction(&I::LocalGet(2))
             .instruction(&I::I32Eqz)
-            .instruction(&I::BrIf(1))
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::I32Const(0))
+            .instruction(&I::Return)
+            .instruction(&I::End)
             .instruction(&I::LocalGet(0))
             .instruction(&load)
             .instruction(&I::LocalGet(1))
@@ -1607,28 +1647,27 @@ mod tests {
             .instruction(&I::If(enc::BlockType::Empty))
             .instruction(&I::LocalGet(0))
             .instruction(&I::Return)
-            .instruction(&I::End)
-            .instruction(&I::LocalGet(0))
-            .instruction(&I::I32Const(1))
-            .instruction(&I::I32Add)
-            .instruction(&I::LocalSet(0))
-            .instruction(&I::LocalGet(2))
-            .instruction(&I::I32Const(1))
-            .instruction(&I::I32Sub)
-            .instruction(&I::LocalSet(2))
+            .instruction(&I::End);
+        // Only `s` and `n` move here: `c` stays. Step all three, then put `c` back.
+        memchr.instruction(&I::LocalGet(1));
+        step(&mut memchr, false);
+        memchr
+            .instruction(&I::LocalSet(1))
             .instruction(&I::Br(0))
             .instruction(&I::End)
-            .instruction(&I::End)
-            .instruction(&I::I32Const(0))
+            .instruction(&I::Unreachable)
             .instruction(&I::End);
         code.function(&memchr);
-        let mut find = enc::Function::new([]);
-        find.instruction(&I::LocalGet(0))
-            .instruction(&I::LocalGet(1))
-            .instruction(&I::LocalGet(2))
-            .instruction(&I::Call(2))
-            .instruction(&I::End);
-        code.function(&find);
+        let call3 = |callee: u32| {
+            let mut f = enc::Function::new([]);
+            f.instruction(&I::LocalGet(0))
+                .instruction(&I::LocalGet(1))
+                .instruction(&I::LocalGet(2))
+                .instruction(&I::Call(callee))
+                .instruction(&I::End);
+            f
+        };
+        code.function(&call3(2));
         let mut find_indirect = enc::Function::new([]);
         find_indirect
             .instruction(&I::LocalGet(0))
@@ -1641,6 +1680,79 @@ mod tests {
             })
             .instruction(&I::End);
         code.function(&find_indirect);
+        // memcmp: the difference of the first bytes that differ, or 0.
+        let mut memcmp = enc::Function::new([]);
+        memcmp
+            .instruction(&I::Loop(enc::BlockType::Empty))
+            .instruction(&I::LocalGet(2))
+            .instruction(&I::I32Eqz)
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::I32Const(0))
+            .instruction(&I::Return)
+            .instruction(&I::End)
+            .instruction(&I::LocalGet(0))
+            .instruction(&load)
+            .instruction(&I::LocalGet(1))
+            .instruction(&load)
+            .instruction(&I::I32Ne)
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::LocalGet(0))
+            .instruction(&load)
+            .instruction(&I::LocalGet(1))
+            .instruction(&load)
+            .instruction(&I::I32Sub)
+            .instruction(&I::Return)
+            .instruction(&I::End);
+        step(&mut memcmp, false);
+        memcmp
+            .instruction(&I::Br(0))
+            .instruction(&I::End)
+            .instruction(&I::Unreachable)
+            .instruction(&I::End);
+        code.function(&memcmp);
+        // memeqbody, as Go writes it: 1 at once if a == b; else byte by byte.
+        let load64 = |f: &mut enc::Function, local: u32| {
+            f.instruction(&I::LocalGet(local))
+                .instruction(&I::I32WrapI64)
+                .instruction(&I::I64Load8U(enc::MemArg {
+                    offset: 0,
+                    align: 0,
+                    memory_index: 0,
+                }));
+        };
+        let mut memeq = enc::Function::new([]);
+        memeq
+            .instruction(&I::LocalGet(0))
+            .instruction(&I::LocalGet(1))
+            .instruction(&I::I64Eq)
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::I64Const(1))
+            .instruction(&I::Return)
+            .instruction(&I::End)
+            .instruction(&I::Loop(enc::BlockType::Empty))
+            .instruction(&I::LocalGet(2))
+            .instruction(&I::I64Eqz)
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::I64Const(1))
+            .instruction(&I::Return)
+            .instruction(&I::End);
+        load64(&mut memeq, 0);
+        load64(&mut memeq, 1);
+        memeq
+            .instruction(&I::I64Ne)
+            .instruction(&I::If(enc::BlockType::Empty))
+            .instruction(&I::I64Const(0))
+            .instruction(&I::Return)
+            .instruction(&I::End);
+        step(&mut memeq, true);
+        memeq
+            .instruction(&I::Br(0))
+            .instruction(&I::End)
+            .instruction(&I::Unreachable)
+            .instruction(&I::End);
+        code.function(&memeq);
+        code.function(&call3(5));
+        code.function(&call3(6));
         m.section(&code);
         let mut data = enc::DataSection::new();
         data.active(
@@ -1648,12 +1760,25 @@ mod tests {
             &enc::ConstExpr::i32_const(100),
             b"hello world".iter().copied(),
         );
+        data.active(
+            0,
+            &enc::ConstExpr::i32_const(200),
+            b"hello there".iter().copied(),
+        );
         m.section(&data);
         let mut names = enc::NameMap::new();
-        names.append(1, "runtime.memclrNoHeapPointers");
-        names.append(2, "memchr");
-        names.append(3, "main.find");
-        names.append(4, "main.find_indirect");
+        for (i, name) in [
+            (1, "runtime.memclrNoHeapPointers"),
+            (2, "memchr"),
+            (3, "main.find"),
+            (4, "main.find_indirect"),
+            (5, "memcmp"),
+            (6, "memeqbody"),
+            (7, "main.cmp"),
+            (8, "main.eq"),
+        ] {
+            names.append(i, name);
+        }
         let mut section = enc::NameSection::new();
         section.functions(&names);
         m.section(&section);
@@ -1661,54 +1786,90 @@ mod tests {
     }
 
     #[test]
-    fn fill_pass_gives_go_s_memchr_to_the_host() {
-        let wasm = memchr_module();
+    fn fill_pass_gives_go_s_byte_loops_to_the_host() {
+        let wasm = helpers_module();
         wasmparser::Validator::new().validate_all(&wasm).unwrap();
-        // `export(s, c, n)`, or `None` if it traps.
-        let call = |wasm: &[u8], export: &str, args: (i32, i32, i32)| {
+        fn link(linker: &mut wasmtime::Linker<()>) {
+            type C<'a> = wasmtime::Caller<'a, ()>;
+            fn mem<'a>(c: &'a mut C<'_>) -> &'a [u8] {
+                let m = c.get_export("mem").unwrap().into_memory().unwrap();
+                m.data(c)
+            }
+            let trap = || wasmtime::Error::from(wasmtime::Trap::MemoryOutOfBounds);
+            linker.func_wrap("gojs", "a", |_: i32| {}).unwrap();
+            let m = crate::fill::MODULE;
+            linker
+                .func_wrap(m, crate::fill::NAME, |_: i32, _: i32, _: i32| {})
+                .unwrap();
+            linker
+                .func_wrap(m, "memchr", move |mut c: C<'_>, s: i32, ch: i32, n: i32| {
+                    crate::fill::memchr(mem(&mut c), s as u32, ch as u32, n as u32)
+                        .map(|at| at as i32)
+                        .ok_or_else(trap)
+                })
+                .unwrap();
+            linker
+                .func_wrap(m, "memcmp", move |mut c: C<'_>, a: i32, b: i32, n: i32| {
+                    crate::fill::memcmp(mem(&mut c), a as u32, b as u32, n as u32).ok_or_else(trap)
+                })
+                .unwrap();
+            linker
+                .func_wrap(
+                    m,
+                    "memeqbody",
+                    move |mut c: C<'_>, a: i64, b: i64, n: i64| {
+                        crate::fill::memeqbody(mem(&mut c), a as u64, b as u64, n as u64)
+                            .ok_or_else(trap)
+                    },
+                )
+                .unwrap();
+        }
+        let instance = |wasm: &[u8]| {
             let engine = wasmtime::Engine::default();
             let module = wasmtime::Module::new(&engine, wasm).expect("compiles");
             let mut store = wasmtime::Store::new(&engine, ());
             let mut linker = wasmtime::Linker::new(&engine);
-            linker.func_wrap("gojs", "a", |_: i32| {}).unwrap();
-            linker
-                .func_wrap(
-                    crate::fill::MODULE,
-                    crate::fill::NAME,
-                    |_: i32, _: i32, _: i32| {},
-                )
-                .unwrap();
-            linker
-                .func_wrap(
-                    crate::fill::MODULE,
-                    crate::fill::MEMCHR,
-                    |mut c: wasmtime::Caller<'_, ()>, s: i32, ch: i32, n: i32| {
-                        let mem = c.get_export("mem").unwrap().into_memory().unwrap();
-                        match crate::fill::memchr(mem.data(&c), s as u32, ch as u32, n as u32) {
-                            Some(at) => Ok(at as i32),
-                            None => Err(wasmtime::Error::from(wasmtime::Trap::MemoryOutOfBounds)),
-                        }
-                    },
-                )
-                .unwrap();
+            link(&mut linker);
             let instance = linker.instantiate(&mut store, &module).unwrap();
+            (store, instance)
+        };
+        // `export(a, b, n)`, or `None` if it traps.
+        let call32 = |wasm: &[u8], export: &str, args: (i32, i32, i32)| {
+            let (mut store, instance) = instance(wasm);
             let f = instance
                 .get_typed_func::<(i32, i32, i32), i32>(&mut store, export)
                 .unwrap();
             f.call(&mut store, args).ok()
         };
-        let o = i32::from(b'o');
-        let cases = [
-            (100, o, 11),
-            (100, i32::from(b'z'), 11),
-            (100, i32::from(b'h'), 0),
-            (105, i32::from(b'w'), 6),
-            (100, i32::from(b'd'), 10),
+        let call64 = |wasm: &[u8], args: (i64, i64, i64)| {
+            let (mut store, instance) = instance(wasm);
+            let f = instance
+                .get_typed_func::<(i64, i64, i64), i64>(&mut store, "eq")
+                .unwrap();
+            f.call(&mut store, args).ok()
+        };
+        let c = |b: u8| i32::from(b);
+        let finds = [
+            (100, c(b'o'), 11),
+            (100, c(b'z'), 11),
+            (100, c(b'h'), 0),
+            (105, c(b'w'), 6),
+            (100, c(b'd'), 10),
             // Past the end of memory: found before it, not found (a trap), and a length that
             // wraps around.
             (65530, 0, 100),
             (65530, 1, 100),
             (65530, 1, -1),
+        ];
+        let compares = [
+            (100, 200, 11),
+            (200, 100, 11),
+            (100, 200, 6),
+            (100, 100, 0),
+            (65530, 100, 100),
+            (65530, 65531, 100),
+            (65530, 65531, -1),
+            (70000, 100, 1),
         ];
         for dispatch in [false, true] {
             let passes = Passes {
@@ -1721,22 +1882,41 @@ mod tests {
             wasmparser::Validator::new()
                 .validate_all(&rewritten)
                 .unwrap();
-            assert!(
-                names(&rewritten).contains(&(2, "gojs:host.memchr".to_string())),
-                "{:?}",
-                names(&rewritten)
-            );
+            let named = names(&rewritten);
+            for (i, name) in [(2, "memchr"), (3, "memcmp"), (4, "memeqbody")] {
+                assert!(
+                    named.contains(&(i, format!("gojs:host.{name}"))),
+                    "{named:?}"
+                );
+            }
             for export in ["find", "find_indirect"] {
-                for args in cases {
+                for args in finds {
                     assert_eq!(
-                        call(&wasm, export, args),
-                        call(&rewritten, export, args),
+                        call32(&wasm, export, args),
+                        call32(&rewritten, export, args),
                         "{export}{args:?}, dispatch {dispatch}"
                     );
                 }
             }
-            assert_eq!(call(&rewritten, "find", (100, o, 11)), Some(104));
-            assert_eq!(call(&rewritten, "find", (65530, 1, 100)), None);
+            for args in compares {
+                assert_eq!(
+                    call32(&wasm, "cmp", args),
+                    call32(&rewritten, "cmp", args),
+                    "cmp{args:?}, dispatch {dispatch}"
+                );
+                let wide = (i64::from(args.0), i64::from(args.1), i64::from(args.2));
+                assert_eq!(
+                    call64(&wasm, wide),
+                    call64(&rewritten, wide),
+                    "eq{wide:?}, dispatch {dispatch}"
+                );
+            }
+            assert_eq!(call32(&rewritten, "find", (100, c(b'o'), 11)), Some(104));
+            assert_eq!(call32(&rewritten, "find", (65530, 1, 100)), None);
+            assert_eq!(call32(&rewritten, "cmp", (100, 200, 11)), Some(3));
+            assert_eq!(call64(&rewritten, (100, 200, 6)), Some(1));
+            assert_eq!(call64(&rewritten, (100, 200, 11)), Some(0));
+            assert_eq!(call64(&rewritten, (7, 7, -1)), Some(1));
         }
     }
 

@@ -83,16 +83,32 @@ pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Re
             },
         )?;
     }
-    // The search Go's `memchr` calls once rewritten (crate::rewrite).
+    // The host's versions of Go's byte loops, which Go calls once rewritten (crate::rewrite).
+    let trap = || wasmtime::Error::from(wasmtime::Trap::MemoryOutOfBounds);
     linker.func_wrap(
         crate::fill::MODULE,
-        crate::fill::MEMCHR,
-        |mut caller: Caller<'_, HostState>, s: i32, c: i32, n: i32| {
+        "memchr",
+        move |mut caller: Caller<'_, HostState>, s: i32, c: i32, n: i32| {
             let (bytes, _) = crate::instance::memory_and_state(&mut caller)?;
-            match crate::fill::memchr(bytes, s as u32, c as u32, n as u32) {
-                Some(at) => Ok(at as i32),
-                None => Err(wasmtime::Error::from(wasmtime::Trap::MemoryOutOfBounds)),
-            }
+            crate::fill::memchr(bytes, s as u32, c as u32, n as u32)
+                .map(|at| at as i32)
+                .ok_or_else(trap)
+        },
+    )?;
+    linker.func_wrap(
+        crate::fill::MODULE,
+        "memcmp",
+        move |mut caller: Caller<'_, HostState>, a: i32, b: i32, n: i32| {
+            let (bytes, _) = crate::instance::memory_and_state(&mut caller)?;
+            crate::fill::memcmp(bytes, a as u32, b as u32, n as u32).ok_or_else(trap)
+        },
+    )?;
+    linker.func_wrap(
+        crate::fill::MODULE,
+        "memeqbody",
+        move |mut caller: Caller<'_, HostState>, a: i64, b: i64, n: i64| {
+            let (bytes, _) = crate::instance::memory_and_state(&mut caller)?;
+            crate::fill::memeqbody(bytes, a as u64, b as u64, n as u64).ok_or_else(trap)
         },
     )?;
     // The fill that Go's `memclrNoHeapPointers` calls once rewritten (crate::rewrite).
