@@ -24,6 +24,9 @@ pub(crate) const HOST_CALLS: [(&str, bool); 3] =
 /// or 0. `None` where Go's loop would trap: it reads past the end of memory before finding a
 /// difference.
 pub(crate) fn memcmp(mem: &[u8], a: u32, b: u32, n: u32) -> Option<i32> {
+    if n == 0 {
+        return Some(0);
+    }
     let (a, b, n) = (a as usize, b as usize, n as usize);
     let k = n
         .min(mem.len().saturating_sub(a))
@@ -48,7 +51,7 @@ pub(crate) fn memcmp(mem: &[u8], a: u32, b: u32, n: u32) -> Option<i32> {
 /// 0. `None` where Go's loop would trap: it reads past the end of memory before finding a
 /// difference. Go's loop reads at the low 32 bits of each address.
 pub(crate) fn memeqbody(mem: &[u8], a: u64, b: u64, n: u64) -> Option<i64> {
-    if a == b {
+    if a == b || n == 0 {
         return Some(1);
     }
     let (a, b) = (a as u32 as usize, b as u32 as usize);
@@ -233,6 +236,12 @@ mod tests {
         assert_eq!(memchr(&mem, 4000, 9, 200), None);
         assert_eq!(memchr(&mem, 4000, 0, 200), Some(4000));
         assert_eq!(memchr(&mem, 9000, 0, 1), None);
+        // Nothing to read, nothing to trap on.
+        assert_eq!(memcmp(&mem, 9000, 9001, 0), Some(0));
+        assert_eq!(memeqbody(&mem, 9000, 9001, 0), Some(1));
+        assert_eq!(memchr(&mem, 9000, 0, 0), Some(0));
+        assert_eq!(memcmp(&mem, 100, 9001, 1), None);
+        assert_eq!(memeqbody(&mem, 100, 9001, 1), None);
     }
 
     #[test]
