@@ -176,8 +176,11 @@ struct HostCall {
     name: &'static str,
     func: u32,
     ty: u32,
-    params: u32,
 }
+
+/// Each of Go's helpers takes three parameters (two addresses or an address and a byte, and a
+/// length).
+const HOST_CALL_PARAMS: u32 = 3;
 
 impl FillPlan {
     /// The plan for `wasm`, or `None` if it has no `runtime.memclrNoHeapPointers` made of one
@@ -302,12 +305,8 @@ impl FillPlan {
                 } else {
                     wasmparser::ValType::I32
                 };
-                (params[..] == [t; 3] && results[..] == [t]).then_some(HostCall {
-                    name,
-                    func: f,
-                    ty,
-                    params: 3,
-                })
+                (params[..] == [t; HOST_CALL_PARAMS as usize] && results[..] == [t])
+                    .then_some(HostCall { name, func: f, ty })
             })
             .collect();
         Some(FillPlan {
@@ -340,7 +339,7 @@ impl FillPlan {
         let j = self.calls.iter().position(|c| c.func == index)?;
         let mut body = enc::Function::new([]);
         let mut ins = body.instructions();
-        for p in 0..self.calls[j].params {
+        for p in 0..HOST_CALL_PARAMS {
             ins.local_get(p);
         }
         ins.call(self.import + 1 + j as u32).end();
@@ -1199,6 +1198,33 @@ mod tests {
     /// at its argument), `main.run` and `helper`, a table segment, exports and names.
     /// `run(p)` writes 7s over `p..p+320K`, clears them, and returns the byte at `p + 4096`
     /// plus `helper(41)` called through the table, plus `helper(0)` called directly.
+    /// A 32-bit memory of `pages` pages, unbounded.
+    fn memory_type(pages: u64) -> enc::MemoryType {
+        enc::MemoryType {
+            minimum: pages,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        }
+    }
+
+    /// Add a funcref table of `slots` slots and a memory of `pages` pages to `m`.
+    fn table_and_memory(m: &mut enc::Module, slots: u64, pages: u64) {
+        let mut tables = enc::TableSection::new();
+        tables.table(enc::TableType {
+            element_type: enc::RefType::FUNCREF,
+            table64: false,
+            minimum: slots,
+            maximum: None,
+            shared: false,
+        });
+        m.section(&tables);
+        let mut mems = enc::MemorySection::new();
+        mems.memory(memory_type(pages));
+        m.section(&mems);
+    }
+
     fn module() -> Vec<u8> {
         use enc::Instruction as I;
         let mut m = enc::Module::new();
@@ -1217,24 +1243,7 @@ mod tests {
             funcs.function(0);
         }
         m.section(&funcs);
-        let mut tables = enc::TableSection::new();
-        tables.table(enc::TableType {
-            element_type: enc::RefType::FUNCREF,
-            table64: false,
-            minimum: 4,
-            maximum: None,
-            shared: false,
-        });
-        m.section(&tables);
-        let mut mems = enc::MemorySection::new();
-        mems.memory(enc::MemoryType {
-            minimum: 16,
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
-        m.section(&mems);
+        table_and_memory(&mut m, 4, 16);
         let mut exports = enc::ExportSection::new();
         exports.export("run", enc::ExportKind::Func, 3);
         exports.export("mem", enc::ExportKind::Memory, 0);
@@ -1478,24 +1487,7 @@ mod tests {
             funcs.function(0); // inc
             funcs.function(1); // other type
             m.section(&funcs);
-            let mut tables = enc::TableSection::new();
-            tables.table(enc::TableType {
-                element_type: enc::RefType::FUNCREF,
-                table64: false,
-                minimum: 8,
-                maximum: None,
-                shared: false,
-            });
-            m.section(&tables);
-            let mut mems = enc::MemorySection::new();
-            mems.memory(enc::MemoryType {
-                minimum: 1,
-                maximum: None,
-                memory64: false,
-                shared: false,
-                page_size_log2: None,
-            });
-            m.section(&mems);
+            table_and_memory(&mut m, 8, 1);
             let mut exports = enc::ExportSection::new();
             exports.export("run", enc::ExportKind::Func, 0);
             exports.export("mem", enc::ExportKind::Memory, 0);
@@ -1571,24 +1563,7 @@ mod tests {
             funcs.function(ty);
         }
         m.section(&funcs);
-        let mut tables = enc::TableSection::new();
-        tables.table(enc::TableType {
-            element_type: enc::RefType::FUNCREF,
-            table64: false,
-            minimum: 8,
-            maximum: None,
-            shared: false,
-        });
-        m.section(&tables);
-        let mut mems = enc::MemorySection::new();
-        mems.memory(enc::MemoryType {
-            minimum: 1,
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
-        m.section(&mems);
+        table_and_memory(&mut m, 8, 1);
         let mut exports = enc::ExportSection::new();
         exports.export("find", enc::ExportKind::Func, 3);
         exports.export("find_indirect", enc::ExportKind::Func, 4);
@@ -1927,13 +1902,7 @@ mod tests {
     fn with_data(segments: &[(Option<i32>, &[u8])]) -> Vec<u8> {
         let mut m = enc::Module::new();
         let mut memories = enc::MemorySection::new();
-        memories.memory(enc::MemoryType {
-            minimum: 1,
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
+        memories.memory(memory_type(1));
         m.section(&memories);
         let mut exports = enc::ExportSection::new();
         exports.export("mem", enc::ExportKind::Memory, 0);
