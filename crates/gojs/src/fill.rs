@@ -1,6 +1,7 @@
-//! `gojs:host.fill`: `memory.fill` for Go's `runtime.memclrNoHeapPointers` (RATIONALE.md, "Why
-//! does clearing a large block give pages back?"), and the host's versions of Go's byte loops
-//! `memchr`, `memcmp` and `memeqbody` ("Why do Go's byte loops call the host?").
+//! `gojs:host.fill`: `memory.fill` for Go's `runtime.memclrNoHeapPointers` when it clears at
+//! least [`RELEASE_MIN`] bytes (RATIONALE.md, "Why does clearing a large block give pages
+//! back?"), and the host's versions of Go's byte loops `memchr`, `memcmp` and `memeqbody` ("Why
+//! do Go's byte loops call the host?").
 //!
 //! Go clears every large allocation it can't prove is already zero. `memory.fill` writes each
 //! byte, so clearing memory the program never touched first faults in every page. This fill
@@ -88,8 +89,9 @@ pub(crate) fn memchr(mem: &[u8], s: u32, c: u32, n: u32) -> Option<u32> {
 }
 
 /// Fills at least this long look for pages to give back: Go clears a large allocation in
-/// chunks of 256 KiB (`memclrNoHeapPointersChunked`).
-const RELEASE_MIN: usize = 256 << 10;
+/// chunks of 256 KiB (`memclrNoHeapPointersChunked`). Shorter clears don't call the host at all
+/// (the rewrite keeps Go's `memory.fill` for them).
+pub(crate) const RELEASE_MIN: usize = 256 << 10;
 
 /// Fill `mem[dst..dst + len]` with `val`, as `memory.fill` does; `Err` if the range is out of
 /// bounds (the trap `memory.fill` would raise). Memory below `fresh_from` is never given back:

@@ -23,7 +23,7 @@
 
 use wasmparser::{BlockType, Operator, OperatorsReader};
 
-use crate::rewrite::{BR, Patch};
+use crate::rewrite::{BR, Patch, With};
 
 /// `wasm` with the forward jumps of its Go-shaped functions made direct (and nothing else), or
 /// `None` if the module can't be read as a sequence of sections or has no jump to rewrite.
@@ -181,8 +181,7 @@ impl Jumps {
                     patches.push(Patch {
                         start,
                         end,
-                        op: BR,
-                        index: inner + (t - seg - 1),
+                        with: With::Op(BR, inner + (t - seg - 1)),
                     });
                 }
             }
