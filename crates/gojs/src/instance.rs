@@ -736,14 +736,14 @@ impl Guest {
     fn settle(&mut self, r: wasmtime::Result<()>) -> Result<(), Error> {
         if let Some(stop) = self.host.stop.borrow_mut().take() {
             return Err(match stop {
-                Stop::Trap(e) => trap_error(e),
+                Stop::Trap(e) => trap_error(e, self.store.engine()),
                 Stop::Uncaught(msg) => Error::UncaughtException(msg),
             });
         }
         match r {
             Ok(()) => Ok(()),
             Err(_) if self.exit_code().is_some() => Ok(()),
-            Err(e) => Err(trap_error(e)),
+            Err(e) => Err(trap_error(e, self.store.engine())),
         }
     }
 
@@ -1007,7 +1007,7 @@ impl Guest {
             // Go's runtime is gone: a pure function still answers (as under Node), anything
             // else traps, which is the caller's error, not the instance's.
             if let Err(e) = r {
-                return Ok(Err(trap_error(e)));
+                return Ok(Err(trap_error(e, self.store.engine())));
             }
         } else {
             self.settle(r)?;
@@ -1048,9 +1048,15 @@ impl Drop for Guest {
     }
 }
 
+/// Ends the backtrace of a trap in code compiled with inlining (RATIONALE.md, "Why does
+/// Cranelift inline only in modules up to 4 MiB?").
+pub(crate) const INLINED_NOTE: &str =
+    "\n    (functions inlined into others have no frame here; GOJS_INLINE=off keeps them)";
+
 /// A trap as one line (the innermost cause first) plus the wasm backtrace with Go's function
-/// names (from the module's name section).
-fn trap_error(e: wasmtime::Error) -> Error {
+/// names (from the module's name section). Code from `engine` with inlining has no frames for
+/// the functions inlined into others: the backtrace says so.
+fn trap_error(e: wasmtime::Error, engine: &wasmtime::Engine) -> Error {
     let backtrace = e
         .downcast_ref::<wasmtime::WasmBacktrace>()
         .map(|bt| bt.to_string());
@@ -1071,6 +1077,9 @@ fn trap_error(e: wasmtime::Error) -> Error {
                 )
                 .trim_end(),
         );
+        if engine.get_compiler_inlining() != wasmtime::Inlining::No {
+            msg.push_str(INLINED_NOTE);
+        }
     }
     Error::Trap(msg)
 }

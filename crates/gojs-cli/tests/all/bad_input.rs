@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Go, Invocation, gojs, run, run_gojs};
+use crate::harness::{Go, Invocation, gojs, run, run_gojs_in_env};
 
 fn gojs_run(path: &std::path::Path) -> crate::harness::Outcome {
     let mut cmd = Command::new(gojs());
@@ -67,7 +67,9 @@ fn empty_file() {
 
 #[test]
 fn trap_prints_go_backtrace() {
-    let o = run_gojs(&Go::path().build("trap"), &Invocation::of("trap"));
+    let inv = Invocation::of("trap");
+    let wasm = Go::path().build("trap");
+    let o = run_gojs_in_env(&wasm, &inv, &[], &[("GOJS_INLINE", "off")]);
     crate::harness::assert_golden("trap", &o);
     let err = o.stderr();
     assert!(
@@ -75,7 +77,32 @@ fn trap_prints_go_backtrace() {
         "{err}"
     );
     assert!(err.contains("wasm backtrace:"), "{err}");
+    assert!(err.contains("main.load"), "{err}");
+    assert!(!err.contains("inlined"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Cranelift's code with inlining traps the same way, but `main.load` was inlined into
+/// `main.main`: the backtrace says frames may be missing and how to keep them.
+#[test]
+fn inlined_trap_says_frames_are_missing() {
+    let inv = Invocation::of("trap");
+    let wasm = Go::path().build("trap");
+    let o = run_gojs_in_env(&wasm, &inv, &["--compiler=cranelift".into()], &[]);
+    assert_eq!(o.code, Some(1));
+    assert_eq!(o.stdout(), "before\n");
+    let err = o.stderr();
+    assert!(
+        err.starts_with("gojs: wasm trap: out of bounds memory access"),
+        "{err}"
+    );
+    assert!(err.contains("main.main"), "{err}");
+    assert!(
+        err.trim_end().ends_with(
+            "(functions inlined into others have no frame here; GOJS_INLINE=off keeps them)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
