@@ -203,10 +203,11 @@ impl Engine {
                     {
                         crate::cache::store(&module, &winch_entry, false);
                     }
-                    if crate::cache::load(engine, &entry).is_none()
-                        && let Ok(module) = compile_go(engine, &wasm, Whole::Other)
-                    {
-                        crate::cache::store(&module, &entry, true);
+                    if crate::cache::load(engine, &entry).is_none() {
+                        let _one_at_a_time = inlines(size).then(inlining_lock);
+                        if let Ok(module) = compile_go(engine, &wasm, Whole::Other) {
+                            crate::cache::store(&module, &entry, true);
+                        }
                     }
                     // Winch's code for it is now superseded.
                     if entry.exists() {
@@ -729,6 +730,19 @@ fn inlines(size: u64) -> bool {
         Ok("all") => true,
         _ => size <= INLINE_MAX,
     }
+}
+
+/// Held while a background compile inlines: one such compile at a time per user on this
+/// machine, whatever its cache directory, since each may take ~1.6 GB for a moment (runs that
+/// each start with a fresh cache would otherwise pile them up). `None` if the lock can't be
+/// made; the lock is released when the file is dropped.
+fn inlining_lock() -> Option<std::fs::File> {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let path = std::env::temp_dir().join(format!("gojs-inlining-{uid}.lock"));
+    let file = std::fs::File::create(path).ok()?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+    Some(file)
 }
 
 /// Cranelift's configuration with inlining within the module ([`inlines`]).
