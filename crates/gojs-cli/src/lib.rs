@@ -14,11 +14,86 @@ pub struct RunOptions {
     pub grants: Vec<gojs::Grant>,
 }
 
-/// The binaries' allocator: mimalloc. wasmtime compiles on every core, and under glibc's
-/// allocator its threads contend for arenas; mimalloc halves a Winch compile (RATIONALE.md, "Why
-/// mimalloc?").
+/// The binaries' allocator: mimalloc, except for blocks of [`LARGE`] bytes or more, which come
+/// from the C library. wasmtime compiles on every core, and under glibc's allocator its threads
+/// contend for arenas; mimalloc halves a Winch compile (RATIONALE.md, "Why mimalloc?"). But
+/// glibc maps a large block on its own and grows it in place (`mremap`), where mimalloc copies
+/// it into a new one whose pages fault in again: wasmtime builds a module's code in one growing
+/// buffer.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: Split = Split;
+
+/// Blocks at least this large (and aligned to at most [`LIBC_ALIGN`]) come from the C library.
+const LARGE: usize = 1 << 20;
+/// What glibc's `malloc` aligns every block to on 64-bit targets.
+const LIBC_ALIGN: usize = 16;
+
+/// The allocator of [`ALLOC`]. Which allocator owns a block follows from its layout alone, which
+/// Rust passes to every call, so a block always goes back where it came from.
+struct Split;
+
+fn large(layout: std::alloc::Layout) -> bool {
+    layout.size() >= LARGE && layout.align() <= LIBC_ALIGN
+}
+
+// SAFETY: each block is allocated and freed by the same allocator (chosen by its layout, which
+// the caller must pass unchanged), both of which are thread-safe; glibc's blocks are aligned to
+// 16 bytes, and only layouts that ask for no more go to it.
+unsafe impl std::alloc::GlobalAlloc for Split {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if large(layout) {
+            // SAFETY: malloc has no preconditions.
+            unsafe { libc::malloc(layout.size()).cast() }
+        } else {
+            // SAFETY: as the caller promised.
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if large(layout) {
+            // SAFETY: calloc has no preconditions.
+            unsafe { libc::calloc(1, layout.size()).cast() }
+        } else {
+            // SAFETY: as the caller promised.
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if large(layout) {
+            // SAFETY: `ptr` came from malloc, calloc or realloc (its layout says so).
+            unsafe { libc::free(ptr.cast()) }
+        } else {
+            // SAFETY: as the caller promised.
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller promises `new_size`, rounded up to the alignment, fits an isize.
+        let new =
+            unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match (large(layout), large(new)) {
+            // SAFETY: `ptr` came from glibc.
+            (true, true) => unsafe { libc::realloc(ptr.cast(), new_size).cast() },
+            // SAFETY: as the caller promised.
+            (false, false) => unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) },
+            _ => {
+                // SAFETY: `new` is a valid layout (above); the old block is `layout.size()`
+                // bytes, the new one `new_size`, and they don't overlap.
+                unsafe {
+                    let moved = self.alloc(new);
+                    if !moved.is_null() {
+                        std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                    moved
+                }
+            }
+        }
+    }
+}
 
 /// Tune the allocator before Rust allocates anything (this runs as an ELF constructor, before
 /// `main` and the standard library's setup): arenas are committed as they are used rather than
@@ -34,6 +109,10 @@ static INIT_ALLOCATOR: extern "C" fn() = {
         // SAFETY: setting an option is always allowed; it applies to arenas made from now on,
         // and no arena exists before the first allocation.
         unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
+        // The C library maps each block of [`LARGE`] bytes or more on its own (and grows it in
+        // place), always: a fixed threshold turns off glibc's raising it as blocks are freed.
+        // SAFETY: mallopt only changes the C allocator's settings.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE as libc::c_int) };
     }
     init
 };
