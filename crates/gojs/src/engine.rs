@@ -160,70 +160,21 @@ impl Engine {
     /// # Errors
     /// [`Error::Host`] if the cache directory can't be used.
     pub fn compile_pending(pending: &Path) -> Result<(), Error> {
-        let host = |e: std::io::Error| Error::Host(format!("compile cache: {e}"));
         let dir = pending
             .parent()
             .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
         lower_priority();
-        let lock = std::fs::File::create(dir.join(".fill.lock")).map_err(host)?;
-        // One core at a time: the run that queued the module may still be going.
-        let plain = new_engine(&config(Compiler::Cranelift, false))?;
-        let inlining = new_engine(&inlining_config(false))?;
-        let winch = new_engine(&config(Compiler::Winch, false))?;
-        let mut seen = std::collections::HashSet::new();
-        loop {
-            if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                .is_err()
-            {
-                return Ok(());
-            }
-            while let Some(next) = oldest_pending(dir) {
-                // A queued file we can't remove must not keep us here forever.
-                if !seen.insert(next.clone()) {
-                    break;
-                }
-                if let Ok(wasm) = std::fs::read(&next)
-                    && crate::module::classify(&wasm).is_ok()
-                {
-                    // The entry is named by the content, not by the queue file's name.
-                    let (content, size) = content_hash(&mut &wasm[..])?;
-                    let key = Key {
-                        dir: dir.to_owned(),
-                        content,
-                        size,
-                    };
-                    let engine = if inlines(size) { &inlining } else { &plain };
-                    let entry = key.entry(engine, Compiler::Cranelift);
-                    let winch_entry = key.entry(&winch, Compiler::Winch);
-                    // A split first run caches nothing: Winch's code for the whole module
-                    // first (~4× faster to compile), for runs before Cranelift's is ready.
-                    if !entry.exists()
-                        && !winch_entry.exists()
-                        && let Ok(module) = compile_go(&winch, &wasm, Whole::Winch)
-                    {
-                        crate::cache::store(&module, &winch_entry, false);
-                    }
-                    if crate::cache::load(engine, &entry).is_none() {
-                        let _one_at_a_time = inlines(size).then(inlining_lock);
-                        if let Ok(module) = compile_go(engine, &wasm, Whole::Other) {
-                            crate::cache::store(&module, &entry, true);
-                        }
-                    }
-                    // Winch's code for it is now superseded.
-                    if entry.exists() {
-                        let _ = std::fs::remove_file(&winch_entry);
-                    }
-                }
-                let _ = std::fs::remove_file(&next);
-            }
-            let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
-            // A module queued after the last scan, whose filler found the lock taken.
-            if oldest_pending(dir).is_none_or(|p| seen.contains(&p)) {
-                return Ok(());
-            }
+        // Every core, on threads of our own at idle priority too, so they only take what the run
+        // that queued the module (which may still be going), or an embedder's threads, leave.
+        match rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("gojs-fill-{i}"))
+            .start_handler(|_| lower_priority())
+            .build()
+        {
+            Ok(pool) => pool.install(|| fill_queue(dir, true)),
+            Err(_) => fill_queue(dir, false),
         }
     }
-
     /// The compiler this engine was made with.
     pub fn compiler(&self) -> Compiler {
         self.inner.compiler
@@ -701,6 +652,66 @@ fn claim(pending: &Path, wasm: &[u8]) -> bool {
     let queued = std::fs::write(&tmp, wasm).and_then(|()| std::fs::hard_link(&tmp, pending));
     let _ = std::fs::remove_file(&tmp);
     queued.is_ok()
+}
+
+/// Compile every module queued in the cache directory `dir` ([`Engine::compile_pending`]), on
+/// the current rayon pool if `parallel`.
+fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
+    let host = |e: std::io::Error| Error::Host(format!("compile cache: {e}"));
+    let lock = std::fs::File::create(dir.join(".fill.lock")).map_err(host)?;
+    let plain = new_engine(&config(Compiler::Cranelift, parallel))?;
+    let inlining = new_engine(&inlining_config(parallel))?;
+    let winch = new_engine(&config(Compiler::Winch, parallel))?;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Ok(());
+        }
+        while let Some(next) = oldest_pending(dir) {
+            // A queued file we can't remove must not keep us here forever.
+            if !seen.insert(next.clone()) {
+                break;
+            }
+            if let Ok(wasm) = std::fs::read(&next)
+                && crate::module::classify(&wasm).is_ok()
+            {
+                // The entry is named by the content, not by the queue file's name.
+                let (content, size) = content_hash(&mut &wasm[..])?;
+                let key = Key {
+                    dir: dir.to_owned(),
+                    content,
+                    size,
+                };
+                let engine = if inlines(size) { &inlining } else { &plain };
+                let entry = key.entry(engine, Compiler::Cranelift);
+                let winch_entry = key.entry(&winch, Compiler::Winch);
+                // A split first run caches nothing: Winch's code for the whole module
+                // first (~4× faster to compile), for runs before Cranelift's is ready.
+                if !entry.exists()
+                    && !winch_entry.exists()
+                    && let Ok(module) = compile_go(&winch, &wasm, Whole::Winch)
+                {
+                    crate::cache::store(&module, &winch_entry, false);
+                }
+                if crate::cache::load(engine, &entry).is_none() {
+                    let _one_at_a_time = inlines(size).then(inlining_lock);
+                    if let Ok(module) = compile_go(engine, &wasm, Whole::Other) {
+                        crate::cache::store(&module, &entry, true);
+                    }
+                }
+                // Winch's code for it is now superseded.
+                if entry.exists() {
+                    let _ = std::fs::remove_file(&winch_entry);
+                }
+            }
+            let _ = std::fs::remove_file(&next);
+        }
+        let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+        // A module queued after the last scan, whose filler found the lock taken.
+        if oldest_pending(dir).is_none_or(|p| seen.contains(&p)) {
+            return Ok(());
+        }
+    }
 }
 
 /// Let the scheduler run this thread (and threads it starts) only on otherwise idle CPU.
