@@ -88,7 +88,12 @@ fn trap_prints_go_backtrace() {
 fn inlined_trap_says_frames_are_missing() {
     let inv = Invocation::of("trap");
     let wasm = Go::path().build("trap");
-    let o = run_gojs_in_env(&wasm, &inv, &["--compiler=cranelift".into()], &[]);
+    let o = run_gojs_in_env(
+        &wasm,
+        &inv,
+        &["--compiler=cranelift".into()],
+        &[("GOJS_INLINE", "on")],
+    );
     assert_eq!(o.code, Some(1));
     assert_eq!(o.stdout(), "before\n");
     let err = o.stderr();
@@ -99,7 +104,7 @@ fn inlined_trap_says_frames_are_missing() {
     assert!(err.contains("main.main"), "{err}");
     assert!(
         err.trim_end().ends_with(
-            "(functions inlined into others have no frame here; GOJS_INLINE=off keeps them)"
+            "(functions inlined into others have no frame here; run without GOJS_INLINE to keep them)"
         ),
         "{err}"
     );
