@@ -3,8 +3,9 @@
 use crate::harness::{Go, Invocation, assert_golden, fixtures_dir, run_gojs_in_env};
 
 /// What gojs itself is given to run fixture `name`. The trap's backtrace must name the
-/// function that trapped, as Node's does, and Cranelift's inlining (once its code is cached)
-/// would leave that frame out: `inlined_trap_says_frames_are_missing` covers that case.
+/// function that trapped, as Node's does; Cranelift's inlining (opt-in, so only if the
+/// environment running the tests turns it on) would leave that frame out:
+/// `inlined_trap_says_frames_are_missing` covers that case.
 fn gojs_env(name: &str) -> &'static [(&'static str, &'static str)] {
     if name == "trap" {
         &[("GOJS_INLINE", "off")]
