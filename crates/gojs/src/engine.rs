@@ -59,10 +59,10 @@ type FillCommand = Box<dyn Fn() -> std::process::Command + Send + Sync>;
 #[non_exhaustive]
 pub enum Compiler {
     /// Optimizing: slower to compile, fastest code. The library's default; its code is cached
-    /// on disk, so only the first load of a module pays for it. With `GOJS_INLINE=on` it
-    /// inlines calls in modules up to 4 MiB (10–15% faster code for a compile ~2× as long, up
-    /// to ~1.6 GB of memory while it runs; a trap's backtrace lacks the inlined functions;
-    /// experimental), `GOJS_INLINE=all` at any size.
+    /// on disk, so only the first load of a module pays for it. It inlines calls in modules up
+    /// to 4 MiB (10–15% faster code for a compile ~2× as long, up to ~1.6 GB of memory while
+    /// it runs; a trap's backtrace lacks the inlined functions); `GOJS_INLINE=off` never,
+    /// `GOJS_INLINE=all` at any size.
     #[default]
     Cranelift,
     /// Baseline: fast to compile, slower code. Good for short runs of a binary seen once.
@@ -729,19 +729,17 @@ fn new_engine(config: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {
 }
 
 /// Modules up to this size are compiled by Cranelift with inlining (RATIONALE.md, "Why does
-/// Cranelift inline only when asked…"): Go programs of ordinary size, not test
+/// Cranelift inline only in modules up to 4 MiB?"): Go programs of ordinary size, not test
 /// binaries.
 const INLINE_MAX: u64 = 4 << 20;
 
-/// Whether Cranelift compiles a module of `size` bytes with inlining: only when asked
-/// (`GOJS_INLINE=on` up to [`INLINE_MAX`] bytes, `GOJS_INLINE=all` at any size). Off by
-/// default: with it, a loop of `js.Global().Get` grew the host's memory to 920 MB (150 MB
-/// without), not yet explained (RATIONALE.md).
+/// Whether Cranelift compiles a module of `size` bytes with inlining: up to [`INLINE_MAX`]
+/// bytes unless `GOJS_INLINE=off`; at any size with `GOJS_INLINE=all`.
 fn inlines(size: u64) -> bool {
     match std::env::var("GOJS_INLINE").as_deref() {
-        Ok("on") => size <= INLINE_MAX,
+        Ok("off") => false,
         Ok("all") => true,
-        _ => false,
+        _ => size <= INLINE_MAX,
     }
 }
 

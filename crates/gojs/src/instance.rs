@@ -1049,8 +1049,9 @@ impl Drop for Guest {
 }
 
 /// Ends the backtrace of a trap in code compiled with inlining (RATIONALE.md, "Why does
-/// Cranelift inline only when asked…").
-pub(crate) const INLINED_NOTE: &str = "\n    (functions inlined into others have no frame here; run without GOJS_INLINE to keep them)";
+/// Cranelift inline only in modules up to 4 MiB?").
+pub(crate) const INLINED_NOTE: &str =
+    "\n    (functions inlined into others have no frame here; GOJS_INLINE=off keeps them)";
 
 /// A trap as one line (the innermost cause first) plus the wasm backtrace with Go's function
 /// names (from the module's name section). Code from `engine` with inlining has no frames for

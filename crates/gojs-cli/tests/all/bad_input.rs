@@ -82,18 +82,13 @@ fn trap_prints_go_backtrace() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// Cranelift's code with inlining traps the same way, but `main.load` was inlined into
+/// Cranelift's code with inlining (the default for modules up to 4 MiB) traps the same way, but `main.load` was inlined into
 /// `main.main`: the backtrace says frames may be missing and how to keep them.
 #[test]
 fn inlined_trap_says_frames_are_missing() {
     let inv = Invocation::of("trap");
     let wasm = Go::path().build("trap");
-    let o = run_gojs_in_env(
-        &wasm,
-        &inv,
-        &["--compiler=cranelift".into()],
-        &[("GOJS_INLINE", "on")],
-    );
+    let o = run_gojs_in_env(&wasm, &inv, &["--compiler=cranelift".into()], &[]);
     assert_eq!(o.code, Some(1));
     assert_eq!(o.stdout(), "before\n");
     let err = o.stderr();
@@ -104,7 +99,7 @@ fn inlined_trap_says_frames_are_missing() {
     assert!(err.contains("main.main"), "{err}");
     assert!(
         err.trim_end().ends_with(
-            "(functions inlined into others have no frame here; run without GOJS_INLINE to keep them)"
+            "(functions inlined into others have no frame here; GOJS_INLINE=off keeps them)"
         ),
         "{err}"
     );

@@ -62,7 +62,7 @@ fn fixtures_under_winch() {
     );
 }
 
-/// Cranelift's code, with inlining (`GOJS_INLINE=on`; these modules are under 4 MiB), runs
+/// Cranelift's code, with inlining (these modules are under 4 MiB), runs
 /// programs as Node does.
 #[test]
 fn fixtures_under_cranelift() {
@@ -88,9 +88,6 @@ fn under(compiler: &str, fixtures: &[&str]) {
         let wasm = Go::path().build(name);
         let inv = Invocation::of(name);
         let mut cmd = std::process::Command::new(crate::harness::gojs());
-        if compiler == "cranelift" {
-            cmd.env("GOJS_INLINE", "on");
-        }
         cmd.arg("run").arg(format!("--compiler={compiler}"));
         for (k, v) in inv.env.iter().flatten() {
             cmd.arg(format!("--env={k}={v}"));
