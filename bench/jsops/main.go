@@ -34,7 +34,10 @@ func main() {
 	measure("get_string_ns", 200_000, func() { _ = obj.Get("str").String() })
 	measure("call_number_ns", 200_000, func() { sink += math.Call("abs", -1.5).Float() })
 	measure("set_number_ns", 200_000, func() { obj.Set("num", 7) })
+	measure("set_string_ns", 200_000, func() { obj.Set("str", "hello") })
 	measure("copy_1k_ns", 100_000, func() { js.CopyBytesToJS(arr, buf) })
+	object := g.Get("Object")
+	measure("new_object_ns", 200_000, func() { _ = object.New() })
 	// Operations that pass no string (wasm_exec.js decodes none for them).
 	array := g.Get("Array")
 	seven := array.New(1, 2, 3, 4, 5, 6, 7)

@@ -39,8 +39,10 @@ struct Access {
     /// (compiles ~4x faster, runs ~2x slower; for a program that stays within the functions
     /// small programs run, only those before starting and the rest in the background;
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
-    /// compiler (cached; inlines calls in modules up to 4 MiB, GOJS_INLINE=off never,
-    /// =all at any size; a trap's backtrace lacks the inlined functions). winch: always the baseline compiler, whole module. Either way Go's
+    /// compiler (cached; once a run has kept a module of up to 6 MiB for 200 ms, it is compiled
+    /// again with inlining in the background for the runs after, as `gojs compile` does at
+    /// once; GOJS_INLINE=off never, =all at any size; a trap's backtrace then lacks the
+    /// inlined functions). winch: always the baseline compiler, whole module. Either way Go's
     /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of
     /// large blocks leaves untouched pages alone and its byte loops (memchr, memcmp, memeqbody) are the host's (GOJS_FILL=off leaves both); Winch's
     /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off),

@@ -59,10 +59,12 @@ type FillCommand = Box<dyn Fn() -> std::process::Command + Send + Sync>;
 #[non_exhaustive]
 pub enum Compiler {
     /// Optimizing: slower to compile, fastest code. The library's default; its code is cached
-    /// on disk, so only the first load of a module pays for it. It inlines calls in modules up
-    /// to 4 MiB (10–15% faster code for a compile ~2× as long, up to ~1.6 GB of memory while
-    /// it runs; a trap's backtrace lacks the inlined functions); `GOJS_INLINE=off` never,
-    /// `GOJS_INLINE=all` at any size.
+    /// on disk, so only the first load of a module pays for it. Tiers up: once a process has
+    /// kept a module of up to 6 MiB for 200 ms, its code is compiled again in the background
+    /// with inlining, for the loads after (10–15% faster code for a compile ~2× as long, ~400
+    /// bytes of memory per byte of module while it runs; a trap's backtrace lacks the inlined
+    /// functions). `GOJS_INLINE=off` never inlines, `GOJS_INLINE=all` at any size.
+    /// [`Engine::compile_to_file`] inlines at once.
     #[default]
     Cranelift,
     /// Baseline: fast to compile, slower code. Good for short runs of a binary seen once.
@@ -94,6 +96,29 @@ impl std::str::FromStr for Compiler {
 
 /// How long a background compile may hold a module before another run may start one again.
 const FILL_STALE: Duration = Duration::from_secs(600);
+
+/// How long a process keeps a module before its code is compiled again with inlining
+/// ([`Engine::tier_up_later`]).
+const TIER_UP_AFTER: Duration = Duration::from_millis(200);
+
+/// Marks a queued module (`.pending-inline-….wasm`) to compile with inlining.
+const INLINED_PREFIX: &str = "inline-";
+
+/// Which of Cranelift's codes a background compile makes.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Plain, for a module's first runs (with Winch's code for the whole module first, if the
+    /// first run compiled only part of it).
+    Plain,
+    /// With inlining, for a module that a run kept for [`TIER_UP_AFTER`].
+    Inlined,
+}
+
+/// Where a module's bytes can be had again.
+enum Source {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
 
 impl Engine {
     /// An engine using the on-disk compile cache (`$GOJS_CACHE_DIR`, else the platform cache
@@ -150,7 +175,9 @@ impl Engine {
 
     /// Compile a module queued by [`Compiler::Auto`] (`pending`, a file in the cache directory)
     /// into the compile cache — with Winch first unless its code or Cranelift's is already
-    /// cached, then with Cranelift — the other half of [`Engine::fill_cache_with`].
+    /// cached, then with Cranelift; or, queued by a tier-up (a run that kept a module of up to
+    /// 6 MiB for 200 ms), with Cranelift and inlining — the other half of
+    /// [`Engine::fill_cache_with`].
     ///
     /// Runs at idle CPU priority on Linux, so it only uses otherwise idle cores. One process
     /// at a time compiles for a cache directory (an advisory lock): whoever holds the lock
@@ -223,28 +250,88 @@ impl Engine {
     /// Compile `wasm` (already classified as Go js/wasm), through the cache.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Compiled, Error> {
         let key = self.key(&mut &wasm[..])?;
-        if let Some(m) = self.cached(key.as_ref())? {
+        if let Some(key) = &key
+            && let Some((m, tier_up)) = self.cached(Some(key))?
+        {
+            if tier_up {
+                self.tier_up_later(key, Source::Bytes(wasm.to_vec()));
+            }
             return Ok(Compiled::whole(m));
         }
-        self.compile_missing(wasm, key)
+        self.compile_missing(wasm, key, || Source::Bytes(wasm.to_vec()))
     }
 
-    /// The cached code for a module: the primary compiler's, or with `Auto` Winch's while
-    /// Cranelift's is still being compiled.
-    fn cached(&self, key: Option<&Key>) -> Result<Option<wasmtime::Module>, Error> {
+    /// The cached code for a module: the primary compiler's (with Cranelift, the code with
+    /// inlining if a run has tiered the module up, else the plain code), or with `Auto` Winch's
+    /// while Cranelift's is still being compiled. The flag says whether the code is Cranelift's
+    /// plain code for a module that could tier up ([`Engine::tier_up_later`]).
+    fn cached(&self, key: Option<&Key>) -> Result<Option<(wasmtime::Module, bool)>, Error> {
         let Some(key) = key else { return Ok(None) };
-        let primary = self.optimizing(key.size)?;
-        if let Some(m) = crate::cache::load(primary, &key.entry(primary, self.primary_compiler())) {
-            return Ok(Some(m));
+        let compiler = self.primary_compiler();
+        let can_tier_up = compiler == Compiler::Cranelift && inlines(key.size);
+        if can_tier_up {
+            let inlining = self.inlining()?;
+            if let Some(m) = crate::cache::load(inlining, &key.entry(inlining, compiler)) {
+                return Ok(Some((m, false)));
+            }
+        }
+        let primary = &self.inner.primary;
+        if let Some(m) = crate::cache::load(primary, &key.entry(primary, compiler)) {
+            return Ok(Some((m, can_tier_up)));
         }
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
-            return Ok(crate::cache::load(
-                baseline,
-                &key.entry(baseline, Compiler::Winch),
-            ));
+            return Ok(
+                crate::cache::load(baseline, &key.entry(baseline, Compiler::Winch))
+                    .map(|m| (m, false)),
+            );
         }
         Ok(None)
+    }
+
+    /// Tier up: if this process still has the module behind `key` after [`TIER_UP_AFTER`]
+    /// (a run that long is doing real work), queue its compile with inlining in the
+    /// background, for the runs after (RATIONALE.md, "Why does Cranelift inline only in
+    /// modules up to 6 MiB, and only after a run of 200 ms?"). Once per module per process;
+    /// `source` gives the module's bytes when the time comes (checked against `key`).
+    fn tier_up_later(&self, key: &Key, source: Source) {
+        static ARMED: std::sync::Mutex<Vec<blake3::Hash>> = std::sync::Mutex::new(Vec::new());
+        {
+            let mut armed = ARMED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if armed.contains(&key.content) {
+                return;
+            }
+            armed.push(key.content);
+        }
+        let (engine, key) = (self.clone(), key.clone());
+        let _ = std::thread::Builder::new()
+            .name("gojs-tier-up".into())
+            .spawn(move || {
+                std::thread::sleep(TIER_UP_AFTER);
+                // Queued by a helper that the process's exit waits for, so that an exit now
+                // can't leave a queue entry without a compile behind it.
+                spawn_before_exit(move || {
+                    let Ok(inlining) = engine.inlining() else {
+                        return;
+                    };
+                    let entry = key.entry(inlining, Compiler::Cranelift);
+                    if entry.exists() {
+                        return;
+                    }
+                    let wasm = match source {
+                        Source::File(path) => match std::fs::read(path) {
+                            Ok(wasm) => wasm,
+                            Err(_) => return,
+                        },
+                        Source::Bytes(wasm) => wasm,
+                    };
+                    if content_hash(&mut &wasm[..]).is_ok_and(|(c, _)| c == key.content) {
+                        engine.queue_fill(&wasm, entry, Fill::Inlined);
+                    }
+                });
+            });
     }
 
     fn primary_compiler(&self) -> Compiler {
@@ -270,13 +357,18 @@ impl Engine {
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err)?;
         let key = self.key(&mut file)?;
-        if let Some(m) = self.cached(key.as_ref())? {
+        if let Some(key) = &key
+            && let Some((m, tier_up)) = self.cached(Some(key))?
+        {
             crate::module::classify_compiled(&m)?;
+            if tier_up {
+                self.tier_up_later(key, Source::File(path.to_owned()));
+            }
             return Ok(Compiled::whole(m));
         }
         let wasm = std::fs::read(path).map_err(read_err)?;
         crate::module::classify(&wasm)?;
-        self.compile_missing(&wasm, key)
+        self.compile_missing(&wasm, key, || Source::File(path.to_owned()))
     }
 
     /// An artifact written by `gojs compile`, by whichever compiler made it (Cranelift with or
@@ -329,15 +421,19 @@ impl Engine {
             .map_err(|e| Error::Host(format!("cannot write {}: {e}", out.display())))
     }
 
-    fn compile_missing(&self, wasm: &[u8], key: Option<Key>) -> Result<Compiled, Error> {
+    /// Compile a module that isn't cached (`source` gives its bytes again for a tier-up).
+    fn compile_missing(
+        &self,
+        wasm: &[u8],
+        key: Option<Key>,
+        source: impl FnOnce() -> Source,
+    ) -> Result<Compiled, Error> {
+        let primary = &self.inner.primary;
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
             if let Some(split) = split_for_first_run(baseline, wasm) {
                 if let Some(key) = key {
-                    self.fill_in_background(
-                        wasm,
-                        key.entry(self.optimizing(key.size)?, Compiler::Cranelift),
-                    );
+                    self.queue_fill(wasm, key.entry(primary, Compiler::Cranelift), Fill::Plain);
                 }
                 return Ok(split);
             }
@@ -348,29 +444,35 @@ impl Engine {
                 // runs: 15–115 ms for these modules.
                 let (code, entry) = (module.clone(), key.entry(baseline, Compiler::Winch));
                 spawn_before_exit(move || crate::cache::store(&code, &entry, false));
-                self.fill_in_background(
-                    wasm,
-                    key.entry(self.optimizing(key.size)?, Compiler::Cranelift),
-                );
+                self.queue_fill(wasm, key.entry(primary, Compiler::Cranelift), Fill::Plain);
             }
             return Ok(Compiled::whole(module));
         }
-        let engine = self.optimizing(wasm.len() as u64)?;
-        let module =
-            compile_go(engine, wasm, Whole::of(self.primary_compiler())).map_err(invalid)?;
+        // Cranelift's plain code (inlining comes with a tier-up) or Winch's.
+        let compiler = self.primary_compiler();
+        let module = compile_go(primary, wasm, Whole::of(compiler)).map_err(invalid)?;
         if let Some(key) = &key {
-            let entry = key.entry(engine, self.primary_compiler());
-            crate::cache::store(&module, &entry, true);
+            crate::cache::store(&module, &key.entry(primary, compiler), true);
+            if compiler == Compiler::Cranelift && inlines(key.size) {
+                self.tier_up_later(key, source());
+            }
         }
         Ok(Compiled::whole(module))
     }
 
-    /// Start compiling `wasm` with Cranelift into the cache entry `key`, unless another run is
-    /// already doing it. Failures only cost the next run its fast start.
-    fn fill_in_background(&self, wasm: &[u8], key: PathBuf) {
-        let Some(dir) = key.parent() else { return };
-        let Some(name) = key.file_stem() else { return };
-        let pending = dir.join(format!(".pending-{}.wasm", name.to_string_lossy()));
+    /// Start compiling `wasm` into the cache entry `entry` (Cranelift's code, plain or with
+    /// inlining) in the background, unless another run is already doing it. Failures only
+    /// cost later runs their fast start.
+    fn queue_fill(&self, wasm: &[u8], entry: PathBuf, fill: Fill) {
+        let Some(dir) = entry.parent() else { return };
+        let Some(name) = entry.file_stem() else {
+            return;
+        };
+        let kind = match fill {
+            Fill::Plain => "",
+            Fill::Inlined => INLINED_PREFIX,
+        };
+        let pending = dir.join(format!(".pending-{kind}{}.wasm", name.to_string_lossy()));
         if !claim(&pending, wasm) {
             return;
         }
@@ -682,9 +784,30 @@ fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
                     content,
                     size,
                 };
-                let engine = if inlines(size) { &inlining } else { &plain };
-                let entry = key.entry(engine, Compiler::Cranelift);
+                let inline = next
+                    .file_name()
+                    .and_then(|n| n.to_str()?.strip_prefix(".pending-"))
+                    .is_some_and(|n| n.starts_with(INLINED_PREFIX));
+                let plain_entry = key.entry(&plain, Compiler::Cranelift);
                 let winch_entry = key.entry(&winch, Compiler::Winch);
+                if inline {
+                    let entry = key.entry(&inlining, Compiler::Cranelift);
+                    if crate::cache::load(&inlining, &entry).is_none() {
+                        let _one_at_a_time = inlining_lock();
+                        if memory_to_inline(size)
+                            && let Ok(module) = compile_go(&inlining, &wasm, Whole::Other)
+                        {
+                            crate::cache::store(&module, &entry, true);
+                        }
+                    }
+                    // The plain code is now superseded.
+                    if entry.exists() {
+                        let _ = std::fs::remove_file(&plain_entry);
+                    }
+                    let _ = std::fs::remove_file(&next);
+                    continue;
+                }
+                let entry = plain_entry;
                 // A split first run caches nothing: Winch's code for the whole module
                 // first (~4× faster to compile), for runs before Cranelift's is ready.
                 if !entry.exists()
@@ -693,11 +816,10 @@ fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
                 {
                     crate::cache::store(&module, &winch_entry, false);
                 }
-                if crate::cache::load(engine, &entry).is_none() {
-                    let _one_at_a_time = inlines(size).then(inlining_lock);
-                    if let Ok(module) = compile_go(engine, &wasm, Whole::Other) {
-                        crate::cache::store(&module, &entry, true);
-                    }
+                if crate::cache::load(&plain, &entry).is_none()
+                    && let Ok(module) = compile_go(&plain, &wasm, Whole::Other)
+                {
+                    crate::cache::store(&module, &entry, true);
                 }
                 // Winch's code for it is now superseded.
                 if entry.exists() {
@@ -728,10 +850,10 @@ fn new_engine(config: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {
     wasmtime::Engine::new(config).map_err(|e| Error::Host(format!("wasm engine: {e}")))
 }
 
-/// Modules up to this size are compiled by Cranelift with inlining (RATIONALE.md, "Why does
-/// Cranelift inline only in modules up to 4 MiB?"): Go programs of ordinary size, not test
-/// binaries.
-const INLINE_MAX: u64 = 4 << 20;
+/// Modules up to this size may be compiled by Cranelift with inlining (RATIONALE.md, "Why
+/// does Cranelift inline only in modules up to 6 MiB, and only after a run of 200 ms?"): Go
+/// programs of ordinary size, not most test binaries.
+const INLINE_MAX: u64 = 6 << 20;
 
 /// Whether Cranelift compiles a module of `size` bytes with inlining: up to [`INLINE_MAX`]
 /// bytes unless `GOJS_INLINE=off`; at any size with `GOJS_INLINE=all`.
@@ -741,6 +863,20 @@ fn inlines(size: u64) -> bool {
         Ok("all") => true,
         _ => size <= INLINE_MAX,
     }
+}
+
+/// Whether this machine has the memory to compile a module of `size` bytes with inlining,
+/// which takes ~400 bytes per byte of module for a moment (RATIONALE.md): twice that, going
+/// by the kernel's estimate of what it can give without swapping.
+fn memory_to_inline(size: u64) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/meminfo") else {
+        return true;
+    };
+    let available_kib = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    available_kib.is_none_or(|kib| kib.saturating_mul(1024) >= size.saturating_mul(800))
 }
 
 /// Held while a background compile inlines: one such compile at a time per user on this
@@ -807,6 +943,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 /// Where a module's compiled code lives in the cache: by its content's hash, then per engine
 /// configuration and compiler ([`Key::entry`]).
+#[derive(Clone)]
 struct Key {
     dir: PathBuf,
     content: blake3::Hash,

@@ -1049,7 +1049,7 @@ impl Drop for Guest {
 }
 
 /// Ends the backtrace of a trap in code compiled with inlining (RATIONALE.md, "Why does
-/// Cranelift inline only in modules up to 4 MiB?").
+/// Cranelift inline only in modules up to 6 MiB, and only after a run of 200 ms?").
 pub(crate) const INLINED_NOTE: &str =
     "\n    (functions inlined into others have no frame here; GOJS_INLINE=off keeps them)";
 

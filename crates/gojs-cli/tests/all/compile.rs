@@ -193,6 +193,59 @@ fn auto_runs_at_once_and_fills_the_cache_in_the_background() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Wait (at most 10 minutes: the filler runs at idle priority) until nothing is queued in `dir`.
+fn wait_for_filler(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !pending(dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the background compile did not finish: {:?}",
+            std::fs::read_dir(dir).unwrap().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A run that keeps a module for 200 ms queues its compile with inlining; the runs after load
+/// that code (their trap's backtrace says so), and short runs never queue it.
+#[test]
+fn runs_of_200_ms_tier_up_to_inlined_code() {
+    let wasm = Go::path().build("trap").to_string_lossy().into_owned();
+    let inlined = "GOJS_INLINE=off keeps them";
+    let dir = fresh_scratch_dir("tier-up");
+    let trap = |args: &[&str]| {
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", &dir)
+            .env_remove("GOJS_INLINE")
+            .args(["run", "--compiler=cranelift", &wasm])
+            .args(args);
+        let o = run(cmd, b"");
+        assert_eq!(o.code, Some(1), "{}", o.stderr());
+        assert!(o.stderr().contains("main.main"), "{}", o.stderr());
+        o.stderr()
+    };
+    // Short runs: plain code, cached by the first, and nothing queued.
+    assert!(!trap(&[]).contains(inlined));
+    assert!(!trap(&[]).contains(inlined));
+    assert!(pending(&dir).is_empty());
+    assert_eq!(files(&dir, ".cwasm").len(), 1);
+    // A run of 400 ms queues the inlined compile, which then replaces the plain code.
+    assert!(!trap(&["400"]).contains(inlined));
+    wait_for_filler(&dir);
+    assert_eq!(files(&dir, ".cwasm").len(), 1);
+    assert!(trap(&[]).contains(inlined));
+    // With GOJS_INLINE=off runs keep to plain code (compiled again, since it was replaced).
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &dir)
+        .env("GOJS_INLINE", "off")
+        .args(["run", "--compiler=cranelift", &wasm, "400"]);
+    let o = run(cmd, b"");
+    assert!(!o.stderr().contains(inlined), "{}", o.stderr());
+    wait_for_filler(&dir);
+    assert_eq!(files(&dir, ".cwasm").len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn queued_modules_are_compiled_by_one_filler() {
     // The protocol `--compiler=auto` uses, driven by hand: two queued modules, one filler.

@@ -3,8 +3,8 @@
 use crate::harness::{Go, Invocation, assert_golden, fixtures_dir, run_gojs_in_env};
 
 /// What gojs itself is given to run fixture `name`. The trap's backtrace must name the
-/// function that trapped, as Node's does; Cranelift's inlining (opt-in, so only if the
-/// environment running the tests turns it on) would leave that frame out:
+/// function that trapped, as Node's does; Cranelift's inlining (code that a run of 200 ms
+/// tiered up to, which the shared compile cache may hold) would leave that frame out:
 /// `inlined_trap_says_frames_are_missing` covers that case.
 fn gojs_env(name: &str) -> &'static [(&'static str, &'static str)] {
     if name == "trap" {
@@ -62,8 +62,9 @@ fn fixtures_under_winch() {
     );
 }
 
-/// Cranelift's code, with inlining (these modules are under 4 MiB), runs
-/// programs as Node does.
+/// Cranelift's code runs programs as Node does: plain (a first run with
+/// `--compiler=cranelift`) and with inlining (what `gojs compile` makes of these modules, all
+/// under 6 MiB, and what a run of 200 ms tiers up to).
 #[test]
 fn fixtures_under_cranelift() {
     under(
@@ -84,16 +85,33 @@ fn fixtures_under_cranelift() {
 }
 
 fn under(compiler: &str, fixtures: &[&str]) {
+    let scratch = crate::harness::fresh_scratch_dir(&format!("under-{compiler}"));
     for &name in fixtures {
         let wasm = Go::path().build(name);
         let inv = Invocation::of(name);
-        let mut cmd = std::process::Command::new(crate::harness::gojs());
-        cmd.arg("run").arg(format!("--compiler={compiler}"));
-        for (k, v) in inv.env.iter().flatten() {
-            cmd.arg(format!("--env={k}={v}"));
+        let mut modules = vec![wasm.clone()];
+        if compiler == "cranelift" {
+            let art = scratch.join(format!("{name}.cwasm"));
+            let mut cmd = std::process::Command::new(crate::harness::gojs());
+            cmd.args(["compile", "--compiler=cranelift"])
+                .arg(&wasm)
+                .arg("-o")
+                .arg(&art);
+            let o = crate::harness::run(cmd, b"");
+            assert_eq!(o.code, Some(0), "{name}: {}", o.stderr());
+            modules.push(art);
         }
-        cmd.arg(&wasm).args(&inv.args);
-        assert_golden(name, &crate::harness::run(cmd, &inv.stdin));
+        for module in modules {
+            let mut cmd = std::process::Command::new(crate::harness::gojs());
+            cmd.env("GOJS_CACHE_DIR", scratch.join("cache"))
+                .arg("run")
+                .arg(format!("--compiler={compiler}"));
+            for (k, v) in inv.env.iter().flatten() {
+                cmd.arg(format!("--env={k}={v}"));
+            }
+            cmd.arg(&module).args(&inv.args);
+            assert_golden(name, &crate::harness::run(cmd, &inv.stdin));
+        }
     }
 }
 
