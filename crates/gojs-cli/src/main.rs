@@ -40,7 +40,7 @@ struct Access {
     /// small programs run, only those before starting and the rest in the background;
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
     /// compiler (cached; once a run has kept a module of up to 6 MiB for 200 ms, it is compiled
-    /// again with inlining in the background for the runs after, as `gojs compile` does at
+    /// again with inlining in the background for the runs after, test binaries excepted, as `gojs compile` does at
     /// once; GOJS_INLINE=off never, =all at any size; a trap's backtrace then lacks the
     /// inlined functions). winch: always the baseline compiler, whole module. Either way Go's
     /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of

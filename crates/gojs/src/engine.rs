@@ -60,8 +60,8 @@ type FillCommand = Box<dyn Fn() -> std::process::Command + Send + Sync>;
 pub enum Compiler {
     /// Optimizing: slower to compile, fastest code. The library's default; its code is cached
     /// on disk, so only the first load of a module pays for it. Tiers up: once a process has
-    /// kept a module of up to 6 MiB for 200 ms, its code is compiled again in the background
-    /// with inlining, for the loads after (10–15% faster code for a compile ~2× as long, ~400
+    /// kept a module of up to 6 MiB for 200 ms (not a Go test binary), its code is compiled
+    /// again in the background with inlining, for the loads after (10–15% faster code for a compile ~2× as long, ~400
     /// bytes of memory per byte of module while it runs; a trap's backtrace lacks the inlined
     /// functions). `GOJS_INLINE=off` never inlines, `GOJS_INLINE=all` at any size.
     /// [`Engine::compile_to_file`] inlines at once.
@@ -327,7 +327,9 @@ impl Engine {
                         },
                         Source::Bytes(wasm) => wasm,
                     };
-                    if content_hash(&mut &wasm[..]).is_ok_and(|(c, _)| c == key.content) {
+                    if content_hash(&mut &wasm[..]).is_ok_and(|(c, _)| c == key.content)
+                        && (!is_go_test(&wasm) || inline_all())
+                    {
                         engine.queue_fill(&wasm, entry, Fill::Inlined);
                     }
                 });
@@ -863,6 +865,18 @@ fn inlines(size: u64) -> bool {
         Ok("all") => true,
         _ => size <= INLINE_MAX,
     }
+}
+
+/// `GOJS_INLINE=all`: inline in any module, test binaries too.
+fn inline_all() -> bool {
+    std::env::var("GOJS_INLINE").as_deref() == Ok("all")
+}
+
+/// Whether `wasm` is a Go test binary (`go test -c`; its name section names `testing.MainStart`).
+/// Those run once per build, so a tier-up would only cost their machine seconds of CPU and
+/// gigabytes of memory (the small ones are 5.1–5.5 MB, under [`INLINE_MAX`]).
+fn is_go_test(wasm: &[u8]) -> bool {
+    memchr::memmem::find(wasm, b"testing.MainStart").is_some()
 }
 
 /// Whether this machine has the memory to compile a module of `size` bytes with inlining,

@@ -246,6 +246,42 @@ fn runs_of_200_ms_tier_up_to_inlined_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A Go test binary doesn't tier up, however long it runs: `go test` runs each build once.
+#[test]
+fn test_binaries_do_not_tier_up() {
+    let dir = fresh_scratch_dir("no-tier-up");
+    let bin = dir.join("sort.test");
+    let mut cmd = Command::new(&Go::path().bin);
+    cmd.env("GOOS", "js")
+        .env("GOARCH", "wasm")
+        .env("GOTOOLCHAIN", "local")
+        .args(["test", "-c", "-o"])
+        .arg(&bin)
+        .arg("sort");
+    let o = run(cmd, b"");
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    // Small enough to tier up if it were a program.
+    assert!(std::fs::metadata(&bin).unwrap().len() < 6 << 20);
+    let cache = dir.join("cache");
+    let bin = bin.to_string_lossy().into_owned();
+    let args = [
+        "run",
+        "--compiler=cranelift",
+        &bin,
+        "-test.run=^$",
+        "-test.bench=SortInt1K$",
+        "-test.benchtime=400ms",
+    ];
+    let started = Instant::now();
+    let o = gojs_in(&cache, &args);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout(), o.stderr());
+    assert!(o.stdout().contains("BenchmarkSortInt1K"), "{}", o.stdout());
+    assert!(started.elapsed() > Duration::from_millis(400));
+    wait_for_filler(&cache);
+    assert_eq!(files(&cache, ".cwasm").len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn queued_modules_are_compiled_by_one_filler() {
     // The protocol `--compiler=auto` uses, driven by hand: two queued modules, one filler.
