@@ -61,10 +61,11 @@ pub enum Compiler {
     /// Optimizing: slower to compile, fastest code. The library's default; its code is cached
     /// on disk, so only the first load of a module pays for it. Tiers up: once a process has
     /// kept a module of up to 6 MiB for 200 ms (not a Go test binary), its code is compiled
-    /// again in the background with inlining, for the loads after (10–15% faster code for a compile ~2× as long, ~400
-    /// bytes of memory per byte of module while it runs; a trap's backtrace lacks the inlined
-    /// functions). `GOJS_INLINE=off` never inlines, `GOJS_INLINE=all` at any size.
-    /// [`Engine::compile_to_file`] inlines at once.
+    /// again in the background with inlining, for the loads after: 10–15% faster code, for a
+    /// compile ~2× as long that takes ~400 bytes of memory per byte of module while it runs
+    /// (in a thread of this process at idle priority, unless [`Engine::fill_cache_with`] gives
+    /// a command); a trap's backtrace lacks the inlined functions. `GOJS_INLINE=off` never
+    /// inlines, `GOJS_INLINE=all` at any size. [`Engine::compile_to_file`] inlines at once.
     #[default]
     Cranelift,
     /// Baseline: fast to compile, slower code. Good for short runs of a binary seen once.
@@ -151,8 +152,9 @@ impl Engine {
         Engine::with(None, Compiler::default())
     }
 
-    /// With [`Compiler::Auto`]: fill the cache from a separate process instead of a background
-    /// thread, so that the work survives this process's exit (what the `gojs` CLI does). The
+    /// Fill the cache (with [`Compiler::Auto`]'s Cranelift code, and any compiler's tier-ups)
+    /// from a separate process instead of a background thread, so that the work survives this
+    /// process's exit and its memory isn't this process's (what the `gojs` CLI does). The
     /// engine appends the path of a private copy of the module to the command from `make`,
     /// detaches its stdio and doesn't wait for it; the command must call
     /// [`Engine::compile_pending`] with that path.
