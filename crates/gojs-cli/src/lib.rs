@@ -268,9 +268,7 @@ pub fn compile(module: &Path, out: Option<&Path>, compiler: gojs::Compiler) -> i
         };
         match out {
             Some(out) => gojs::Engine::with_compiler(compiler, false)?.compile_to_file(&wasm, out),
-            None => {
-                gojs::Module::new(&gojs::Engine::with_compiler(compiler, true)?, &wasm).map(drop)
-            }
+            None => gojs::Engine::with_compiler(compiler, true)?.compile_into_cache(&wasm),
         }
     })();
     match result {

@@ -106,7 +106,8 @@ enum Command {
         /// Write the artifact here instead of into the cache.
         #[arg(short = 'o', long = "output", value_name = "OUT")]
         out: Option<PathBuf>,
-        /// cranelift (default; fastest code) or winch (fastest compile).
+        /// cranelift (default; fastest code: inlines calls in modules up to 6 MiB,
+        /// GOJS_INLINE=off never, =all at any size) or winch (fastest compile).
         #[arg(long, value_name = "cranelift|winch", default_value = "cranelift")]
         compiler: gojs::Compiler,
     },

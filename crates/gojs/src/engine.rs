@@ -426,6 +426,27 @@ impl Engine {
     }
 
     /// Compile a module that isn't cached (`source` gives its bytes again for a tier-up).
+    /// Compile a module into the compile cache for the runs to come, as an artifact is
+    /// compiled ([`Engine::compile_to_file`]: with Cranelift, inlining in modules up to
+    /// 6 MiB), unless its code is cached already. What `gojs compile MODULE.wasm` does.
+    ///
+    /// # Errors
+    /// As [`crate::Module::new`], and [`Error::Host`] if the engine has no cache.
+    pub fn compile_into_cache(&self, wasm: &[u8]) -> Result<(), Error> {
+        crate::module::classify(wasm)?;
+        let key = self
+            .key(&mut &wasm[..])?
+            .ok_or_else(|| Error::Host("no compile cache to compile into".into()))?;
+        let compiler = self.primary_compiler();
+        let engine = self.optimizing(key.size)?;
+        let entry = key.entry(engine, compiler);
+        if crate::cache::load(engine, &entry).is_none() {
+            let module = compile_go(engine, wasm, Whole::of(compiler)).map_err(invalid)?;
+            crate::cache::store(&module, &entry, true);
+        }
+        Ok(())
+    }
+
     fn compile_missing(
         &self,
         wasm: &[u8],

@@ -131,10 +131,21 @@ fn compile_fills_the_cache_and_runs_use_it() {
     assert!(pending(&dir).is_empty());
     assert_eq!(std::fs::read(&entries[0]).unwrap(), before);
 
-    // A damaged entry is dropped and recompiled, never loaded.
+    // Compiled again: nothing to do.
+    let o = gojs_in(&dir, &["compile", &wasm]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    assert_eq!(files(&dir, ".cwasm"), entries);
+
+    // A damaged entry is dropped and recompiled, never loaded (a run compiles Cranelift's
+    // plain code; `gojs compile` the code with inlining, in the same entry as before).
     std::fs::write(&entries[0], &before[..before.len() - 1]).unwrap();
     let o = gojs_in(&dir, &["run", "--compiler=cranelift", &wasm]);
     assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert!(!entries[0].exists());
+    assert_eq!(files(&dir, ".cwasm").len(), 1);
+    std::fs::write(&entries[0], &before[..before.len() - 1]).unwrap();
+    let o = gojs_in(&dir, &["compile", &wasm]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
     assert_eq!(std::fs::read(&entries[0]).unwrap().len(), before.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
