@@ -256,7 +256,7 @@ impl Engine {
             && let Some((m, tier_up)) = self.cached(Some(key))?
         {
             if tier_up {
-                self.tier_up_later(key, Source::Bytes(wasm.to_vec()));
+                self.tier_up_later(key, || Source::Bytes(wasm.to_vec()));
             }
             return Ok(Compiled::whole(m));
         }
@@ -295,8 +295,9 @@ impl Engine {
     /// (a run that long is doing real work), queue its compile with inlining in the
     /// background, for the runs after (RATIONALE.md, "Why does Cranelift inline only in
     /// modules up to 6 MiB, and only after a run of 200 ms?"). Once per module per process;
-    /// `source` gives the module's bytes when the time comes (checked against `key`).
-    fn tier_up_later(&self, key: &Key, source: Source) {
+    /// `source` says where the module's bytes are to be had when the time comes (checked
+    /// against `key`); it is only called the first time.
+    fn tier_up_later(&self, key: &Key, source: impl FnOnce() -> Source) {
         static ARMED: std::sync::Mutex<Vec<blake3::Hash>> = std::sync::Mutex::new(Vec::new());
         {
             let mut armed = ARMED
@@ -307,7 +308,7 @@ impl Engine {
             }
             armed.push(key.content);
         }
-        let (engine, key) = (self.clone(), key.clone());
+        let (engine, key, source) = (self.clone(), key.clone(), source());
         let _ = std::thread::Builder::new()
             .name("gojs-tier-up".into())
             .spawn(move || {
@@ -366,7 +367,7 @@ impl Engine {
         {
             crate::module::classify_compiled(&m)?;
             if tier_up {
-                self.tier_up_later(key, Source::File(path.to_owned()));
+                self.tier_up_later(key, || Source::File(path.to_owned()));
             }
             return Ok(Compiled::whole(m));
         }
@@ -479,7 +480,7 @@ impl Engine {
         if let Some(key) = &key {
             crate::cache::store(&module, &key.entry(primary, compiler), true);
             if compiler == Compiler::Cranelift && inlines(key.size) {
-                self.tier_up_later(key, source());
+                self.tier_up_later(key, source);
             }
         }
         Ok(Compiled::whole(module))
