@@ -284,7 +284,11 @@ fn test_binaries_do_not_tier_up() {
         "-test.benchtime=400ms",
     ];
     let started = Instant::now();
-    let o = gojs_in(&cache, &args);
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &cache)
+        .env_remove("GOJS_INLINE")
+        .args(args);
+    let o = run(cmd, b"");
     assert_eq!(o.code, Some(0), "{}\n{}", o.stdout(), o.stderr());
     assert!(o.stdout().contains("BenchmarkSortInt1K"), "{}", o.stdout());
     assert!(started.elapsed() > Duration::from_millis(400));
