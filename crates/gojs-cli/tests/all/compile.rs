@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Go, fresh_scratch_dir, gojs, run};
 
-/// `gojs ARGS…` with its own compile cache directory.
+/// `gojs ARGS…` with its own compile cache directory, and the compiler and inlining settings
+/// left at their defaults whatever the environment running the tests says.
 fn gojs_in(cache: &Path, args: &[&str]) -> crate::harness::Outcome {
     let mut cmd = Command::new(gojs());
     cmd.env("GOJS_CACHE_DIR", cache)
         .env_remove("GOJS_COMPILER")
+        .env_remove("GOJS_INLINE")
         .args(args);
     run(cmd, b"")
 }
@@ -225,12 +227,10 @@ fn runs_of_200_ms_tier_up_to_inlined_code() {
     let inlined = "GOJS_INLINE=off keeps them";
     let dir = fresh_scratch_dir("tier-up");
     let trap = |args: &[&str]| {
-        let mut cmd = Command::new(gojs());
-        cmd.env("GOJS_CACHE_DIR", &dir)
-            .env_remove("GOJS_INLINE")
-            .args(["run", "--compiler=cranelift", &wasm])
-            .args(args);
-        let o = run(cmd, b"");
+        let o = gojs_in(
+            &dir,
+            &[&["run", "--compiler=cranelift", &wasm], args].concat(),
+        );
         assert_eq!(o.code, Some(1), "{}", o.stderr());
         assert!(o.stderr().contains("main.main"), "{}", o.stderr());
         o.stderr()
@@ -284,11 +284,7 @@ fn test_binaries_do_not_tier_up() {
         "-test.benchtime=400ms",
     ];
     let started = Instant::now();
-    let mut cmd = Command::new(gojs());
-    cmd.env("GOJS_CACHE_DIR", &cache)
-        .env_remove("GOJS_INLINE")
-        .args(args);
-    let o = run(cmd, b"");
+    let o = gojs_in(&cache, &args);
     assert_eq!(o.code, Some(0), "{}\n{}", o.stdout(), o.stderr());
     assert!(o.stdout().contains("BenchmarkSortInt1K"), "{}", o.stdout());
     assert!(started.elapsed() > Duration::from_millis(400));
