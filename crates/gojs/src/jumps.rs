@@ -1,4 +1,5 @@
-//! Direct jumps in Go's functions (RATIONALE.md, "Why rewrite the jumps of Go's functions?").
+//! Direct jumps and loops in Go's functions (RATIONALE.md, "Why rewrite the jumps of Go's
+//! functions?").
 //!
 //! Go compiles a function that has more than one basic block into a dispatch loop, so that a
 //! goroutine can resume it at any block:
@@ -15,18 +16,45 @@
 //! ```
 //!
 //! and every jump to a block, forward or back, is `i32.const k; local.set $PC_B; br $entry`:
-//! a trip through the loop header and an indirect jump through the table. A jump forward, to
-//! block `t` from the code of block `s < t`, can instead branch straight to the `end` of
-//! dispatch block `t`, which encloses it: the same place the table would send it, with
-//! `$PC_B` set as before. [`thread`] rewrites those branches' depths and nothing else, so the
-//! module's behaviour is unchanged and every other byte stays where it was.
+//! a trip through the loop header and an indirect jump through the table. [`Jumps`] follows a
+//! function's code and then rewrites its jumps:
+//!
+//! - A jump **forward**, to block `t` from the code of block `s < t`, branches straight to the
+//!   `end` of dispatch block `t`, which encloses it: the place the table would send it.
+//! - A jump **back**, to block `k` from block `s ≥ k`, makes blocks `k..=s` a wasm `loop`: the
+//!   dispatch blocks of `k+1..=s` are opened inside it instead of in the prologue, and the jump
+//!   branches to the loop. Loops nest (one that would cross another is widened to contain it).
+//!   A block inside a loop that is entered from outside it (a loop's condition block, which
+//!   Go's first jump goes to; a resume point, entered through the table) can only be reached
+//!   through the loop's start, so the loop starts with a test per such block number:
+//!   `local.get $PC_B; i32.const k; i32.eq; br_if` to block `k`. A loop that would need more
+//!   than [`MAX_TESTS`] stays a dispatch loop.
+//!
+//! `$PC_B` is still set before every jump, so each block sees it as before, and the tests work:
+//! while a block runs, `$PC_B` holds the number of that block or of one before it, never that of
+//! a block later inside a loop that starts here.
+//!
+//! The table can be entered with block 0 (a call), 1 (Go's `goexit` + 1), or the block of a
+//! return address the function stores (an `i64.const` whose low 16 bits are the block number;
+//! every such constant counts). A block number nothing enters and whose block moved into a loop
+//! goes where the table's default goes.
 
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use wasm_encoder as enc;
 use wasmparser::{BlockType, Operator, OperatorsReader};
 
 use crate::rewrite::{BR, Patch, With};
 
-/// `wasm` with the forward jumps of its Go-shaped functions made direct (and nothing else), or
-/// `None` if the module can't be read as a sequence of sections or has no jump to rewrite.
+const BR_IF: u8 = 0x0d;
+
+/// The most block-number tests a loop may start with; a loop that needs more is left to the
+/// dispatch table.
+const MAX_TESTS: usize = 4;
+
+/// `wasm` with the jumps and loops of its Go-shaped functions made direct (and nothing else),
+/// or `None` if the module can't be read as a sequence of sections or has no jump to rewrite.
 pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
     crate::rewrite::prepare(
         wasm,
@@ -46,6 +74,10 @@ pub(crate) struct Dispatch {
     /// The `br_table`: block number → depth (= which block's code).
     table: Vec<u32>,
     default: u32,
+    /// Where the prologue's dispatch `block`s are, its `br_table`, and the `end` after it.
+    openers: Range<usize>,
+    br_table: Range<usize>,
+    first_end: Range<usize>,
 }
 
 impl Dispatch {
@@ -74,22 +106,31 @@ impl Dispatch {
         ) {
             return None;
         }
+        let first = ops.original_position();
+        let mut openers = first..first;
         let mut blocks: u32 = 0;
         loop {
             match ops.read().ok()? {
-                op if is_plain_block(&op) => blocks += 1,
+                op if is_plain_block(&op) => {
+                    blocks += 1;
+                    openers.end = ops.original_position();
+                }
                 Operator::LocalGet { local_index: 0 } => break,
                 _ => return None,
             }
         }
-        if blocks == 0 {
+        // Each `block` with no type is two bytes; the pass rewrites them as such.
+        if blocks == 0 || openers.len() != 2 * blocks as usize {
             return None;
         }
+        let table_start = ops.original_position();
         let Operator::BrTable { targets } = ops.read().ok()? else {
             return None;
         };
+        let br_table = table_start..ops.original_position();
         let default = targets.default();
         let table = targets.targets().collect::<Result<Vec<u32>, _>>().ok()?;
+        let end_start = ops.original_position();
         if !matches!(ops.read().ok()?, Operator::End) {
             return None;
         }
@@ -97,6 +138,9 @@ impl Dispatch {
             blocks,
             table,
             default,
+            openers,
+            br_table,
+            first_end: end_start..ops.original_position(),
         })
     }
 
@@ -109,9 +153,59 @@ impl Dispatch {
             .unwrap_or(self.default);
         (depth < self.blocks).then_some(depth)
     }
+
+    /// What a branch `rel` frames out from the code of block `seg` (`None`: from the
+    /// prologue's `br_table`) goes to.
+    fn frame(&self, seg: Option<u32>, rel: u32) -> Target {
+        // Dispatch blocks between here and the loop: those of the blocks after `seg`.
+        let after = self.blocks - seg.map_or(0, |s| s + 1);
+        let first = seg.map_or(0, |s| s + 1);
+        match rel.cmp(&after) {
+            std::cmp::Ordering::Less => Target::Seg(first + rel),
+            std::cmp::Ordering::Equal => Target::Entry,
+            std::cmp::Ordering::Greater => Target::Outer(rel - after - 1),
+        }
+    }
 }
 
-/// Follows the instructions after a [`Dispatch`] prologue and finds the forward jumps.
+/// Where a branch in dispatch code goes, as the original function has it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    /// The start of block `k`'s code (the `end` of its dispatch block).
+    Seg(u32),
+    /// The dispatch loop, `$entry`.
+    Entry,
+    /// The `k`th frame outside the dispatch loop.
+    Outer(u32),
+}
+
+/// A branch out of a block's own frames, into the dispatch structure.
+struct Branch {
+    at: Range<usize>,
+    seg: u32,
+    /// How many of the block's own frames (`block`/`loop`/`if`) enclose the branch.
+    inner: u32,
+    kind: Kind,
+}
+
+enum Kind {
+    /// `br`, `rel` frames out of the block's own; after `i32.const k; local.set 0` when `pc`
+    /// is `Some(k)`: a jump to block number `k`.
+    Br {
+        rel: u32,
+        pc: Option<i32>,
+    },
+    BrIf {
+        rel: u32,
+    },
+    /// Depths as written (those below `inner` stay inside the block), and the default.
+    BrTable {
+        depths: Vec<u32>,
+        default: u32,
+    },
+}
+
+/// Follows the instructions after a [`Dispatch`] prologue, then rewrites the function's jumps.
 pub(crate) struct Jumps {
     dispatch: Dispatch,
     /// The code of block `seg` is running, `inner` frames deep in its own blocks/loops/ifs.
@@ -120,12 +214,21 @@ pub(crate) struct Jumps {
     /// `Some(k)` right after `i32.const k`, and right after `i32.const k; local.set 0`.
     after_const: Option<i32>,
     after_set: Option<i32>,
-    /// Past the dispatch loop, or given up (on exception handling): nothing more to find.
+    /// Past the dispatch loop: nothing more to find.
     done: bool,
+    /// Met something the pass doesn't follow (exception handling, typed branches): the
+    /// function is left as it is.
+    unsure: bool,
+    /// `ends[k]`: the `end` that starts block `k`'s code; `ends[blocks]`: the dispatch loop's.
+    ends: Vec<Range<usize>>,
+    branches: Vec<Branch>,
+    /// Block numbers of the function's return addresses (and perhaps a few other constants').
+    resumes: BTreeSet<u32>,
 }
 
 impl Jumps {
     pub(crate) fn new(dispatch: Dispatch) -> Jumps {
+        let ends = vec![dispatch.first_end.clone()];
         Jumps {
             dispatch,
             seg: 0,
@@ -133,59 +236,83 @@ impl Jumps {
             after_const: None,
             after_set: None,
             done: false,
+            unsure: false,
+            ends,
+            branches: Vec::new(),
+            resumes: BTreeSet::new(),
         }
     }
 
-    /// Look at the next instruction, `op` at `start..end` of the body; a forward jump gets a
-    /// patch in `patches`.
-    pub(crate) fn step(
-        &mut self,
-        op: &Operator<'_>,
-        start: usize,
-        end: usize,
-        patches: &mut Vec<Patch>,
-    ) {
-        if self.done {
+    /// Look at the next instruction, `op` at `start..end` of the body.
+    pub(crate) fn step(&mut self, op: &Operator<'_>, start: usize, end: usize) {
+        if self.done || self.unsure {
             return;
         }
-        let blocks = self.dispatch.blocks;
-        match *op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => self.inner += 1,
-            // Exception handling frames: not Go's code, and not worth following.
-            Operator::Try { .. }
-            | Operator::TryTable { .. }
-            | Operator::Catch { .. }
-            | Operator::CatchAll
-            | Operator::Delegate { .. } => {
-                // Jumps found so far stay right: the frames before were followed exactly.
-                self.done = true;
-                return;
+        let (seg, inner) = (self.seg, self.inner);
+        let kind = match *op {
+            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
+                self.inner += 1;
+                None
             }
-            Operator::End if self.inner > 0 => self.inner -= 1,
+            Operator::End if inner > 0 => {
+                self.inner -= 1;
+                None
+            }
             Operator::End => {
                 // A dispatch block ends and the next block's code starts (after the last one,
                 // the loop ends: past the code we rewrite).
                 self.seg += 1;
-                if self.seg >= blocks {
-                    self.done = true;
+                self.ends.push(start..end);
+                self.done = self.seg >= self.dispatch.blocks;
+                None
+            }
+            Operator::Br { relative_depth } if relative_depth >= inner => Some(Kind::Br {
+                rel: relative_depth - inner,
+                pc: self.after_set,
+            }),
+            Operator::BrIf { relative_depth } if relative_depth >= inner => Some(Kind::BrIf {
+                rel: relative_depth - inner,
+            }),
+            Operator::BrTable { ref targets } => {
+                let Ok(depths) = targets.targets().collect::<Result<Vec<u32>, _>>() else {
+                    self.unsure = true;
                     return;
-                }
+                };
+                let default = targets.default();
+                (default >= inner || depths.iter().any(|&d| d >= inner))
+                    .then_some(Kind::BrTable { depths, default })
             }
-            Operator::Br { relative_depth } => {
-                let (seg, inner) = (self.seg, self.inner);
-                if relative_depth == inner + (blocks - 1 - seg)
-                    && let Some(k) = self.after_set
-                    && let Some(t) = self.dispatch.target(k)
-                    && t > seg
+            Operator::I64Const { value } => {
+                if let Ok(v) = u32::try_from(value)
+                    && v >> 16 != 0
                 {
-                    patches.push(Patch {
-                        start,
-                        end,
-                        with: With::Op(BR, inner + (t - seg - 1)),
-                    });
+                    self.resumes.insert(v & 0xffff);
                 }
+                None
             }
-            _ => {}
+            // Exception handling and typed branches: not Go's code, and not worth following.
+            Operator::Try { .. }
+            | Operator::TryTable { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll
+            | Operator::Delegate { .. }
+            | Operator::Rethrow { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. } => {
+                self.unsure = true;
+                return;
+            }
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.branches.push(Branch {
+                at: start..end,
+                seg,
+                inner,
+                kind,
+            });
         }
         self.after_set = match op {
             Operator::LocalSet { local_index: 0 } => self.after_const,
@@ -196,6 +323,451 @@ impl Jumps {
             _ => None,
         };
     }
+
+    /// The function's rewritten jumps and loops, added to `patches` (nothing if the function
+    /// wasn't followed to the end of its dispatch loop).
+    pub(crate) fn finish(self, patches: &mut Vec<Patch>) {
+        if self.unsure || !self.done {
+            return;
+        }
+        let plan = Plan::new(&self);
+        if let Some(mut found) = plan.emit(&self) {
+            patches.append(&mut found);
+        }
+    }
+}
+
+/// A loop made of blocks `head..=last`.
+#[derive(Clone)]
+struct Loop {
+    head: u32,
+    last: u32,
+    /// Block numbers it starts by testing for: blocks inside it entered from outside.
+    tests: BTreeSet<i32>,
+}
+
+impl Loop {
+    fn holds(&self, seg: u32) -> bool {
+        (self.head..=self.last).contains(&seg)
+    }
+}
+
+/// The loops a function gets, and which one each block's dispatch block opens in.
+struct Plan {
+    loops: Vec<Loop>,
+    /// `owner[k]`: the innermost loop block `k` is inside of (not its head), if any.
+    owner: Vec<Option<usize>>,
+    /// `loop_at[k]`: the loop block `k` heads.
+    loop_at: Vec<Option<usize>>,
+    /// Block numbers the table is entered with: 0, 1, the return addresses', and those of
+    /// jumps back that stay jumps through the table.
+    entered: BTreeSet<i32>,
+}
+
+/// The most loops a function is planned with (more are left to the table; Go's functions
+/// have far fewer).
+const MAX_LOOPS: usize = 256;
+
+impl Plan {
+    fn new(j: &Jumps) -> Plan {
+        let d = &j.dispatch;
+        let n = d.blocks as usize;
+        let mut plan = Plan {
+            loops: Vec::new(),
+            owner: vec![None; n],
+            loop_at: vec![None; n],
+            entered: BTreeSet::from([0, 1]),
+        };
+        let in_table = |k: &i32| usize::try_from(*k).is_ok_and(|k| k < d.table.len());
+        plan.entered
+            .extend(j.resumes.iter().map(|&k| k as i32).filter(in_table));
+        // Jumps back: each block jumped back to heads a loop to the last block jumping there.
+        let mut last_at: Vec<Option<u32>> = vec![None; n];
+        let mut jumps = Vec::new();
+        for b in &j.branches {
+            let to_entry = |rel: u32| d.frame(Some(b.seg), rel) == Target::Entry;
+            let known = match &b.kind {
+                Kind::Br { rel, pc } if to_entry(*rel) => pc.and_then(|k| Some((k, d.target(k)?))),
+                Kind::BrIf { rel } if to_entry(*rel) => None,
+                Kind::BrTable { depths, default }
+                    if depths
+                        .iter()
+                        .chain([default])
+                        .any(|&depth| depth >= b.inner && to_entry(depth - b.inner)) =>
+                {
+                    None
+                }
+                _ => continue,
+            };
+            // A jump to a block number the pass can't tell: any block may be entered.
+            let Some((k, t)) = known else { return plan };
+            jumps.push((b.seg, k, t));
+            if t <= b.seg {
+                let last = last_at[t as usize].get_or_insert(b.seg);
+                *last = (*last).max(b.seg);
+            }
+        }
+        let mut loops: Vec<Loop> = last_at
+            .iter()
+            .enumerate()
+            .filter_map(|(head, last)| {
+                Some(Loop {
+                    head: head as u32,
+                    last: (*last)?,
+                    tests: BTreeSet::new(),
+                })
+            })
+            .collect();
+        if loops.len() > MAX_LOOPS {
+            return plan;
+        }
+        // Widen loops until no two cross: a loop that starts inside another and ends after it
+        // makes the other end there too.
+        let mut widened = true;
+        while widened {
+            widened = false;
+            for a in 0..loops.len() {
+                for b in a + 1..loops.len() {
+                    if loops[b].head <= loops[a].last && loops[b].last > loops[a].last {
+                        loops[a].last = loops[b].last;
+                        widened = true;
+                    }
+                }
+            }
+        }
+        // The table's default can't be tested for: it stays out of loops' insides.
+        if let Target::Seg(k) = d.frame(None, d.default) {
+            loops.retain(|l| !(l.head < k && k <= l.last));
+        }
+        plan.loops = loops;
+        // Find each loop's tests; drop the loops that need too many, which sends their jumps
+        // back through the table, which may give others more tests.
+        let entered = plan.entered.clone();
+        loop {
+            plan.index();
+            plan.entered = entered.clone();
+            let mut entries: Vec<(Option<u32>, i32, u32)> = Vec::new();
+            for &(seg, k, t) in &jumps {
+                if t > seg {
+                    entries.push((Some(seg), k, t));
+                } else if plan.loop_at[t as usize].is_none() {
+                    plan.entered.insert(k);
+                }
+            }
+            entries.extend(
+                plan.entered
+                    .iter()
+                    .filter_map(|&k| Some((None, k, d.target(k)?))),
+            );
+            for l in &mut plan.loops {
+                l.tests.clear();
+            }
+            for (from, k, t) in entries {
+                let mut at = plan.owner[t as usize];
+                while let Some(i) = at {
+                    if from.is_some_and(|s| plan.loops[i].holds(s)) {
+                        break;
+                    }
+                    plan.loops[i].tests.insert(k);
+                    at = plan.parent(i);
+                }
+            }
+            let before = plan.loops.len();
+            plan.loops.retain(|l| l.tests.len() <= MAX_TESTS);
+            if plan.loops.len() == before {
+                break;
+            }
+        }
+        // A branch straight to a block (not Go's) sets no block number to test for: it may
+        // only land where no test is needed.
+        let tested = |b: &Branch, rel: u32| match d.frame(Some(b.seg), rel) {
+            Target::Seg(x) => plan.route(Some(b.seg), x) != x,
+            _ => false,
+        };
+        let needs_test = j.branches.iter().any(|b| match &b.kind {
+            Kind::Br { rel, .. } | Kind::BrIf { rel } => tested(b, *rel),
+            Kind::BrTable { depths, default } => depths
+                .iter()
+                .chain([default])
+                .any(|&depth| depth >= b.inner && tested(b, depth - b.inner)),
+        });
+        if needs_test {
+            plan.loops.clear();
+            plan.index();
+        }
+        plan
+    }
+
+    /// Fill `owner` and `loop_at` from `loops` (sorted by head).
+    fn index(&mut self) {
+        self.owner.fill(None);
+        self.loop_at.fill(None);
+        for (i, l) in self.loops.iter().enumerate() {
+            self.loop_at[l.head as usize] = Some(i);
+            for k in l.head + 1..=l.last {
+                self.owner[k as usize] = Some(i);
+            }
+        }
+    }
+
+    /// The loop loop `i` is inside of.
+    fn parent(&self, i: usize) -> Option<usize> {
+        self.owner[self.loops[i].head as usize]
+    }
+
+    /// Where a jump from block `from` (or from the start of the loop it heads; `None`: from
+    /// the prologue) to block `to` branches to: the block of the outermost loop that holds
+    /// `to` but not `from` (whose start tests for `to`), or `to` itself.
+    fn route(&self, from: Option<u32>, to: u32) -> u32 {
+        let mut dest = to;
+        let mut at = self.owner[to as usize];
+        while let Some(i) = at {
+            if from.is_some_and(|s| self.loops[i].holds(s)) {
+                break;
+            }
+            dest = self.loops[i].head;
+            at = self.parent(i);
+        }
+        dest
+    }
+
+    /// The patches that build the planned structure (`None` if it can't be built, a bug).
+    fn emit(&self, j: &Jumps) -> Option<Vec<Patch>> {
+        let d = &j.dispatch;
+        let n = d.blocks;
+        let mut patches = Vec::new();
+        let mut frames = Frames::new(n as usize, self.loops.len());
+        // The prologue: the dispatch blocks that stay there, and the table.
+        let top = (0..n).filter(|&k| self.owner[k as usize].is_none());
+        for k in top.clone().rev() {
+            frames.push(Frame::Block(k));
+        }
+        let kept = top.count();
+        if kept != n as usize {
+            patches.push(Patch {
+                start: d.openers.start,
+                end: d.openers.end,
+                with: With::Bytes([0x02, 0x40].repeat(kept)),
+            });
+        }
+        let default = self.table_depth(d, &frames, d.default, true)?;
+        let table: Vec<u32> = d
+            .table
+            .iter()
+            .enumerate()
+            .map(|(k, &depth)| {
+                let entered = self.entered.contains(&(k as i32));
+                Some(
+                    self.table_depth(d, &frames, depth, entered)
+                        .unwrap_or(default),
+                )
+            })
+            .collect::<Option<_>>()?;
+        if table != d.table || default != d.default {
+            patches.push(Patch {
+                start: d.br_table.start,
+                end: d.br_table.end,
+                with: With::Bytes(encode(&[enc::Instruction::BrTable(table.into(), default)])),
+            });
+        }
+        let mut branches = j.branches.iter().peekable();
+        for seg in 0..=n {
+            // Close the loops that end before this block, then its dispatch block (or, after
+            // the last block, the dispatch loop).
+            let mut code = Vec::new();
+            while let Some(Frame::Loop(i)) = frames.top() {
+                if self.loops[i].last + 1 != seg {
+                    break;
+                }
+                frames.pop();
+                code.push(enc::Instruction::End);
+            }
+            let own = if seg < n {
+                Frame::Block(seg)
+            } else {
+                Frame::Entry
+            };
+            if frames.pop() != Some(own) {
+                return None;
+            }
+            code.push(enc::Instruction::End);
+            if let Some(i) = self.loop_at.get(seg as usize).copied().flatten() {
+                let l = &self.loops[i];
+                frames.push(Frame::Loop(i));
+                code.push(enc::Instruction::Loop(enc::BlockType::Empty));
+                for k in (l.head + 1..=l.last).rev() {
+                    if self.owner[k as usize] == Some(i) {
+                        frames.push(Frame::Block(k));
+                        code.push(enc::Instruction::Block(enc::BlockType::Empty));
+                    }
+                }
+                for &k in &l.tests {
+                    let to = self.route(Some(seg), d.target(k)?);
+                    code.extend([
+                        enc::Instruction::LocalGet(0),
+                        enc::Instruction::I32Const(k),
+                        enc::Instruction::I32Eq,
+                        enc::Instruction::BrIf(frames.depth(Frame::Block(to))?),
+                    ]);
+                }
+            }
+            if code.len() > 1 {
+                let at = j.ends.get(seg as usize)?;
+                patches.push(Patch {
+                    start: at.start,
+                    end: at.end,
+                    with: With::Bytes(encode(&code)),
+                });
+            }
+            while let Some(b) = branches.next_if(|b| b.seg == seg) {
+                patches.extend(self.branch(d, &frames, b)?);
+            }
+        }
+        Some(patches)
+    }
+
+    /// The depth, from the prologue's `br_table`, of its entry `depth`; `entered`: whether a
+    /// goroutine may come in with it (if not, a block inside a loop gets `None`).
+    fn table_depth(&self, d: &Dispatch, frames: &Frames, depth: u32, entered: bool) -> Option<u32> {
+        match d.frame(None, depth) {
+            Target::Seg(t) if entered || self.owner[t as usize].is_none() => {
+                frames.depth(Frame::Block(self.route(None, t)))
+            }
+            Target::Seg(_) => None,
+            Target::Entry => frames.depth(Frame::Entry),
+            Target::Outer(k) => frames.depth(Frame::Entry)?.checked_add(k)?.checked_add(1),
+        }
+    }
+
+    /// `b`'s patch, if its depth(s) change (`None`: a frame is missing, a bug).
+    fn branch(&self, d: &Dispatch, frames: &Frames, b: &Branch) -> Option<Option<Patch>> {
+        // The new depth of `rel` (past the block's own frames), for a jump to block number
+        // `pc` if it is one.
+        let depth = |rel: u32, pc: Option<i32>| -> Option<u32> {
+            let frame = match d.frame(Some(b.seg), rel) {
+                Target::Seg(x) => Frame::Block(self.route(Some(b.seg), x)),
+                Target::Entry => match pc.and_then(|k| d.target(k)) {
+                    Some(t) if t > b.seg => Frame::Block(self.route(Some(b.seg), t)),
+                    Some(t) => self.loop_at[t as usize].map_or(Frame::Entry, Frame::Loop),
+                    None => Frame::Entry,
+                },
+                Target::Outer(k) => {
+                    let past = frames.depth(Frame::Entry)?.checked_add(k)?.checked_add(1)?;
+                    return b.inner.checked_add(past);
+                }
+            };
+            b.inner.checked_add(frames.depth(frame)?)
+        };
+        let with = match &b.kind {
+            Kind::Br { rel, pc } => {
+                let new = depth(*rel, *pc)?;
+                (new != b.inner + rel).then_some(With::Op(BR, new))
+            }
+            Kind::BrIf { rel } => {
+                let new = depth(*rel, None)?;
+                (new != b.inner + rel).then_some(With::Op(BR_IF, new))
+            }
+            Kind::BrTable { depths, default } => {
+                let map = |old: u32| {
+                    if old < b.inner {
+                        Some(old)
+                    } else {
+                        depth(old - b.inner, None)
+                    }
+                };
+                let new: Vec<u32> = depths.iter().map(|&old| map(old)).collect::<Option<_>>()?;
+                let new_default = map(*default)?;
+                (new != *depths || new_default != *default).then(|| {
+                    With::Bytes(encode(&[enc::Instruction::BrTable(
+                        new.into(),
+                        new_default,
+                    )]))
+                })
+            }
+        };
+        Some(with.map(|with| Patch {
+            start: b.at.start,
+            end: b.at.end,
+            with,
+        }))
+    }
+}
+
+/// A frame of the rewritten dispatch structure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Frame {
+    /// The dispatch block whose `end` starts block `k`'s code.
+    Block(u32),
+    /// The planned loop `i`.
+    Loop(usize),
+    /// The dispatch loop.
+    Entry,
+}
+
+/// The frames open at a point of the rewritten function, innermost last, and where each is.
+struct Frames {
+    stack: Vec<Frame>,
+    block_at: Vec<usize>,
+    loop_at: Vec<usize>,
+}
+
+impl Frames {
+    fn new(blocks: usize, loops: usize) -> Frames {
+        Frames {
+            stack: vec![Frame::Entry],
+            block_at: vec![usize::MAX; blocks],
+            loop_at: vec![usize::MAX; loops],
+        }
+    }
+
+    fn slot(&mut self, f: Frame) -> Option<&mut usize> {
+        match f {
+            Frame::Block(k) => self.block_at.get_mut(k as usize),
+            Frame::Loop(i) => self.loop_at.get_mut(i),
+            Frame::Entry => None,
+        }
+    }
+
+    fn push(&mut self, f: Frame) {
+        let at = self.stack.len();
+        if let Some(slot) = self.slot(f) {
+            *slot = at;
+        }
+        self.stack.push(f);
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        let f = self.stack.pop()?;
+        if let Some(slot) = self.slot(f) {
+            *slot = usize::MAX;
+        }
+        Some(f)
+    }
+
+    fn top(&self) -> Option<Frame> {
+        self.stack.last().copied()
+    }
+
+    /// How many frames out `f` is from the innermost (`None` if it isn't open).
+    fn depth(&self, f: Frame) -> Option<u32> {
+        let at = match f {
+            Frame::Block(k) => *self.block_at.get(k as usize)?,
+            Frame::Loop(i) => *self.loop_at.get(i)?,
+            Frame::Entry => 0,
+        };
+        if self.stack.get(at) != Some(&f) {
+            return None;
+        }
+        u32::try_from(self.stack.len() - 1 - at).ok()
+    }
+}
+
+fn encode(code: &[enc::Instruction<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in code {
+        enc::Encode::encode(i, &mut out);
+    }
+    out
 }
 
 fn is_plain_block(op: &Operator<'_>) -> bool {
@@ -346,6 +918,334 @@ mod tests {
         wasmparser::Validator::new().validate_all(wasm).is_ok()
     }
 
+    /// An instruction of a block in [`shaped`]: a plain one, a jump to block number `k` (Go's
+    /// `i32.const k; local.set 0; br $entry`), or such a jump under `if`.
+    enum Op {
+        I(enc::Instruction<'static>),
+        Jump(u32),
+        JumpIf(Vec<enc::Instruction<'static>>, u32),
+    }
+
+    /// A module whose function `f` has Go's shape with `blocks` as its blocks (block number
+    /// `k` is block `k`; the table's default is the last block), behind an exported
+    /// `run(n, pc)` that sets global 0 to `n` and global 1 to 0, calls `f(pc)` and returns
+    /// global 1. `f` has three i32 locals after `PC_B`.
+    fn shaped(blocks: &[Vec<Op>]) -> Vec<u8> {
+        use enc::Instruction as I;
+        let n = blocks.len() as u32;
+        let mut m = enc::Module::new();
+        let mut types = enc::TypeSection::new();
+        types
+            .ty()
+            .function([enc::ValType::I32], [enc::ValType::I32]);
+        types
+            .ty()
+            .function([enc::ValType::I32, enc::ValType::I32], [enc::ValType::I32]);
+        m.section(&types);
+        let mut funcs = enc::FunctionSection::new();
+        funcs.function(0);
+        funcs.function(1);
+        m.section(&funcs);
+        let mut globals = enc::GlobalSection::new();
+        for _ in 0..2 {
+            globals.global(
+                enc::GlobalType {
+                    val_type: enc::ValType::I32,
+                    mutable: true,
+                    shared: false,
+                },
+                &enc::ConstExpr::i32_const(0),
+            );
+        }
+        m.section(&globals);
+        let mut exports = enc::ExportSection::new();
+        exports.export("run", enc::ExportKind::Func, 1);
+        m.section(&exports);
+        let mut code = enc::CodeSection::new();
+        let mut f = enc::Function::new([(3, enc::ValType::I32)]);
+        f.instruction(&I::Loop(enc::BlockType::Empty));
+        for _ in 0..n {
+            f.instruction(&I::Block(enc::BlockType::Empty));
+        }
+        f.instruction(&I::LocalGet(0))
+            .instruction(&I::BrTable((0..n).collect::<Vec<_>>().into(), n - 1))
+            .instruction(&I::End);
+        let jump = |f: &mut enc::Function, k: u32, depth: u32| {
+            f.instruction(&I::I32Const(k as i32))
+                .instruction(&I::LocalSet(0))
+                .instruction(&I::Br(depth));
+        };
+        for (s, ops) in blocks.iter().enumerate() {
+            let out = n - 1 - s as u32;
+            for op in ops {
+                match op {
+                    Op::I(i) => {
+                        f.instruction(i);
+                    }
+                    Op::Jump(k) => jump(&mut f, *k, out),
+                    Op::JumpIf(cond, k) => {
+                        for i in cond {
+                            f.instruction(i);
+                        }
+                        f.instruction(&I::If(enc::BlockType::Empty));
+                        jump(&mut f, *k, out + 1);
+                        f.instruction(&I::End);
+                    }
+                }
+            }
+            f.instruction(&I::End);
+        }
+        f.instruction(&I::Unreachable).instruction(&I::End);
+        code.function(&f);
+        let mut run = enc::Function::new([]);
+        run.instruction(&I::LocalGet(0))
+            .instruction(&I::GlobalSet(0))
+            .instruction(&I::I32Const(0))
+            .instruction(&I::GlobalSet(1))
+            .instruction(&I::LocalGet(1))
+            .instruction(&I::Call(0))
+            .instruction(&I::Drop)
+            .instruction(&I::GlobalGet(1))
+            .instruction(&I::End);
+        code.function(&run);
+        m.section(&code);
+        m.finish()
+    }
+
+    fn run_at(wasm: &[u8], n: i32, pc: i32) -> i32 {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, wasm).expect("compiles");
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instantiates");
+        let run = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "run")
+            .expect("run");
+        run.call(&mut store, (n, pc)).expect("runs")
+    }
+
+    /// How many `loop`s `f`, the first function, has.
+    fn loops(wasm: &[u8]) -> usize {
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            if let wasmparser::Payload::CodeSectionEntry(b) = payload.unwrap() {
+                let mut ops = b.get_operators_reader().unwrap();
+                let mut loops = 0;
+                while !ops.eof() {
+                    if let Operator::Loop { .. } = ops.read().unwrap() {
+                        loops += 1;
+                    }
+                }
+                return loops;
+            }
+        }
+        0
+    }
+
+    /// `acc += v` (global 1).
+    fn add(v: enc::Instruction<'static>) -> [Op; 4] {
+        use enc::Instruction as I;
+        [
+            Op::I(I::GlobalGet(1)),
+            Op::I(v),
+            Op::I(I::I32Add),
+            Op::I(I::GlobalSet(1)),
+        ]
+    }
+
+    /// `local += 1`.
+    fn incr(local: u32) -> [Op; 4] {
+        use enc::Instruction as I;
+        [
+            Op::I(I::LocalGet(local)),
+            Op::I(I::I32Const(1)),
+            Op::I(I::I32Add),
+            Op::I(I::LocalSet(local)),
+        ]
+    }
+
+    /// `local < bound`'s instructions.
+    fn less(local: u32, bound: enc::Instruction<'static>) -> Vec<enc::Instruction<'static>> {
+        vec![
+            enc::Instruction::LocalGet(local),
+            bound,
+            enc::Instruction::I32LtS,
+        ]
+    }
+
+    /// Go's shape of `for i := 0; i < n; i++ { for j := 0; j < i; j++ { acc = acc*31 + 7i + j } }`
+    /// (both loops rotated: entered at their condition), with block 2 (the inner loop's
+    /// body) stored as a return address by block 1.
+    fn nested() -> Vec<Vec<Op>> {
+        use enc::Instruction as I;
+        let (i, j) = (1, 2);
+        vec![
+            vec![Op::I(I::I32Const(0)), Op::I(I::LocalSet(i)), Op::Jump(4)],
+            vec![
+                Op::I(I::I64Const((9 << 16) | 2)),
+                Op::I(I::Drop),
+                Op::I(I::I32Const(0)),
+                Op::I(I::LocalSet(j)),
+                Op::Jump(3),
+            ],
+            [
+                Op::I(I::GlobalGet(1)),
+                Op::I(I::I32Const(31)),
+                Op::I(I::I32Mul),
+                Op::I(I::LocalGet(i)),
+                Op::I(I::I32Const(7)),
+                Op::I(I::I32Mul),
+                Op::I(I::I32Add),
+                Op::I(I::LocalGet(j)),
+                Op::I(I::I32Add),
+                Op::I(I::GlobalSet(1)),
+            ]
+            .into_iter()
+            .chain(incr(j))
+            .collect(),
+            [Op::JumpIf(less(j, I::LocalGet(i)), 2)]
+                .into_iter()
+                .chain(incr(i))
+                .collect(),
+            vec![Op::JumpIf(less(i, I::GlobalGet(0)), 1)],
+            vec![Op::I(I::I32Const(0)), Op::I(I::Return)],
+        ]
+    }
+
+    fn nested_expected(n: i32) -> i32 {
+        let mut acc = 0i32;
+        for i in 0..n {
+            for j in 0..i {
+                acc = acc.wrapping_mul(31).wrapping_add(7 * i + j);
+            }
+        }
+        acc
+    }
+
+    #[test]
+    fn jumps_back_become_loops() {
+        let wasm = shaped(&nested());
+        assert!(validate(&wasm));
+        let looped = thread(&wasm).expect("rewritten");
+        assert!(validate(&looped));
+        // The dispatch loop and the two of the function.
+        assert_eq!((loops(&wasm), loops(&looped)), (1, 3));
+        for n in [0, 1, 2, 5, 40] {
+            assert_eq!(run_at(&wasm, n, 0), nested_expected(n), "original, n = {n}");
+            assert_eq!(
+                run_at(&looped, n, 0),
+                nested_expected(n),
+                "rewritten, n = {n}"
+            );
+            // Entered at the return address's block, inside both loops (through the outer
+            // one's test), it runs as the original does.
+            assert_eq!(
+                run_at(&looped, n, 2),
+                run_at(&wasm, n, 2),
+                "resumed, n = {n}"
+            );
+        }
+    }
+
+    /// A loop over blocks 1–6 entered at its condition (block 6) whose blocks 2.. are
+    /// `resumes` return addresses.
+    fn long_loop(resumes: &[u32]) -> Vec<Vec<Op>> {
+        use enc::Instruction as I;
+        let i = 1;
+        let mut blocks = vec![vec![
+            Op::I(I::I32Const(0)),
+            Op::I(I::LocalSet(i)),
+            Op::Jump(6),
+        ]];
+        for k in 1..=5 {
+            let mut ops: Vec<Op> = add(I::I32Const(k)).into();
+            if k == 1 {
+                for &r in resumes {
+                    ops.extend([Op::I(I::I64Const((9 << 16) | i64::from(r))), Op::I(I::Drop)]);
+                }
+            }
+            if k == 5 {
+                ops.extend(incr(i));
+            }
+            blocks.push(ops);
+        }
+        blocks.push(vec![Op::JumpIf(less(i, I::GlobalGet(0)), 1)]);
+        blocks.push(vec![Op::I(I::I32Const(0)), Op::I(I::Return)]);
+        blocks
+    }
+
+    #[test]
+    fn loops_entered_in_too_many_places_stay_dispatched() {
+        // Four tests (blocks 2–4 and the condition): a loop.
+        let wasm = shaped(&long_loop(&[2, 3, 4]));
+        let looped = thread(&wasm).expect("rewritten");
+        assert!(validate(&looped));
+        assert_eq!(loops(&looped), 2);
+        // Five: left to the table.
+        let wasm5 = shaped(&long_loop(&[2, 3, 4, 5]));
+        let dispatched = thread(&wasm5).expect("rewritten");
+        assert!(validate(&dispatched));
+        assert_eq!(loops(&dispatched), 1);
+        for n in [0, 1, 3, 10] {
+            assert_eq!(run_at(&looped, n, 0), 15 * n, "n = {n}");
+            assert_eq!(run_at(&dispatched, n, 0), 15 * n, "n = {n}");
+            // Return addresses' blocks run as in the original.
+            for pc in 2..=4 {
+                assert_eq!(
+                    run_at(&looped, n, pc),
+                    run_at(&wasm, n, pc),
+                    "n = {n}, pc = {pc}"
+                );
+            }
+            for pc in 2..=5 {
+                assert_eq!(
+                    run_at(&dispatched, n, pc),
+                    run_at(&wasm5, n, pc),
+                    "n = {n}, pc = {pc}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn crossing_loops_are_widened() {
+        use enc::Instruction as I;
+        let i = 1;
+        // Back from 3 to 1 and from 4 to 2: loops 1–3 and 2–4 become 1–4 holding 2–4.
+        let odd = vec![
+            I::LocalGet(i),
+            I::I32Const(1),
+            I::I32And,
+            I::LocalGet(i),
+            I::GlobalGet(0),
+            I::I32LtS,
+            I::I32And,
+        ];
+        let blocks = vec![
+            vec![Op::I(I::I32Const(0)), Op::I(I::LocalSet(i)), Op::Jump(1)],
+            [add(I::I32Const(1)), incr(i)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            [add(I::I32Const(10)), incr(i)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            vec![Op::JumpIf(odd, 1)],
+            add(I::I32Const(100))
+                .into_iter()
+                .chain([Op::JumpIf(less(i, I::GlobalGet(0)), 2)])
+                .collect(),
+            vec![Op::I(I::I32Const(0)), Op::I(I::Return)],
+        ];
+        let wasm = shaped(&blocks);
+        let looped = thread(&wasm).expect("rewritten");
+        assert!(validate(&looped));
+        assert_eq!(loops(&looped), 3);
+        for n in [0, 1, 2, 7, 30] {
+            assert_eq!(run_at(&looped, n, 0), run_at(&wasm, n, 0), "n = {n}");
+        }
+        assert_eq!(run_at(&wasm, 7, 0), 243);
+    }
+
     #[test]
     fn forward_jumps_go_straight_to_their_block() {
         let wasm = go_shaped();
@@ -414,13 +1314,19 @@ mod tests {
 
     #[test]
     fn damaged_modules_never_panic() {
-        let wasm = go_shaped();
+        for wasm in [go_shaped(), shaped(&nested())] {
+            damage(&wasm);
+        }
+    }
+
+    /// Every truncation and a few flips of every byte of `wasm`: no panic, and what validated
+    /// before the rewrite validates after it.
+    fn damage(wasm: &[u8]) {
         for i in 0..wasm.len() {
             let _ = thread(&wasm[..i]);
             for flip in [0x01, 0x80, 0xff] {
-                let mut bad = wasm.clone();
+                let mut bad = wasm.to_vec();
                 bad[i] ^= flip;
-                // What validated before the rewrite validates after it.
                 if let Some(direct) = thread(&bad)
                     && validate(&bad)
                 {

@@ -53,7 +53,7 @@ impl Passes {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
             "jumps-{} fill-{} dispatch-{} data-{}",
-            v(self.jumps, "1"),
+            v(self.jumps, "2"),
             v(self.fill, "4"),
             v(self.dispatch, "1"),
             v(self.data, "1")
@@ -624,7 +624,7 @@ fn body_patches(
         let op = ops.read().ok()?;
         let end = ops.original_position();
         if let Some(t) = &mut tracker {
-            t.step(&op, start, end, &mut patches);
+            t.step(&op, start, end);
         }
         if let Some(d) = dispatch {
             match op {
@@ -678,6 +678,9 @@ fn body_patches(
                 });
             }
         }
+    }
+    if let Some(t) = tracker {
+        t.finish(&mut patches);
     }
     patches.sort_by_key(|p| p.start);
     Some(patches)
