@@ -43,7 +43,7 @@ struct Access {
     /// again with inlining in the background for the runs after, test binaries excepted, as `gojs compile` does at
     /// once; GOJS_INLINE=off never, =all at any size; a trap's backtrace then lacks the
     /// inlined functions). winch: always the baseline compiler, whole module. Either way Go's
-    /// forward jumps are made direct first (GOJS_JUMPS=off leaves them) and its clearing of
+    /// jumps are made direct and loops structured first (GOJS_JUMPS=off leaves them) and its clearing of
     /// large blocks leaves untouched pages alone and its byte loops (memchr, memcmp, memeqbody) are the host's (GOJS_FILL=off leaves both); Winch's
     /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off),
     /// and data segments a few bytes apart are merged (GOJS_DATA=off).

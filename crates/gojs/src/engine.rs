@@ -587,9 +587,9 @@ impl Whole {
     }
 }
 
-/// Compile Go's `wasm` with `engine`, rewritten first ([`crate::rewrite`]: direct jumps, and
-/// Go's clearing of memory through [`crate::fill`]; `GOJS_JUMPS=off` and `GOJS_FILL=off` leave
-/// either out). Should the rewritten module fail to compile, the original is compiled instead:
+/// Compile Go's `wasm` with `engine`, rewritten first ([`crate::rewrite`]: direct jumps and
+/// loops, and Go's clearing of memory through [`crate::fill`]; `GOJS_JUMPS=off` and
+/// `GOJS_FILL=off` leave either out). Should the rewritten module fail to compile, the original is compiled instead:
 /// the rewrite may only ever cost speed, never a program.
 pub(crate) fn compile_go(
     engine: &wasmtime::Engine,

@@ -1,6 +1,7 @@
 //! What gojs changes in a Go module before compiling it. Three passes, each optional:
 //!
-//! - **jumps** ([`crate::jumps`]): forward jumps branch straight to their block;
+//! - **jumps** ([`crate::jumps`]): forward jumps branch straight to their block, jumps back
+//!   make wasm loops;
 //! - **fill** ([`crate::fill`]): Go's `runtime.memclrNoHeapPointers` calls an import of ours,
 //!   `gojs:host.fill`, in place of its `memory.fill` for large clears, and Go's byte loops `memchr`, `memcmp`
 //!   and `memeqbody` become calls of the host's. The imports are added after Go's, so every function defined by the
@@ -13,9 +14,10 @@
 //!   them zeros (Go's linker starts a new segment after every run of 16 zero bytes or more: tens
 //!   of thousands of segments, each validated and translated on its own).
 //!
-//! The passes only patch instructions in place (a `br`'s depth, a call's index), re-encode the
-//! few sections that hold function indices and append what they add; everything else is
-//! copied byte for byte.
+//! The passes only patch instructions in place (a `br`'s depth, a call's index; the jumps
+//! pass also moves `block`s and adds `loop`s and tests at `end`s), re-encode the few sections
+//! that hold function indices and append what they add; everything else is copied byte for
+//! byte.
 
 use rayon::prelude::*;
 use wasm_encoder as enc;
