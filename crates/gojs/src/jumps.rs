@@ -29,6 +29,13 @@
 //!   through the loop's start, so the loop starts with a test per such block number:
 //!   `local.get $PC_B; i32.const k; i32.eq; br_if` to block `k`. A loop that would need more
 //!   than [`MAX_TESTS`] stays a dispatch loop.
+//! - A loop entered from outside only at one block `e` after its first, its condition block
+//!   (nothing enters block `k` from outside, nor runs on into it), is **rotated**
+//!   ([`Plan::rotatable`]): its code is written in the order `e..=s`, `k..e`, so it starts at
+//!   `e` and tests nothing. A block that ran on into the block after it, which now comes
+//!   elsewhere, jumps there instead (`i32.const; local.set 0; br`, as Go's jumps do). The
+//!   function's body is then put together from its parts in the new order
+//!   ([`crate::rewrite::Edits`]).
 //!
 //! `$PC_B` is still set before every jump, so each block sees it as before, and the tests work:
 //! while a block runs, `$PC_B` holds the number of that block or of one before it, never that of
@@ -188,6 +195,24 @@ struct Branch {
     kind: Kind,
 }
 
+impl Branch {
+    /// The depths past the block's own frames that it may branch to.
+    fn targets(&self) -> impl Iterator<Item = u32> + '_ {
+        let (one, table) = match &self.kind {
+            Kind::Br { rel, .. } | Kind::BrIf { rel } => (Some(*rel), None),
+            Kind::BrTable { depths, default } => (None, Some(depths.iter().chain([default]))),
+        };
+        let inner = self.inner;
+        one.into_iter().chain(
+            table
+                .into_iter()
+                .flatten()
+                .filter(move |&&depth| depth >= inner)
+                .map(move |&depth| depth - inner),
+        )
+    }
+}
+
 enum Kind {
     /// `br`, `rel` frames out of the block's own; after `i32.const k; local.set 0` when `pc`
     /// is `Some(k)`: a jump to block number `k`.
@@ -224,6 +249,10 @@ pub(crate) struct Jumps {
     branches: Vec<Branch>,
     /// Block numbers of the function's return addresses (and perhaps a few other constants').
     resumes: BTreeSet<u32>,
+    /// `falls[k]`: whether block `k`'s code may run on into the next block's.
+    falls: Vec<bool>,
+    /// The code of block `seg` has ended with a branch, `return` or `unreachable`.
+    ended: bool,
 }
 
 impl Jumps {
@@ -240,6 +269,8 @@ impl Jumps {
             ends,
             branches: Vec::new(),
             resumes: BTreeSet::new(),
+            falls: Vec::new(),
+            ended: false,
         }
     }
 
@@ -263,6 +294,8 @@ impl Jumps {
                 // the loop ends: past the code we rewrite).
                 self.seg += 1;
                 self.ends.push(start..end);
+                self.falls.push(!self.ended);
+                self.ended = false;
                 self.done = self.seg >= self.dispatch.blocks;
                 None
             }
@@ -306,6 +339,20 @@ impl Jumps {
             }
             _ => None,
         };
+        if inner == 0
+            && matches!(
+                op,
+                Operator::Br { .. }
+                    | Operator::BrTable { .. }
+                    | Operator::Return
+                    | Operator::Unreachable
+                    | Operator::ReturnCall { .. }
+                    | Operator::ReturnCallIndirect { .. }
+                    | Operator::ReturnCallRef { .. }
+            )
+        {
+            self.ended = true;
+        }
         if let Some(kind) = kind {
             self.branches.push(Branch {
                 at: start..end,
@@ -324,36 +371,53 @@ impl Jumps {
         };
     }
 
-    /// The function's rewritten jumps and loops, added to `patches` (nothing if the function
-    /// wasn't followed to the end of its dispatch loop).
-    pub(crate) fn finish(self, patches: &mut Vec<Patch>) {
+    /// The function's rewritten jumps and loops, added to `patches`, and the new order of the
+    /// body's parts if blocks move (nothing if the function wasn't followed to the end of its
+    /// dispatch loop).
+    pub(crate) fn finish(self, patches: &mut Vec<Patch>) -> Option<Vec<Range<usize>>> {
         if self.unsure || !self.done {
-            return;
+            return None;
         }
         let plan = Plan::new(&self);
-        if let Some(mut found) = plan.emit(&self) {
-            patches.append(&mut found);
-        }
+        let mut found = plan.emit(&self)?;
+        patches.append(&mut found);
+        let n = self.dispatch.blocks as usize;
+        let moved = plan.order.iter().enumerate().any(|(i, &k)| i != k as usize);
+        moved.then(|| {
+            // The locals and prologue, each block's `end` and code in the new order, the rest.
+            let mut parts = Vec::with_capacity(n + 2);
+            parts.push(0..self.ends[0].start);
+            parts.extend(
+                plan.order
+                    .iter()
+                    .map(|&k| self.ends[k as usize].start..self.ends[k as usize + 1].start),
+            );
+            parts.push(self.ends[n].start..usize::MAX);
+            parts
+        })
     }
 }
 
-/// A loop made of blocks `head..=last`.
+/// A loop made of blocks `first..=last`, entered at `head`: `first`, or, rotated, the block
+/// that jumps from outside go to (its code is put first: `head..=last`, then `first..head`).
 #[derive(Clone)]
 struct Loop {
-    head: u32,
+    first: u32,
     last: u32,
+    head: u32,
     /// Block numbers it starts by testing for: blocks inside it entered from outside.
     tests: BTreeSet<i32>,
 }
 
 impl Loop {
     fn holds(&self, seg: u32) -> bool {
-        (self.head..=self.last).contains(&seg)
+        (self.first..=self.last).contains(&seg)
     }
 }
 
 /// The loops a function gets, and which one each block's dispatch block opens in.
 struct Plan {
+    /// Sorted by `first` (outer loops before the loops inside them).
     loops: Vec<Loop>,
     /// `owner[k]`: the innermost loop block `k` is inside of (not its head), if any.
     owner: Vec<Option<usize>>,
@@ -362,6 +426,11 @@ struct Plan {
     /// Block numbers the table is entered with: 0, 1, the return addresses', and those of
     /// jumps back that stay jumps through the table.
     entered: BTreeSet<i32>,
+    /// The blocks in the order their code is written, and each block's place in it.
+    order: Vec<u32>,
+    place: Vec<u32>,
+    /// `number[k]`: a block number the table sends to block `k`, if any.
+    number: Vec<Option<i32>>,
 }
 
 /// The most loops a function is planned with (more are left to the table; Go's functions
@@ -372,11 +441,20 @@ impl Plan {
     fn new(j: &Jumps) -> Plan {
         let d = &j.dispatch;
         let n = d.blocks as usize;
+        let mut number = vec![None; n];
+        for k in (0..d.table.len()).rev() {
+            if let Some(t) = d.target(k as i32) {
+                number[t as usize] = Some(k as i32);
+            }
+        }
         let mut plan = Plan {
             loops: Vec::new(),
             owner: vec![None; n],
             loop_at: vec![None; n],
             entered: BTreeSet::from([0, 1]),
+            order: (0..d.blocks).collect(),
+            place: (0..d.blocks).collect(),
+            number,
         };
         let in_table = |k: &i32| usize::try_from(*k).is_ok_and(|k| k < d.table.len());
         plan.entered
@@ -410,10 +488,11 @@ impl Plan {
         let mut loops: Vec<Loop> = last_at
             .iter()
             .enumerate()
-            .filter_map(|(head, last)| {
+            .filter_map(|(first, last)| {
                 Some(Loop {
-                    head: head as u32,
+                    first: first as u32,
                     last: (*last)?,
+                    head: first as u32,
                     tests: BTreeSet::new(),
                 })
             })
@@ -428,7 +507,7 @@ impl Plan {
             widened = false;
             for a in 0..loops.len() {
                 for b in a + 1..loops.len() {
-                    if loops[b].head <= loops[a].last && loops[b].last > loops[a].last {
+                    if loops[b].first <= loops[a].last && loops[b].last > loops[a].last {
                         loops[a].last = loops[b].last;
                         widened = true;
                     }
@@ -437,16 +516,17 @@ impl Plan {
         }
         // The table's default can't be tested for: it stays out of loops' insides.
         if let Target::Seg(k) = d.frame(None, d.default) {
-            loops.retain(|l| !(l.head < k && k <= l.last));
+            loops.retain(|l| !(l.first < k && k <= l.last));
         }
         plan.loops = loops;
         // Find each loop's tests; drop the loops that need too many, which sends their jumps
         // back through the table, which may give others more tests.
         let entered = plan.entered.clone();
+        let mut entries: Vec<(Option<u32>, i32, u32)>;
         loop {
             plan.index();
             plan.entered = entered.clone();
-            let mut entries: Vec<(Option<u32>, i32, u32)> = Vec::new();
+            entries = Vec::new();
             for &(seg, k, t) in &jumps {
                 if t > seg {
                     entries.push((Some(seg), k, t));
@@ -462,7 +542,7 @@ impl Plan {
             for l in &mut plan.loops {
                 l.tests.clear();
             }
-            for (from, k, t) in entries {
+            for &(from, k, t) in &entries {
                 let mut at = plan.owner[t as usize];
                 while let Some(i) = at {
                     if from.is_some_and(|s| plan.loops[i].holds(s)) {
@@ -484,28 +564,123 @@ impl Plan {
             Target::Seg(x) => plan.route(Some(b.seg), x) != x,
             _ => false,
         };
-        let needs_test = j.branches.iter().any(|b| match &b.kind {
-            Kind::Br { rel, .. } | Kind::BrIf { rel } => tested(b, *rel),
-            Kind::BrTable { depths, default } => depths
-                .iter()
-                .chain([default])
-                .any(|&depth| depth >= b.inner && tested(b, depth - b.inner)),
-        });
-        if needs_test {
+        if j.branches
+            .iter()
+            .any(|b| b.targets().any(|rel| tested(b, rel)))
+        {
             plan.loops.clear();
             plan.index();
+            return plan;
         }
+        plan.rotate(j, &entries);
         plan
     }
 
-    /// Fill `owner` and `loop_at` from `loops` (sorted by head).
+    /// Rotate the loops that can be: those entered from outside only at one block (`head`)
+    /// after their first, so that they start there and need no test. See [`Plan::rotatable`].
+    fn rotate(&mut self, j: &Jumps, entries: &[(Option<u32>, i32, u32)]) {
+        let mut rotated = false;
+        for i in 0..self.loops.len() {
+            if let Some(head) = self.rotatable(j, entries, i) {
+                let l = &mut self.loops[i];
+                l.head = head;
+                l.tests.clear();
+                // The loop's blocks are in order in `order` (outer loops rotate first and
+                // move whole inner loops): put `head..=last` first.
+                let (first, last) = (l.first, l.last);
+                let at = self.place[first as usize] as usize;
+                let len = (last - first + 1) as usize;
+                self.order[at..at + len].rotate_left((head - first) as usize);
+                for (p, &k) in self.order.iter().enumerate().skip(at).take(len) {
+                    self.place[k as usize] = p as u32;
+                }
+                rotated = true;
+            }
+        }
+        if rotated {
+            self.index();
+        }
+    }
+
+    /// The block loop `i` can be rotated to start at, if any: the one block it tests for, if
+    /// nothing from outside enters its first block (no jump, no table entry, no falling in from
+    /// the block before), no loop inside it holds that block, and
+    /// after the rotation every jump inside it goes forward or to the start of a loop holding
+    /// it. The blocks after its last one must exist (the block falling out of it jumps there),
+    /// and no loop inside it may start at that block.
+    fn rotatable(&self, j: &Jumps, entries: &[(Option<u32>, i32, u32)], i: usize) -> Option<u32> {
+        let d = &j.dispatch;
+        let l = &self.loops[i];
+        let mut heads = l.tests.iter().filter_map(|&k| d.target(k));
+        let head = heads.next()?;
+        if heads.any(|t| t != head) || head <= l.first || l.last + 1 >= d.blocks {
+            return None;
+        }
+        let first = l.first;
+        if first == 0 || j.falls[first as usize - 1] {
+            return None;
+        }
+        if entries
+            .iter()
+            .any(|&(from, _, t)| t == first && !from.is_some_and(|s| l.holds(s)))
+        {
+            return None;
+        }
+        let crossed = self.loops.iter().enumerate().any(|(m, inner)| {
+            m != i && l.holds(inner.first) && inner.first <= head && head <= inner.last
+        });
+        if crossed {
+            return None;
+        }
+        // The blocks falling out of the loop and into its head get jumps.
+        if j.falls[l.last as usize] && self.number[l.last as usize + 1].is_none() {
+            return None;
+        }
+        // Where each of its blocks goes.
+        let place = |k: u32| {
+            if k >= head {
+                k - head
+            } else {
+                k - first + (l.last - head + 1)
+            }
+        };
+        for b in &j.branches {
+            if !l.holds(b.seg) {
+                continue;
+            }
+            for rel in b.targets() {
+                let to = match d.frame(Some(b.seg), rel) {
+                    Target::Seg(x) => Some(x),
+                    Target::Entry => match &b.kind {
+                        Kind::Br { pc, .. } => pc.and_then(|k| d.target(k)),
+                        _ => None,
+                    },
+                    Target::Outer(_) => None,
+                };
+                let Some(to) = to else { continue };
+                if !l.holds(to) || to == head {
+                    continue;
+                }
+                let to_loop =
+                    self.loop_at[to as usize].is_some_and(|m| m != i && self.loops[m].holds(b.seg));
+                if !to_loop && place(to) <= place(b.seg) {
+                    return None;
+                }
+            }
+        }
+        Some(head)
+    }
+
+    /// Fill `owner` and `loop_at` from `loops`.
     fn index(&mut self) {
         self.owner.fill(None);
         self.loop_at.fill(None);
         for (i, l) in self.loops.iter().enumerate() {
             self.loop_at[l.head as usize] = Some(i);
-            for k in l.head + 1..=l.last {
-                self.owner[k as usize] = Some(i);
+            for k in l.first..=l.last {
+                if k != l.head {
+                    self.owner[k as usize] = Some(i);
+                }
             }
         }
     }
@@ -531,23 +706,48 @@ impl Plan {
         dest
     }
 
+    /// The frame a jump from block `from` to block `to` branches to: the loop `to` heads if
+    /// that holds `from`; the dispatch block of `to` (or of the loop to enter first) if its
+    /// code comes later; else the dispatch loop, through the table.
+    fn jump_frame(&self, from: u32, to: u32) -> Frame {
+        match self.loop_at[to as usize] {
+            Some(i) if self.loops[i].holds(from) => Frame::Loop(i),
+            _ if self.place[to as usize] > self.place[from as usize] => {
+                Frame::Block(self.route(Some(from), to))
+            }
+            _ => Frame::Entry,
+        }
+    }
+
+    /// The block whose code is written last in loop `i`.
+    fn last_written(&self, i: usize) -> u32 {
+        let l = &self.loops[i];
+        (l.first..=l.last)
+            .max_by_key(|&k| self.place[k as usize])
+            .unwrap_or(l.last)
+    }
+
     /// The patches that build the planned structure (`None` if it can't be built, a bug).
     fn emit(&self, j: &Jumps) -> Option<Vec<Patch>> {
         let d = &j.dispatch;
         let n = d.blocks;
+        let moved = self.order.iter().enumerate().any(|(i, &k)| i != k as usize);
         let mut patches = Vec::new();
         let mut frames = Frames::new(n as usize, self.loops.len());
-        // The prologue: the dispatch blocks that stay there, and the table.
-        let top = (0..n).filter(|&k| self.owner[k as usize].is_none());
-        for k in top.clone().rev() {
+        // The prologue: the dispatch blocks that stay there (the last written outermost), and
+        // the table.
+        let mut top: Vec<u32> = (0..n)
+            .filter(|&k| self.owner[k as usize].is_none())
+            .collect();
+        top.sort_by_key(|&k| std::cmp::Reverse(self.place[k as usize]));
+        for &k in &top {
             frames.push(Frame::Block(k));
         }
-        let kept = top.count();
-        if kept != n as usize {
+        if top.len() != n as usize {
             patches.push(Patch {
                 start: d.openers.start,
                 end: d.openers.end,
-                with: With::Bytes([0x02, 0x40].repeat(kept)),
+                with: With::Bytes([0x02, 0x40].repeat(top.len())),
             });
         }
         let default = self.table_depth(d, &frames, d.default, true)?;
@@ -570,36 +770,63 @@ impl Plan {
                 with: With::Bytes(encode(&[enc::Instruction::BrTable(table.into(), default)])),
             });
         }
-        let mut branches = j.branches.iter().peekable();
-        for seg in 0..=n {
-            // Close the loops that end before this block, then its dispatch block (or, after
-            // the last block, the dispatch loop).
+        let last_written: Vec<u32> = (0..self.loops.len())
+            .map(|i| self.last_written(i))
+            .collect();
+        // Each block's branches, in order.
+        let mut branches: Vec<Vec<&Branch>> = vec![Vec::new(); n as usize];
+        for b in &j.branches {
+            branches[b.seg as usize].push(b);
+        }
+        for p in 0..=n as usize {
+            let seg = self.order.get(p).copied();
+            let before = p.checked_sub(1).map(|p| self.order[p]);
             let mut code = Vec::new();
+            // The block written before, if it runs on into a block that is no longer next,
+            // jumps there.
+            if let Some(b) = before
+                && j.falls[b as usize]
+                && b + 1 < n
+                && seg != Some(b + 1)
+            {
+                let number = self.number[b as usize + 1]?;
+                let depth = frames.depth(self.jump_frame(b, b + 1))?;
+                code.extend([
+                    enc::Instruction::I32Const(number),
+                    enc::Instruction::LocalSet(0),
+                    enc::Instruction::Br(depth),
+                ]);
+            }
+            // Close the loops written up to here, then this block's dispatch block (after the
+            // last block, the dispatch loop).
             while let Some(Frame::Loop(i)) = frames.top() {
-                if self.loops[i].last + 1 != seg {
+                if Some(last_written[i]) != before {
                     break;
                 }
                 frames.pop();
                 code.push(enc::Instruction::End);
             }
-            let own = if seg < n {
-                Frame::Block(seg)
-            } else {
-                Frame::Entry
-            };
-            if frames.pop() != Some(own) {
+            if frames.pop() != Some(seg.map_or(Frame::Entry, Frame::Block)) {
                 return None;
             }
             code.push(enc::Instruction::End);
-            if let Some(i) = self.loop_at.get(seg as usize).copied().flatten() {
+            let Some(seg) = seg else {
+                if code.len() > 1 || moved {
+                    patches.push(end_patch(&j.ends[n as usize], &code));
+                }
+                break;
+            };
+            if let Some(i) = self.loop_at[seg as usize] {
                 let l = &self.loops[i];
                 frames.push(Frame::Loop(i));
                 code.push(enc::Instruction::Loop(enc::BlockType::Empty));
-                for k in (l.head + 1..=l.last).rev() {
-                    if self.owner[k as usize] == Some(i) {
-                        frames.push(Frame::Block(k));
-                        code.push(enc::Instruction::Block(enc::BlockType::Empty));
-                    }
+                let mut inside: Vec<u32> = (l.first..=l.last)
+                    .filter(|&k| self.owner[k as usize] == Some(i))
+                    .collect();
+                inside.sort_by_key(|&k| std::cmp::Reverse(self.place[k as usize]));
+                for k in inside {
+                    frames.push(Frame::Block(k));
+                    code.push(enc::Instruction::Block(enc::BlockType::Empty));
                 }
                 for &k in &l.tests {
                     let to = self.route(Some(seg), d.target(k)?);
@@ -611,15 +838,10 @@ impl Plan {
                     ]);
                 }
             }
-            if code.len() > 1 {
-                let at = j.ends.get(seg as usize)?;
-                patches.push(Patch {
-                    start: at.start,
-                    end: at.end,
-                    with: With::Bytes(encode(&code)),
-                });
+            if code.len() > 1 || moved {
+                patches.push(end_patch(&j.ends[seg as usize], &code));
             }
-            while let Some(b) = branches.next_if(|b| b.seg == seg) {
+            for b in &branches[seg as usize] {
                 patches.extend(self.branch(d, &frames, b)?);
             }
         }
@@ -647,8 +869,7 @@ impl Plan {
             let frame = match d.frame(Some(b.seg), rel) {
                 Target::Seg(x) => Frame::Block(self.route(Some(b.seg), x)),
                 Target::Entry => match pc.and_then(|k| d.target(k)) {
-                    Some(t) if t > b.seg => Frame::Block(self.route(Some(b.seg), t)),
-                    Some(t) => self.loop_at[t as usize].map_or(Frame::Entry, Frame::Loop),
+                    Some(t) => self.jump_frame(b.seg, t),
                     None => Frame::Entry,
                 },
                 Target::Outer(k) => {
@@ -690,6 +911,14 @@ impl Plan {
             end: b.at.end,
             with,
         }))
+    }
+}
+
+fn end_patch(at: &Range<usize>, code: &[enc::Instruction<'_>]) -> Patch {
+    Patch {
+        start: at.start,
+        end: at.end,
+        with: With::Bytes(encode(code)),
     }
 }
 
@@ -1145,6 +1374,64 @@ mod tests {
         }
     }
 
+    /// How many `i32.eq`s `f`, the first function, has: the rotated loops' tests.
+    fn tests(wasm: &[u8]) -> usize {
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            if let wasmparser::Payload::CodeSectionEntry(b) = payload.unwrap() {
+                let mut ops = b.get_operators_reader().unwrap();
+                let mut eqs = 0;
+                while !ops.eof() {
+                    if let Operator::I32Eq = ops.read().unwrap() {
+                        eqs += 1;
+                    }
+                }
+                return eqs;
+            }
+        }
+        0
+    }
+
+    /// [`nested`] without the return address, and with block 1 (which the table may be
+    /// entered with) left unreachable, as Go has it: both loops are entered only at their
+    /// condition, so both can start there.
+    fn rotatable() -> Vec<Vec<Op>> {
+        use enc::Instruction as I;
+        let j = 2;
+        let mut blocks = nested();
+        // Block numbers one up.
+        for ops in &mut blocks {
+            for op in ops {
+                match op {
+                    Op::Jump(k) | Op::JumpIf(_, k) => *k += 1,
+                    Op::I(_) => {}
+                }
+            }
+        }
+        blocks[1] = vec![Op::I(I::I32Const(0)), Op::I(I::LocalSet(j)), Op::Jump(4)];
+        blocks.insert(1, vec![Op::I(I::Unreachable)]);
+        blocks
+    }
+
+    #[test]
+    fn loops_entered_at_their_condition_start_there() {
+        let wasm = shaped(&rotatable());
+        assert!(validate(&wasm));
+        let looped = thread(&wasm).expect("rewritten");
+        assert!(validate(&looped));
+        // Two loops, and no test: each starts at its condition block.
+        assert_eq!((loops(&looped), tests(&looped)), (3, 0));
+        for n in [0, 1, 2, 5, 40] {
+            assert_eq!(run_at(&wasm, n, 0), nested_expected(n), "original, n = {n}");
+            assert_eq!(
+                run_at(&looped, n, 0),
+                nested_expected(n),
+                "rewritten, n = {n}"
+            );
+        }
+        // Not rotated, the same loops would test for their condition blocks.
+        assert_eq!(tests(&thread(&shaped(&nested())).unwrap()), 3);
+    }
+
     /// A loop over blocks 1–6 entered at its condition (block 6) whose blocks 2.. are
     /// `resumes` return addresses.
     fn long_loop(resumes: &[u32]) -> Vec<Vec<Op>> {
@@ -1314,7 +1601,7 @@ mod tests {
 
     #[test]
     fn damaged_modules_never_panic() {
-        for wasm in [go_shaped(), shaped(&nested())] {
+        for wasm in [go_shaped(), shaped(&nested()), shaped(&rotatable())] {
             damage(&wasm);
         }
     }

@@ -55,7 +55,7 @@ impl Passes {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
             "jumps-{} fill-{} dispatch-{} data-{}",
-            v(self.jumps, "2"),
+            v(self.jumps, "3"),
             v(self.fill, "4"),
             v(self.dispatch, "1"),
             v(self.data, "1")
@@ -546,7 +546,7 @@ fn code_section(
 ) -> Option<Option<Vec<u8>>> {
     let entries = code_entries(content)?;
     let imported = fill.map(|f| f.import).or(dispatch.map(|d| d.imported));
-    let patches: Vec<Option<Vec<Patch>>> = entries
+    let patches: Vec<Option<Edits>> = entries
         .par_iter()
         .enumerate()
         .map(|(i, &(_, start, end))| {
@@ -557,7 +557,11 @@ fn code_section(
     if (fill.is_some() || dispatch.is_some()) && patches.iter().any(Option::is_none) {
         return None;
     }
-    if dispatch.is_none() && patches.iter().all(|p| p.as_ref().is_none_or(Vec::is_empty)) {
+    if dispatch.is_none()
+        && patches
+            .iter()
+            .all(|p| p.as_ref().is_none_or(Edits::is_empty))
+    {
         return Some(None);
     }
     let extra = dispatch.map(|d| d.bodies(fill)).unwrap_or_default();
@@ -570,8 +574,8 @@ fn code_section(
             continue;
         }
         match patches {
-            Some(patches) if !patches.is_empty() => {
-                let body = apply(&content[start..end], patches);
+            Some(edits) if !edits.is_empty() => {
+                let body = edits.apply(&content[start..end]);
                 write_u32(&mut out, u32::try_from(body.len()).ok()?);
                 out.extend_from_slice(&body);
             }
@@ -584,14 +588,62 @@ fn code_section(
     Some(Some(out))
 }
 
-/// The patches of one function body (function `index` before the shift, when there is one).
+/// What changes in one function body: patches, and perhaps a new order of its parts.
+#[derive(Default)]
+pub(crate) struct Edits {
+    /// In order, not overlapping.
+    pub patches: Vec<Patch>,
+    /// The body's byte ranges in their new order (each patch inside one of them), if they
+    /// move: every byte of the body is in exactly one (the last may end at `usize::MAX`, the
+    /// body's end).
+    pub order: Option<Vec<std::ops::Range<usize>>>,
+}
+
+impl Edits {
+    fn is_empty(&self) -> bool {
+        self.patches.is_empty() && self.order.is_none()
+    }
+
+    /// `body` with the patches applied and its parts in their new order.
+    fn apply(&self, body: &[u8]) -> Vec<u8> {
+        let whole = 0..body.len();
+        let order = self
+            .order
+            .as_deref()
+            .unwrap_or(std::slice::from_ref(&whole));
+        let mut out = Vec::with_capacity(body.len() + 2 * self.patches.len());
+        for part in order {
+            let part = part.start..part.end.min(body.len());
+            let first = self.patches.partition_point(|p| p.start < part.start);
+            let mut at = part.start;
+            for p in self.patches[first..]
+                .iter()
+                .take_while(|p| p.start < part.end)
+            {
+                out.extend_from_slice(&body[at..p.start]);
+                match &p.with {
+                    With::Op(op, index) => {
+                        out.push(*op);
+                        write_u32(&mut out, *index);
+                    }
+                    With::Bytes(bytes) => out.extend_from_slice(bytes),
+                }
+                at = p.end;
+            }
+            out.extend_from_slice(&body[at..part.end]);
+        }
+        out
+    }
+}
+
+/// The edits of one function body (function `index` before the shift, when there is one).
 fn body_patches(
     body: &[u8],
     jumps: bool,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
     index: Option<u32>,
-) -> Option<Vec<Patch>> {
+) -> Option<Edits> {
     let reader = || {
         FunctionBody::new(BinaryReader::new(body, 0))
             .get_operators_reader()
@@ -608,7 +660,7 @@ fn body_patches(
         }
     }
     if tracker.is_none() && fill.is_none() && dispatch.is_none() {
-        return Some(patches);
+        return Some(Edits::default());
     }
     let is_memclr = fill.is_some_and(|f| Some(f.memclr) == index);
     // `memclr` gets three more locals for its fill's operands (`memclr_fill`).
@@ -681,11 +733,9 @@ fn body_patches(
             }
         }
     }
-    if let Some(t) = tracker {
-        t.finish(&mut patches);
-    }
+    let order = tracker.and_then(|t| t.finish(&mut patches));
     patches.sort_by_key(|p| p.start);
-    Some(patches)
+    Some(Edits { patches, order })
 }
 
 /// A patch of `body`'s local declarations that adds `n` locals of type `ty` after the others,
@@ -752,25 +802,6 @@ fn memclr_fill(locals: u32, import: u32) -> Vec<u8> {
     for i in &code {
         enc::Encode::encode(i, &mut out);
     }
-    out
-}
-
-/// `body` with each patch applied (patches in order, not overlapping).
-fn apply(body: &[u8], patches: &[Patch]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + patches.len());
-    let mut at = 0;
-    for p in patches {
-        out.extend_from_slice(&body[at..p.start]);
-        match &p.with {
-            With::Op(op, index) => {
-                out.push(*op);
-                write_u32(&mut out, *index);
-            }
-            With::Bytes(bytes) => out.extend_from_slice(bytes),
-        }
-        at = p.end;
-    }
-    out.extend_from_slice(&body[at..]);
     out
 }
 
