@@ -46,7 +46,7 @@
 //! every such constant counts). A block number nothing enters and whose block moved into a loop
 //! goes where the table's default goes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 
 use wasm_encoder as enc;
@@ -59,6 +59,35 @@ const BR_IF: u8 = 0x0d;
 /// The most block-number tests a loop may start with; a loop that needs more is left to the
 /// dispatch table.
 const MAX_TESTS: usize = 4;
+
+/// Whether Go's function `name` never returns to its caller: the runtime's panics (bounds,
+/// nil, division and shift checks, `panic` itself, type assertions) and fatal errors. A
+/// recovered panic resumes at a `deferreturn` call, never after the call that panicked.
+pub(crate) fn never_returns(name: &str) -> bool {
+    name.starts_with("runtime.goPanic")
+        || matches!(
+            name,
+            "runtime.sigpanic"
+                | "runtime.gopanic"
+                | "runtime.throw"
+                | "runtime.fatal"
+                | "runtime.panicdivide"
+                | "runtime.panicshift"
+                | "runtime.panicmem"
+                | "runtime.panicmemAddr"
+                | "runtime.panicnildottype"
+                | "runtime.panicdottypeE"
+                | "runtime.panicdottypeI"
+                | "runtime.panicwrap"
+                | "runtime.panicmakeslicelen"
+                | "runtime.panicmakeslicecap"
+                | "runtime.panicunsafeslicelen"
+                | "runtime.panicunsafeslicenilptr"
+                | "runtime.panicunsafestringlen"
+                | "runtime.panicunsafestringnilptr"
+                | "runtime.panicrangestate"
+        )
+}
 
 /// `wasm` with the jumps and loops of its Go-shaped functions made direct (and nothing else),
 /// or `None` if the module can't be read as a sequence of sections or has no jump to rewrite.
@@ -231,7 +260,7 @@ enum Kind {
 }
 
 /// Follows the instructions after a [`Dispatch`] prologue, then rewrites the function's jumps.
-pub(crate) struct Jumps {
+pub(crate) struct Jumps<'a> {
     dispatch: Dispatch,
     /// The code of block `seg` is running, `inner` frames deep in its own blocks/loops/ifs.
     seg: u32,
@@ -251,12 +280,17 @@ pub(crate) struct Jumps {
     resumes: BTreeSet<u32>,
     /// `falls[k]`: whether block `k`'s code may run on into the next block's.
     falls: Vec<bool>,
+    /// Functions that never return to their caller ([`never_returns`]).
+    no_return: &'a HashSet<u32>,
+    /// The block number of the last `i64.const` that could be a return address, until the
+    /// call it is for shows whether the call can return.
+    pending: Option<u32>,
     /// The code of block `seg` has ended with a branch, `return` or `unreachable`.
     ended: bool,
 }
 
-impl Jumps {
-    pub(crate) fn new(dispatch: Dispatch) -> Jumps {
+impl<'a> Jumps<'a> {
+    pub(crate) fn new(dispatch: Dispatch, no_return: &'a HashSet<u32>) -> Jumps<'a> {
         let ends = vec![dispatch.first_end.clone()];
         Jumps {
             dispatch,
@@ -271,6 +305,8 @@ impl Jumps {
             resumes: BTreeSet::new(),
             falls: Vec::new(),
             ended: false,
+            no_return,
+            pending: None,
         }
     }
 
@@ -319,8 +355,16 @@ impl Jumps {
                 if let Ok(v) = u32::try_from(value)
                     && v >> 16 != 0
                 {
-                    self.resumes.insert(v & 0xffff);
+                    self.resume(Some(v & 0xffff));
                 }
+                None
+            }
+            // Go stores a call's return address (`i64.const; i64.store`), then calls.
+            Operator::Call { function_index } if self.no_return.contains(&function_index) => {
+                self.pending = None;
+                None
+            }
+            Operator::I64Store { .. } | Operator::I32Const { .. } | Operator::LocalGet { .. } => {
                 None
             }
             // Exception handling and typed branches: not Go's code, and not worth following.
@@ -339,6 +383,15 @@ impl Jumps {
             }
             _ => None,
         };
+        if !matches!(
+            op,
+            Operator::I64Const { .. }
+                | Operator::I64Store { .. }
+                | Operator::I32Const { .. }
+                | Operator::LocalGet { .. }
+        ) {
+            self.resume(None);
+        }
         if inner == 0
             && matches!(
                 op,
@@ -371,13 +424,21 @@ impl Jumps {
         };
     }
 
+    /// Count the pending return address as a resume point, and keep `next` pending instead.
+    fn resume(&mut self, next: Option<u32>) {
+        if let Some(k) = std::mem::replace(&mut self.pending, next) {
+            self.resumes.insert(k);
+        }
+    }
+
     /// The function's rewritten jumps and loops, added to `patches`, and the new order of the
     /// body's parts if blocks move (nothing if the function wasn't followed to the end of its
     /// dispatch loop).
-    pub(crate) fn finish(self, patches: &mut Vec<Patch>) -> Option<Vec<Range<usize>>> {
+    pub(crate) fn finish(mut self, patches: &mut Vec<Patch>) -> Option<Vec<Range<usize>>> {
         if self.unsure || !self.done {
             return None;
         }
+        self.resume(None);
         let plan = Plan::new(&self);
         let mut found = plan.emit(&self)?;
         patches.append(&mut found);
@@ -1160,6 +1221,12 @@ mod tests {
     /// `run(n, pc)` that sets global 0 to `n` and global 1 to 0, calls `f(pc)` and returns
     /// global 1. `f` has three i32 locals after `PC_B`.
     fn shaped(blocks: &[Vec<Op>]) -> Vec<u8> {
+        shaped_calling(blocks, "main.g")
+    }
+
+    /// [`shaped`], with a memory, and a function 2 (`(i32) -> i32`, traps) called `callee` in
+    /// the name section.
+    fn shaped_calling(blocks: &[Vec<Op>], callee: &str) -> Vec<u8> {
         use enc::Instruction as I;
         let n = blocks.len() as u32;
         let mut m = enc::Module::new();
@@ -1174,7 +1241,17 @@ mod tests {
         let mut funcs = enc::FunctionSection::new();
         funcs.function(0);
         funcs.function(1);
+        funcs.function(0);
         m.section(&funcs);
+        let mut memory = enc::MemorySection::new();
+        memory.memory(enc::MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&memory);
         let mut globals = enc::GlobalSection::new();
         for _ in 0..2 {
             globals.global(
@@ -1237,7 +1314,19 @@ mod tests {
             .instruction(&I::GlobalGet(1))
             .instruction(&I::End);
         code.function(&run);
+        let mut callee_body = enc::Function::new([]);
+        callee_body
+            .instruction(&I::Unreachable)
+            .instruction(&I::End);
+        code.function(&callee_body);
         m.section(&code);
+        let mut names = enc::NameSection::new();
+        let mut functions = enc::NameMap::new();
+        functions.append(0, "main.f");
+        functions.append(1, "run");
+        functions.append(2, callee);
+        names.functions(&functions);
+        m.section(&names);
         m.finish()
     }
 
@@ -1410,6 +1499,68 @@ mod tests {
         blocks[1] = vec![Op::I(I::I32Const(0)), Op::I(I::LocalSet(j)), Op::Jump(4)];
         blocks.insert(1, vec![Op::I(I::Unreachable)]);
         blocks
+    }
+
+    /// [`rotatable`] whose outer loop body calls function 2 when `i < 0` (never), storing a
+    /// return address for block 3 (the inner loop's first block) first, as Go does.
+    fn calling() -> Vec<Vec<Op>> {
+        use enc::Instruction as I;
+        let mut blocks = rotatable();
+        let call = vec![
+            Op::I(I::LocalGet(1)),
+            Op::I(I::I32Const(0)),
+            Op::I(I::I32LtS),
+            Op::I(I::If(enc::BlockType::Empty)),
+            Op::I(I::I32Const(0)),
+            Op::I(I::I64Const((9 << 16) | 3)),
+            Op::I(I::I64Store(enc::MemArg {
+                offset: 0,
+                align: 3,
+                memory_index: 0,
+            })),
+            Op::I(I::I32Const(0)),
+            Op::I(I::Call(2)),
+            Op::I(I::Drop),
+            Op::I(I::End),
+        ];
+        blocks[2].splice(0..0, call);
+        blocks
+    }
+
+    #[test]
+    fn calls_that_never_return_leave_no_resume_point() {
+        // A panic of Go's: its return address enters nothing, and both loops rotate.
+        let panics = shaped_calling(&calling(), "runtime.goPanicIndex");
+        let looped = thread(&panics).expect("rewritten");
+        assert!(validate(&looped));
+        assert_eq!((loops(&looped), tests(&looped)), (3, 0));
+        for n in [0, 1, 2, 5, 40] {
+            assert_eq!(run_at(&looped, n, 0), nested_expected(n), "n = {n}");
+        }
+        // Any other function may return there: the inner loop's first block is a resume
+        // point, tested for.
+        let returns = shaped_calling(&calling(), "main.g");
+        let looped = thread(&returns).expect("rewritten");
+        assert!(validate(&looped));
+        assert!(tests(&looped) > 0);
+        for n in [0, 1, 2, 5, 40] {
+            assert_eq!(run_at(&looped, n, 0), nested_expected(n), "n = {n}");
+            assert_eq!(
+                run_at(&looped, n, 3),
+                run_at(&returns, n, 3),
+                "resumed, n = {n}"
+            );
+        }
+        for name in [
+            "runtime.goPanicSliceAlen",
+            "runtime.sigpanic",
+            "runtime.throw",
+        ] {
+            assert!(never_returns(name), "{name}");
+        }
+        for name in ["runtime.panicCheck1", "runtime.gopark", "main.goPanic"] {
+            assert!(!never_returns(name), "{name}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! that hold function indices and append what they add; everything else is copied byte for
 //! byte.
 
+use std::collections::HashSet;
+
 use rayon::prelude::*;
 use wasm_encoder as enc;
 use wasmparser::{BinaryReader, FunctionBody, Operator, ValType};
@@ -55,7 +57,7 @@ impl Passes {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
             "jumps-{} fill-{} dispatch-{} data-{}",
-            v(self.jumps, "3"),
+            v(self.jumps, "4"),
             v(self.fill, "4"),
             v(self.dispatch, "1"),
             v(self.data, "1")
@@ -99,6 +101,12 @@ const CUSTOM_SECTION: u8 = 0;
 /// module the dispatch or fill pass can't handle still gets the others.
 pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
     let sections = sections(wasm)?;
+    let no_return = if passes.jumps {
+        no_return(wasm, &sections)
+    } else {
+        HashSet::new()
+    };
+    let jumps = passes.jumps.then_some(&no_return);
     let fill = if passes.fill {
         FillPlan::find(wasm, &sections)
     } else {
@@ -123,7 +131,7 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
             continue;
         }
         tried.push(key);
-        if let Some(out) = assemble(wasm, &sections, passes, f, d) {
+        if let Some(out) = assemble(wasm, &sections, passes, jumps, f, d) {
             return (out.as_slice() != wasm).then_some(out);
         }
         if !key.0 && !key.1 {
@@ -362,6 +370,38 @@ impl FillPlan {
     }
 }
 
+/// The functions that never return to their caller, by the name section: Go's panics
+/// ([`crate::jumps::never_returns`]). Their callers' return addresses are no resume points.
+fn no_return(wasm: &[u8], sections: &[Section]) -> HashSet<u32> {
+    let mut found = HashSet::new();
+    for s in sections.iter().filter(|s| s.id == CUSTOM_SECTION) {
+        let Ok(reader) = wasmparser::CustomSectionReader::new(BinaryReader::new(
+            &wasm[s.content.clone()],
+            s.content.start,
+        )) else {
+            continue;
+        };
+        if reader.name() != "name" {
+            continue;
+        }
+        let names = wasmparser::NameSectionReader::new(BinaryReader::new(
+            reader.data(),
+            reader.data_offset(),
+        ));
+        for sub in names {
+            let Ok(wasmparser::Name::Function(map)) = sub else {
+                continue;
+            };
+            for naming in map.into_iter().flatten() {
+                if crate::jumps::never_returns(naming.name) {
+                    found.insert(naming.index);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The index the name section gives `name`, if any.
 fn function_named(data: &[u8], offset: usize, name: &str) -> Option<u32> {
     let reader = wasmparser::NameSectionReader::new(BinaryReader::new(data, offset));
@@ -400,10 +440,10 @@ fn assemble(
     wasm: &[u8],
     sections: &[Section],
     passes: Passes,
+    jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
 ) -> Option<Vec<u8>> {
-    let jumps = passes.jumps;
     // Segments are numbered only for `memory.init` and `data.drop`, which need a data count
     // section: without one, merging renumbers nothing anyone refers to.
     let merge = passes.data && !sections.iter().any(|s| s.id == DATA_COUNT_SECTION);
@@ -540,7 +580,7 @@ fn merge_data(content: &[u8], offset: usize) -> Option<Vec<u8>> {
 /// than through `call_indirect` while a dispatch plan is followed.
 fn code_section(
     content: &[u8],
-    jumps: bool,
+    jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
 ) -> Option<Option<Vec<u8>>> {
@@ -639,7 +679,7 @@ impl Edits {
 /// The edits of one function body (function `index` before the shift, when there is one).
 fn body_patches(
     body: &[u8],
-    jumps: bool,
+    jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
     index: Option<u32>,
@@ -653,9 +693,9 @@ fn body_patches(
     let mut patches = Vec::new();
     // Go's prologue holds no calls: after it, every pass reads on together.
     let mut tracker = None;
-    if jumps {
+    if let Some(no_return) = jumps {
         match crate::jumps::Dispatch::read(&mut ops) {
-            Some(d) => tracker = Some(crate::jumps::Jumps::new(d)),
+            Some(d) => tracker = Some(crate::jumps::Jumps::new(d, no_return)),
             None => ops = reader()?,
         }
     }
