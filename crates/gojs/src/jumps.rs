@@ -100,6 +100,7 @@ pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
             fill: false,
             dispatch: false,
             data: false,
+            narrow: false,
         },
     )
 }

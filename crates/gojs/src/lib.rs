@@ -75,6 +75,7 @@ mod imports;
 mod instance;
 mod jumps;
 mod module;
+mod narrow;
 mod realm;
 mod reentry;
 mod rewrite;

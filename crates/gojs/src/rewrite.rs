@@ -1,4 +1,4 @@
-//! What gojs changes in a Go module before compiling it. Three passes, each optional:
+//! What gojs changes in a Go module before compiling it. Five passes, each optional:
 //!
 //! - **jumps** ([`crate::jumps`]): forward jumps branch straight to their block, jumps back
 //!   make wasm loops;
@@ -10,12 +10,15 @@
 //!
 //! - **dispatch** ([`DispatchPlan`], Winch's whole-module compiles only): `call_indirect`s call
 //!   generated dispatchers instead of going through the table, which is left empty.
+//! - **narrow** ([`crate::narrow`], Cranelift's compiles only): the arithmetic under an
+//!   `i32.wrap_i64` is done in 32 bits, and masks of a low half become zero extensions.
 //! - **data** ([`merge_data`]): data segments a few bytes apart become one, the bytes between
 //!   them zeros (Go's linker starts a new segment after every run of 16 zero bytes or more: tens
 //!   of thousands of segments, each validated and translated on its own).
 //!
-//! The passes only patch instructions in place (a `br`'s depth, a call's index; the jumps
-//! pass also moves `block`s and adds `loop`s and tests at `end`s), re-encode the few sections
+//! The passes only patch instructions in place (a `br`'s depth, a call's index, an
+//! operator's width; the jumps pass also moves `block`s and adds `loop`s and tests at
+//! `end`s), re-encode the few sections
 //! that hold function indices and append what they add; everything else is copied byte for
 //! byte.
 
@@ -35,19 +38,24 @@ pub(crate) struct Passes {
     pub dispatch: bool,
     /// Nearby data segments merged ([`merge_data`]).
     pub data: bool,
+    /// Address arithmetic in 32 bits ([`crate::narrow`]): for Cranelift's compiles.
+    pub narrow: bool,
 }
 
 impl Passes {
-    /// The passes this process runs on a module: all, less those turned off (`GOJS_JUMPS=off`,
-    /// `GOJS_FILL=off`, `GOJS_DISPATCH=off`, `GOJS_DATA=off`); dispatch only if the module is
-    /// compiled whole by Winch (`whole_winch`: not split, not by Cranelift).
-    pub(crate) fn enabled(whole_winch: bool) -> Passes {
+    /// The passes this process runs on a module compiled to `code`: all, less those turned
+    /// off (`GOJS_JUMPS=off`, `GOJS_FILL=off`, `GOJS_DISPATCH=off`, `GOJS_DATA=off`,
+    /// `GOJS_NARROW=off`); dispatch only for a whole module compiled by Winch, narrowing only
+    /// for Cranelift (Winch's code gained nothing from it: 18 kernels, geometric mean +0.5%).
+    pub(crate) fn enabled(code: crate::engine::Code) -> Passes {
+        use crate::engine::Code;
         let on = |var| std::env::var_os(var).is_none_or(|v| v != "off");
         Passes {
             jumps: on("GOJS_JUMPS"),
             fill: on("GOJS_FILL"),
-            dispatch: whole_winch && on("GOJS_DISPATCH"),
+            dispatch: code == Code::WinchWhole && on("GOJS_DISPATCH"),
             data: on("GOJS_DATA"),
+            narrow: code == Code::Cranelift && on("GOJS_NARROW"),
         }
     }
 
@@ -56,11 +64,12 @@ impl Passes {
     pub(crate) fn version(self) -> String {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
-            "jumps-{} fill-{} dispatch-{} data-{}",
+            "jumps-{} fill-{} dispatch-{} data-{} narrow-{}",
             v(self.jumps, "4"),
             v(self.fill, "4"),
             v(self.dispatch, "1"),
-            v(self.data, "1")
+            v(self.data, "1"),
+            v(self.narrow, "1")
         )
     }
 }
@@ -453,7 +462,7 @@ fn assemble(
     for s in sections {
         let content = &wasm[s.content.clone()];
         let new = match s.id {
-            CODE_SECTION => code_section(content, jumps, fill, dispatch)?,
+            CODE_SECTION => code_section(content, jumps, fill, dispatch, passes.narrow)?,
             TYPE_SECTION => append_types(content, fill, dispatch)?,
             IMPORT_SECTION if fill.is_some() => Some(append_fill_import(content, fill?)?),
             FUNCTION_SECTION if dispatch.is_some() => Some(dispatch?.append_functions(content)?),
@@ -583,6 +592,7 @@ fn code_section(
     jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
+    narrow: bool,
 ) -> Option<Option<Vec<u8>>> {
     let entries = code_entries(content)?;
     let imported = fill.map(|f| f.import).or(dispatch.map(|d| d.imported));
@@ -591,7 +601,7 @@ fn code_section(
         .enumerate()
         .map(|(i, &(_, start, end))| {
             let index = imported.map(|n| n + i as u32);
-            body_patches(&content[start..end], jumps, fill, dispatch, index)
+            body_patches(&content[start..end], jumps, fill, dispatch, narrow, index)
         })
         .collect();
     if (fill.is_some() || dispatch.is_some()) && patches.iter().any(Option::is_none) {
@@ -682,6 +692,7 @@ fn body_patches(
     jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
+    narrow: bool,
     index: Option<u32>,
 ) -> Option<Edits> {
     let reader = || {
@@ -699,9 +710,10 @@ fn body_patches(
             None => ops = reader()?,
         }
     }
-    if tracker.is_none() && fill.is_none() && dispatch.is_none() {
+    if tracker.is_none() && fill.is_none() && dispatch.is_none() && !narrow {
         return Some(Edits::default());
     }
+    let mut narrowing = narrow.then(crate::narrow::Narrow::default);
     let is_memclr = fill.is_some_and(|f| Some(f.memclr) == index);
     // `memclr` gets three more locals for its fill's operands (`memclr_fill`).
     let mut memclr_locals = None;
@@ -719,6 +731,9 @@ fn body_patches(
         let end = ops.original_position();
         if let Some(t) = &mut tracker {
             t.step(&op, start, end);
+        }
+        if let Some(n) = &mut narrowing {
+            n.step(&op, start, end);
         }
         if let Some(d) = dispatch {
             match op {
@@ -774,7 +789,21 @@ fn body_patches(
         }
     }
     let order = tracker.and_then(|t| t.finish(&mut patches));
-    patches.sort_by_key(|p| p.start);
+    if let Some(mut n) = narrowing {
+        // Narrowing patches only arithmetic, never what the other passes patch; should one
+        // overlap another anyway, narrowing is left out.
+        let mut ranges: Vec<(usize, usize)> = patches
+            .iter()
+            .chain(&n.patches)
+            .map(|p| (p.start, p.end))
+            .collect();
+        ranges.sort_unstable();
+        if ranges.windows(2).all(|w| w[0].1 <= w[1].0) {
+            patches.append(&mut n.patches);
+        }
+    }
+    // Stable, and an insertion (`start == end`) goes before a patch that starts there.
+    patches.sort_by_key(|p| (p.start, p.end));
     Some(Edits { patches, order })
 }
 
@@ -1330,7 +1359,7 @@ fn read_u32(bytes: &[u8]) -> Option<(u32, usize)> {
 }
 
 /// Signed LEB128.
-fn write_i32(out: &mut Vec<u8>, mut v: i32) {
+pub(crate) fn write_i32(out: &mut Vec<u8>, mut v: i32) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -1569,6 +1598,7 @@ mod tests {
             fill: true,
             dispatch: false,
             data: false,
+            narrow: false,
         };
         let rewritten = prepare(&wasm, all).expect("rewritten");
         wasmparser::Validator::new()
@@ -1613,6 +1643,7 @@ mod tests {
             fill: false,
             dispatch: false,
             data: false,
+            narrow: false,
         };
         assert!(prepare(&wasm, none).is_none());
         let renamed = {
@@ -1633,6 +1664,7 @@ mod tests {
                 fill,
                 dispatch: true,
                 data: false,
+                narrow: false,
             };
             let rewritten = prepare(&wasm, passes).expect("rewritten");
             wasmparser::Validator::new()
@@ -1728,6 +1760,7 @@ mod tests {
             fill: false,
             dispatch: true,
             data: false,
+            narrow: false,
         };
         // Slot 2 holds `inc`; 3 a function of another type; 0, 7, 8 and -1 nothing.
         for slot in [2, 3, 0, 7, 8, -1] {
@@ -2051,6 +2084,7 @@ mod tests {
                 fill: true,
                 dispatch,
                 data: false,
+                narrow: false,
             };
             let rewritten = prepare(&wasm, passes).expect("rewritten");
             wasmparser::Validator::new()
@@ -2141,6 +2175,7 @@ mod tests {
             fill: false,
             dispatch: false,
             data: true,
+            narrow: false,
         };
         // 100 and 110 merge (7 bytes apart); 200 is too far; 20 comes after 200 in the
         // section; 203 follows 20, not 200. At 0x8000 + 32 the gap is just short enough.
@@ -2191,6 +2226,7 @@ mod tests {
             fill: true,
             dispatch: true,
             data: true,
+            narrow: false,
         };
         for i in 0..wasm.len() {
             let _ = prepare(&wasm[..i], all);

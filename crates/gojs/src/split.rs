@@ -650,7 +650,7 @@ impl Secondary {
                 .map_err(|e| format!("cannot start compile threads: {e}"))
                 .and_then(|pool| {
                     pool.install(|| {
-                        crate::engine::compile_go(&engine, &wasm, crate::engine::Whole::Other)
+                        crate::engine::compile_go(&engine, &wasm, crate::engine::Code::WinchPart)
                     })
                     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
