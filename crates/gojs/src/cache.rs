@@ -89,9 +89,16 @@ pub(crate) fn write(module: &wasmtime::Module, path: &Path) -> std::io::Result<(
 
 /// As [`write`]; `durable: false` skips the fsync (the checksum still catches a torn file).
 fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io::Result<()> {
-    let artifact = module
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    // What `serialize` would return, written from where it is instead of from a copy: a
+    // first run stores Winch's code (12 MB for a 5 MB test binary) while the program runs,
+    // and its exit waits for that. (A module exported from a component can't be serialized;
+    // gojs makes none.)
+    let image = module.image_range();
+    // SAFETY: `image_range` is the module's compiled image, which lives as long as `module`
+    // (borrowed for this whole function) and is not written to once compiled.
+    let artifact = unsafe {
+        std::slice::from_raw_parts(image.start, image.end.offset_from(image.start) as usize)
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -104,9 +111,9 @@ fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io:
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&artifact)?;
+        f.write_all(artifact)?;
         f.write_all(MAGIC)?;
-        f.write_all(blake3::hash(&artifact).as_bytes())?;
+        f.write_all(blake3::hash(artifact).as_bytes())?;
         if durable {
             f.sync_all()?;
         }
