@@ -33,6 +33,11 @@ fn repo() -> PathBuf {
 /// Run a command to completion, measuring wall time and the child's peak RSS (wait4).
 fn measure(cmd: &mut Command) -> Result<Sample> {
     use std::io::Read;
+    // Start every run with nothing left to write back: fsio writes 64 MiB, and the kernel
+    // throttled the next run's writes (either runtime's) while it wrote the last one's back
+    // (fs_write 205–1754 MiB/s in consecutive runs).
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
