@@ -28,6 +28,9 @@ const I32_WRAP_I64: u8 = 0xa7;
 const I32_CONST: u8 = 0x41;
 const I64_EXTEND_I32_U: u8 = 0xad;
 
+/// The most values [`Narrow`] tracks at once (see `push`).
+const MAX_NODES: usize = 1 << 16;
+
 /// A value on the operand stack, as far as narrowing cares.
 #[derive(Clone, Copy)]
 enum Node {
@@ -60,6 +63,11 @@ impl Narrow {
     /// Take in the operator at `start..end` of the body.
     pub(crate) fn step(&mut self, op: &Operator<'_>, start: usize, end: usize) {
         use Operator as O;
+        // Nodes are only reachable from the stack: with it empty, they can all go, so memory
+        // follows the deepest expression, not the length of the body.
+        if self.stack.is_empty() {
+            self.nodes.clear();
+        }
         let at = (start, end);
         match *op {
             O::I64Const { value } => self.push(Node::Const { at, value }),
@@ -219,13 +227,14 @@ impl Narrow {
     }
 
     fn push(&mut self, node: Node) {
-        // A body has far fewer operators than u32::MAX; past that, stop tracking.
-        let Ok(id) = u32::try_from(self.nodes.len()) else {
+        // Go's expressions are a few dozen operators deep; a crafted body that never empties
+        // the stack only loses its narrowing past this many.
+        if self.nodes.len() >= MAX_NODES {
             self.stack.clear();
-            return;
-        };
+            self.nodes.clear();
+        }
         self.nodes.push(node);
-        self.stack.push(id);
+        self.stack.push((self.nodes.len() - 1) as u32);
     }
 
     fn pop_n(&mut self, n: usize) {
@@ -372,6 +381,79 @@ mod tests {
             }
         }
         n
+    }
+
+    /// Damaged modules (every truncation, flipped bytes) never make narrowing panic, and
+    /// what was valid stays valid.
+    #[test]
+    fn damaged_modules_never_panic() {
+        let wasm = module(&[
+            vec![
+                I::LocalGet(0),
+                I::LocalGet(1),
+                I::I64Const(3),
+                I::I64Shl,
+                I::I64Add,
+                I::I32WrapI64,
+                I::I64Load32U(enc::MemArg {
+                    offset: 4,
+                    align: 2,
+                    memory_index: 0,
+                }),
+                I::LocalGet(0),
+                I::I64Const(0xffff_ffff),
+                I::I64And,
+                I::I64Xor,
+            ],
+            vec![
+                I::LocalGet(2),
+                I::I64ExtendI32U,
+                I::LocalTee(3),
+                I::I64Const(24),
+                I::I64Mul,
+                I::I32WrapI64,
+                I::I64ExtendI32S,
+            ],
+        ]);
+        crate::rewrite::tests::damage(
+            &wasm,
+            crate::rewrite::Passes {
+                jumps: false,
+                fill: false,
+                dispatch: false,
+                data: false,
+                narrow: true,
+            },
+        );
+    }
+
+    /// A crafted body whose stack grows past what narrowing tracks (70,000 values deep) is
+    /// still rewritten into valid code that computes the same.
+    #[test]
+    fn deep_stacks_stay_bounded_and_correct() {
+        const DEPTH: usize = 70_000;
+        let mut body = vec![I::LocalGet(0)];
+        for i in 0..DEPTH {
+            body.push(I::I64Const(i as i64 * 0x1_0000_0001));
+        }
+        body.extend(std::iter::repeat_n(I::I64Add, DEPTH));
+        body.extend([I::I32WrapI64, I::I64ExtendI32U]);
+        // Then b << 3 under a wrap, which narrows, added on.
+        body.extend([
+            I::LocalGet(1),
+            I::I64Const(3),
+            I::I64Shl,
+            I::I32WrapI64,
+            I::I64ExtendI32U,
+            I::I64Add,
+        ]);
+        let wasm = module(&[body]);
+        let narrow = narrowed(&wasm);
+        wasmparser::Validator::new()
+            .validate_all(&narrow)
+            .expect("the narrowed module is valid");
+        let inputs = [(0, 0, 0), (-1, 5, 7), (i64::MAX, 1, 2)];
+        assert_eq!(results(&wasm, 1, &inputs), results(&narrow, 1, &inputs));
     }
 
     /// Go's address arithmetic (sums, products, masks and shifts by constants under a wrap)

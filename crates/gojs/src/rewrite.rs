@@ -1384,7 +1384,7 @@ pub(crate) fn write_u32(out: &mut Vec<u8>, mut v: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use wasm_encoder as enc;
 
@@ -2221,17 +2221,28 @@ mod tests {
     #[test]
     fn damaged_modules_never_panic() {
         let wasm = module();
-        let all = Passes {
-            jumps: true,
-            fill: true,
-            dispatch: true,
-            data: true,
-            narrow: false,
-        };
+        // Every pass (Winch's compiles dispatch, Cranelift's narrow).
+        for (dispatch, narrow) in [(true, false), (false, true)] {
+            damage(
+                &wasm,
+                Passes {
+                    jumps: true,
+                    fill: true,
+                    dispatch,
+                    data: true,
+                    narrow,
+                },
+            );
+        }
+    }
+
+    /// Every truncation and a few flips of every byte of `wasm`: no panic, and what validated
+    /// before the rewrite validates after it.
+    pub(crate) fn damage(wasm: &[u8], all: Passes) {
         for i in 0..wasm.len() {
             let _ = prepare(&wasm[..i], all);
             for flip in [0x01, 0x80, 0xff] {
-                let mut bad = wasm.clone();
+                let mut bad = wasm.to_vec();
                 bad[i] ^= flip;
                 if let Some(out) = prepare(&bad, all)
                     && wasmparser::Validator::new().validate_all(&bad).is_ok()
