@@ -21,7 +21,7 @@ pub(crate) fn is_artifact(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\x7fELF")
 }
 
-/// Load an artifact written by [`write`], checking it first.
+/// Load an artifact written by [`write()`], checking it first.
 pub(crate) fn read(engine: &wasmtime::Engine, path: &Path) -> Result<wasmtime::Module, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     verify(&file)?;
@@ -87,7 +87,7 @@ pub(crate) fn write(module: &wasmtime::Module, path: &Path) -> std::io::Result<(
     write_with(module, path, true)
 }
 
-/// As [`write`]; `durable: false` skips the fsync (the checksum still catches a torn file).
+/// As [`write()`]; `durable: false` skips the fsync (the checksum still catches a torn file).
 fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io::Result<()> {
     // What `serialize` would return, written from where it is instead of from a copy: a
     // first run stores Winch's code (12 MB for a 5 MB test binary) while the program runs,
