@@ -310,13 +310,7 @@ mod tests {
         }
         m.section(&funcs);
         let mut memory = enc::MemorySection::new();
-        memory.memory(enc::MemoryType {
-            minimum: 1,
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
+        memory.memory(crate::rewrite::tests::memory_type(1));
         m.section(&memory);
         let mut exports = enc::ExportSection::new();
         let names: Vec<String> = (0..bodies.len()).map(|i| format!("f{i}")).collect();
@@ -341,15 +335,17 @@ mod tests {
         m.finish()
     }
 
+    /// The narrow pass alone.
+    const NARROW: crate::rewrite::Passes = crate::rewrite::Passes {
+        jumps: false,
+        fill: false,
+        dispatch: false,
+        data: false,
+        narrow: true,
+    };
+
     fn narrowed(wasm: &[u8]) -> Vec<u8> {
-        let passes = crate::rewrite::Passes {
-            jumps: false,
-            fill: false,
-            dispatch: false,
-            data: false,
-            narrow: true,
-        };
-        crate::rewrite::prepare(wasm, passes).expect("something is narrowed")
+        crate::rewrite::prepare(wasm, NARROW).expect("something is narrowed")
     }
 
     /// Every function's results over `inputs`.
@@ -415,16 +411,7 @@ mod tests {
                 I::I64ExtendI32S,
             ],
         ]);
-        crate::rewrite::tests::damage(
-            &wasm,
-            crate::rewrite::Passes {
-                jumps: false,
-                fill: false,
-                dispatch: false,
-                data: false,
-                narrow: true,
-            },
-        );
+        crate::rewrite::tests::damage(&wasm, NARROW);
     }
 
     /// A crafted body whose stack grows past what narrowing tracks (70,000 values deep) is

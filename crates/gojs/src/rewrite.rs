@@ -1394,7 +1394,7 @@ pub(crate) mod tests {
     /// clears them (or 100 of them), and returns the byte at `p + 4096` (or `p + 50`) plus
     /// `helper(41)` called through the table, plus `helper(0)` called directly.
     /// A 32-bit memory of `pages` pages, unbounded.
-    fn memory_type(pages: u64) -> enc::MemoryType {
+    pub(crate) fn memory_type(pages: u64) -> enc::MemoryType {
         enc::MemoryType {
             minimum: pages,
             maximum: None,
