@@ -1,11 +1,14 @@
-//! `cargo xtask hot-functions`: the list of functions a first run compiles before it starts
-//! (crates/gojs/src/hot_functions.txt; see RATIONALE.md, "Why split a module…").
+//! `cargo xtask hot-functions`: the lists of functions a first run compiles before it starts
+//! (crates/gojs/src/hot_functions.txt and hot_goroutines.txt; see RATIONALE.md, "Why split a
+//! module…").
 //!
 //! Node compiles wasm lazily, one function at a time on its first call, and can log each
-//! compile: running `bench/hello`, `xtask/hot/greet` (hello world's usual variants) and
-//! `xtask/hot/basics` (what small programs commonly do next) that way
-//! under every Go toolchain on the machine names the functions a small program runs. The list is
-//! their union, by the names in the modules' name sections.
+//! compile: running `bench/hello`, `xtask/hot/greet` (hello world's usual variants),
+//! `xtask/hot/basics` (what small programs commonly do next) and `xtask/hot/concurrency`
+//! (goroutines, channels, timers) that way under every Go toolchain on the machine names the
+//! functions a small program runs. The lists are their union, by the names in the modules'
+//! name sections; the runtime functions only the concurrency program runs go in a list of
+//! their own.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,12 @@ use anyhow::{Context, Result, bail};
 
 /// The programs whose functions go in the list (directories under the workspace root).
 const PROGRAMS: &[&str] = &["bench/hello", "xtask/hot/greet", "xtask/hot/basics"];
+
+/// A program whose runtime functions go in a list of their own, compiled ahead only for
+/// programs that start goroutines or use channels (every Go binary links the scheduler's
+/// functions, and hello world would compile them for nothing); its other functions (of `flag`,
+/// `bufio`, `context`, …) join the main list.
+const GOROUTINES: &str = "xtask/hot/concurrency";
 
 pub fn run() -> Result<()> {
     let root = super::workspace_root()?;
@@ -28,10 +37,11 @@ pub fn run() -> Result<()> {
         }
     }
     let mut hot = BTreeSet::new();
+    let mut goroutines = BTreeSet::new();
     for go in &toolchains {
         let version = super::capture(Command::new(go).args(["env", "GOVERSION"]))?;
         let wasm_exec = super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")?;
-        for prog in PROGRAMS {
+        for prog in PROGRAMS.iter().chain([&GOROUTINES]) {
             let stem = prog.rsplit('/').next().unwrap_or(prog);
             let out = out_dir.join(format!("{stem}-{version}.wasm"));
             let wasm = build(go, &root.join(prog), &out)?;
@@ -41,7 +51,11 @@ pub fn run() -> Result<()> {
                 match executed(&wasm, &wasm_exec) {
                     Ok(names) => {
                         eprintln!("{version} {prog}: {} functions", names.len());
-                        hot.extend(names);
+                        if *prog == GOROUTINES {
+                            goroutines.extend(names);
+                        } else {
+                            hot.extend(names);
+                        }
                     }
                     Err(e) => {
                         eprintln!("{version} {prog}: left out: {e:#}");
@@ -51,14 +65,31 @@ pub fn run() -> Result<()> {
             }
         }
     }
+    let (runtime, other): (BTreeSet<String>, BTreeSet<String>) = goroutines
+        .difference(&hot)
+        .cloned()
+        .partition(|name| is_runtime(name));
+    hot.extend(other);
+    write_list(&root.join("crates/gojs/src/hot_functions.txt"), &hot)?;
+    write_list(&root.join("crates/gojs/src/hot_goroutines.txt"), &runtime)?;
+    Ok(())
+}
+
+/// Whether `name` belongs to the runtime or the packages it is made of.
+fn is_runtime(name: &str) -> bool {
+    ["runtime.", "internal_", "sync.", "sync_atomic."]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+fn write_list(path: &Path, names: &BTreeSet<String>) -> Result<()> {
     let mut text = String::new();
-    for name in &hot {
+    for name in names {
         text.push_str(name);
         text.push('\n');
     }
-    let path = root.join("crates/gojs/src/hot_functions.txt");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote {} names to {}", hot.len(), path.display());
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {} names to {}", names.len(), path.display());
     Ok(())
 }
 

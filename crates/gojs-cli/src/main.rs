@@ -36,8 +36,9 @@ struct Access {
     #[arg(long)]
     no_cache: bool,
     /// The compiler. auto: Cranelift's cached code if this module was seen before, else Winch
-    /// (compiles ~4x faster, runs ~2x slower; for a program that stays within the functions
-    /// small programs run, only those before starting and the rest in the background;
+    /// (compiles ~4x faster, runs ~2x slower; for a program other than a test binary, only the
+    /// functions small programs run and what its own code calls before starting, the rest in
+    /// the background and, where Go calls them sooner, in small parts on demand;
     /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority. cranelift: always the optimizing
     /// compiler (cached; once a run has kept a module of up to 6 MiB for 200 ms, it is compiled
     /// again with inlining in the background for the runs after, test binaries excepted, as `gojs compile` does at

@@ -1,13 +1,17 @@
 //! A Go module cut in two for a fast first run (RATIONALE.md, "Why split a module…"): the
 //! *primary* holds the functions a small program runs and compiles before the program starts;
-//! the *secondary* is the whole module again, compiled in the background and instantiated the
-//! first time Go calls a function the primary lacks.
+//! the *secondary* is the whole module again, compiled in the background. A call of a function
+//! the primary lacks compiles and instantiates a *part* for it (that function and what it is
+//! likely to run next) while the secondary is compiling, and instantiates the secondary once
+//! it is ready.
 //!
 //! - The primary keeps the imports, the hot functions (renumbered; only their `call`
 //!   instructions change) and a stub for each cold function that hot code calls directly; the
 //!   stub calls the function's table slot (`call_indirect`). Its element segments fill only the
 //!   hot functions' slots; the embedder fills the cold ones with host functions that
 //!   instantiate the secondary and call on. It exports its memory, table and globals.
+//! - A part imports those too, holds its functions and stubs for the others they call
+//!   directly, and its element segments point its functions' slots at them.
 //! - The secondary imports those, and its element segment (the original one) points every
 //!   slot at its own functions. Once it is instantiated, every call through the table, and so
 //!   every goroutine Go resumes, runs the secondary's code; only frames already running in the
@@ -46,6 +50,10 @@ pub(crate) struct Split {
     pub functions: usize,
     /// The module's function types, by type index.
     pub types: Vec<Signature>,
+    /// The module as it came, for the parts compiled on demand.
+    pub source: Vec<u8>,
+    /// The table slot of the first defined function.
+    pub offset: u32,
 }
 
 /// A function the primary lacks.
@@ -96,10 +104,12 @@ enum Section<'a> {
 /// How [`split`] picks the primary's functions.
 #[derive(Clone, Copy)]
 pub(crate) enum Pick<'h> {
-    /// The exported functions and those `hot` names, plus the program's own (package `main`),
-    /// and only if those call nothing else directly: a program whose own code calls functions
-    /// beyond the list would need the secondary at once, and then the split only costs time.
-    Predicted(&'h dyn Fn(&str) -> bool),
+    /// The exported functions, the names `hot(name, goroutines)` accepts (`goroutines`: whether
+    /// the program's own code starts goroutines, uses channels or timers), the program's own
+    /// (package `main`), every package's initializers, and what [`Catalog::expand`] adds to
+    /// them within a budget. `None` for a test binary, or if what the program's own code calls
+    /// directly exceeds the budget.
+    Predicted(&'h dyn Fn(&str, bool) -> bool),
     /// Only the exported functions (to test the secondary's path).
     ExportsOnly,
 }
@@ -119,35 +129,48 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         }
     }
     if let Pick::Predicted(hot) = pick {
-        let mut own = vec![false; defined];
-        for &(index, name) in &shape.names {
-            let Some(i) = (index as usize).checked_sub(imported) else {
-                continue;
-            };
-            if i < defined {
-                is_hot[i] |= hot(name);
-                own[i] = name.starts_with("main.");
-            }
+        let catalog = Catalog::new(&shape);
+        // A test binary runs its tests through the table, a few functions each, for as long
+        // as they take: its first run is best compiled whole.
+        if catalog.by_name.contains_key("testing.MainStart") {
+            return None;
         }
-        let mut panics = vec![false; defined];
-        for &(index, name) in &shape.names {
-            if let Some(i) = (index as usize).checked_sub(imported)
-                && i < defined
-            {
-                panics[i] = is_panic_path(name);
-            }
-        }
+        let own: Vec<bool> = catalog
+            .name_of
+            .iter()
+            .map(|n| n.starts_with("main."))
+            .collect();
+        let mut goroutines = false;
         for i in (0..defined).filter(|&i| own[i]) {
             for (_, _, callee) in calls(shape.bodies[i])? {
-                let Some(c) = (callee as usize).checked_sub(imported) else {
-                    continue;
-                };
-                if !*is_hot.get(c)? && !own[c] && !panics[c] {
-                    return None;
+                if let Some(c) = (callee as usize).checked_sub(imported)
+                    && let Some(name) = catalog.name_of.get(c)
+                {
+                    goroutines |= is_concurrency(name);
+                }
+            }
+        }
+        for (i, name) in catalog.name_of.iter().enumerate() {
+            is_hot[i] |= hot(name, goroutines);
+        }
+        // Every package's initializers run before `main.main` (through the table).
+        let mut seeds: Vec<usize> = (0..defined)
+            .filter(|&i| is_init(catalog.name_of[i]))
+            .collect();
+        for i in (0..defined).filter(|&i| own[i]) {
+            for (_, _, callee) in calls(shape.bodies[i])? {
+                if let Some(c) = (callee as usize).checked_sub(imported)
+                    && c < defined
+                    && !own[c]
+                    && !catalog.unlikely[c]
+                {
+                    seeds.push(c);
                 }
             }
             is_hot[i] = true;
         }
+        let spent = catalog.expand(&shape, seeds, &mut is_hot, PRIMARY_BUDGET)?;
+        tracing::debug!("split: {spent} bytes of code added to the hot list's");
     }
     let offset = shape.elem_offset?;
     // Every slot fits in a u32 (a valid module's table holds them all).
@@ -171,7 +194,117 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         cold,
         functions: defined,
         types: shape.types,
+        source: wasm.to_vec(),
+        offset,
     })
+}
+
+/// How much code (bytes of function bodies) [`Catalog::expand`] adds to a primary beyond the
+/// hot list, and to a part compiled when the program calls a cold function.
+const PRIMARY_BUDGET: usize = 128 << 10;
+const PART_BUDGET: usize = 64 << 10;
+
+/// The module's functions by name, for guessing which functions run together.
+struct Catalog<'a> {
+    /// Defined function index by name, sorted for prefix searches.
+    by_name: std::collections::BTreeMap<&'a str, usize>,
+    name_of: Vec<&'a str>,
+    /// Functions a program only runs when something goes wrong (a failed check, a fatal
+    /// error) or when tracing: never worth compiling ahead.
+    unlikely: Vec<bool>,
+}
+
+impl<'a> Catalog<'a> {
+    fn new(shape: &Shape<'a>) -> Catalog<'a> {
+        let defined = shape.func_types.len();
+        let imported = shape.imported_funcs as usize;
+        let mut by_name = std::collections::BTreeMap::new();
+        let mut name_of = vec![""; defined];
+        for &(index, name) in &shape.names {
+            if let Some(i) = (index as usize).checked_sub(imported)
+                && i < defined
+            {
+                by_name.insert(name, i);
+                name_of[i] = name;
+            }
+        }
+        let unlikely = name_of
+            .iter()
+            .map(|n| is_panic_path(n) || is_unlikely(n))
+            .collect();
+        Catalog {
+            by_name,
+            name_of,
+            unlikely,
+        }
+    }
+
+    /// Mark `seeds` in `chosen`, then, breadth first while `budget` lasts, what they are likely
+    /// to run next: the functions they call directly, their closures (`F.func1`,
+    /// `F.deferwrap1`, …), and the other methods of a method's receiver type (Go calls most
+    /// methods through interfaces, out of sight of the calls). `None` if the seeds alone
+    /// exceed the budget. Returns the bytes of code added.
+    fn expand(
+        &self,
+        shape: &Shape<'_>,
+        seeds: Vec<usize>,
+        chosen: &mut [bool],
+        budget: usize,
+    ) -> Option<usize> {
+        let imported = shape.imported_funcs as usize;
+        let mut spent = 0usize;
+        let mut frontier: Vec<usize> = seeds;
+        let mut first = true;
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for c in frontier {
+                if *chosen.get(c)? {
+                    continue;
+                }
+                let size = shape.bodies[c].len();
+                if spent + size > budget {
+                    if first {
+                        return None;
+                    }
+                    continue;
+                }
+                spent += size;
+                chosen[c] = true;
+                let mut consider = |d: usize| {
+                    if !chosen[d] && !self.unlikely[d] {
+                        next.push(d);
+                    }
+                };
+                for (_, _, callee) in calls(shape.bodies[c])? {
+                    if let Some(d) = (callee as usize).checked_sub(imported)
+                        && d < chosen.len()
+                    {
+                        consider(d);
+                    }
+                }
+                let name = self.name_of[c];
+                if name.is_empty() {
+                    continue;
+                }
+                let closures = format!("{name}.");
+                let receiver = name.find("__").and_then(|at| {
+                    let end = name[at + 2..].find("_.")?;
+                    Some(&name[..at + 2 + end + 2])
+                });
+                for prefix in std::iter::once(closures.as_str()).chain(receiver) {
+                    for (n, &d) in self.by_name.range(prefix..) {
+                        if !n.starts_with(prefix) {
+                            break;
+                        }
+                        consider(d);
+                    }
+                }
+            }
+            frontier = next;
+            first = false;
+        }
+        Some(spent)
+    }
 }
 
 fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
@@ -321,6 +454,46 @@ fn is_panic_path(name: &str) -> bool {
         || name.starts_with("runtime.goPanic")
 }
 
+/// Whether a call of `name` makes a program run the scheduler's goroutine, channel or timer
+/// code.
+fn is_concurrency(name: &str) -> bool {
+    [
+        "runtime.newproc",
+        "runtime.makechan",
+        "runtime.chansend",
+        "runtime.chanrecv",
+        "runtime.closechan",
+        "runtime.selectgo",
+        "runtime.selectnb",
+        "time.Sleep",
+        "time.After",
+        "time.NewTimer",
+        "time.NewTicker",
+        "time.Tick",
+        "sync.__WaitGroup_.",
+        "context.With",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// Whether `name` is a package initializer (`pkg.init`, `pkg.init.0`, …).
+fn is_init(name: &str) -> bool {
+    name.ends_with(".init")
+        || name
+            .rsplit_once(".init.")
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_unlikely(name: &str) -> bool {
+    name.starts_with("runtime.trace")
+        || name.starts_with("runtime.throw")
+        || name.starts_with("runtime.fatal")
+        || name.starts_with("runtime.gopanic")
+        || name.starts_with("runtime.print")
+        || name.starts_with("runtime.dump")
+}
+
 /// The table offset of `elem` if it is the Go linker's one segment: active in table 0 at a
 /// constant offset, listing every defined function in index order.
 fn whole_table_segment(
@@ -432,6 +605,19 @@ fn renumber(body: &[u8], calls: &[(usize, usize, u32)], map: &[u32]) -> Vec<u8> 
 /// calls directly, renumbered in that order (cold functions reached only through the table or
 /// from other cold functions need no stub: their slots are filled by the embedder).
 fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
+    build(s, is_hot, offset, false)
+}
+
+/// A part compiled when the program calls a cold function: like the primary, the functions
+/// `chosen` and stubs for the others they call directly, but importing the primary's memory,
+/// table and globals, and exporting nothing (its element segments put its functions in the
+/// table).
+fn part(s: &Shape<'_>, chosen: &[bool], offset: u32) -> Option<Vec<u8>> {
+    build(s, chosen, offset, true)
+}
+
+/// The primary (`shared` false) or a part (`shared` true).
+fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Vec<u8>> {
     let imported = s.imported_funcs;
     let defined = is_hot.len();
     let mut sites = Vec::with_capacity(defined);
@@ -467,6 +653,11 @@ fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
                 }
                 m.section(&funcs);
             }
+            Section::Raw(2, _) if shared => {
+                m.section(&secondary_imports(s));
+            }
+            // Table, memory, globals and data are the primary's.
+            Section::Raw(4 | 5 | 6 | 11, _) if shared => {}
             Section::Raw(id, data) => {
                 m.section(&enc::RawSection { id, data });
             }
@@ -490,6 +681,7 @@ fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
                     data: Cow::Borrowed(data),
                 });
             }
+            Section::Export if shared => {}
             Section::Export => {
                 let mut e = enc::ExportSection::new();
                 for &(name, kind, index) in &s.exports {
@@ -527,6 +719,27 @@ fn primary(s: &Shape<'_>, is_hot: &[bool], offset: u32) -> Option<Vec<u8>> {
         }
     }
     Some(m.finish())
+}
+
+/// A part of `source` (a module [`split`] accepted, its defined functions' slots from
+/// `offset`) for the defined function `f` and what [`Catalog::expand`] adds to it, leaving out
+/// and then marking the functions `chosen` marks.
+fn part_for(source: &[u8], offset: u32, f: usize, chosen: &mut [bool]) -> Option<Vec<u8>> {
+    let shape = parse(source)?;
+    if chosen.len() != shape.bodies.len() {
+        return None;
+    }
+    let catalog = Catalog::new(&shape);
+    let before = chosen.to_vec();
+    let budget = PART_BUDGET.max(shape.bodies.get(f)?.len());
+    catalog.expand(&shape, vec![f], chosen, budget)?;
+    let new: Vec<bool> = chosen.iter().zip(&before).map(|(&c, &b)| c && !b).collect();
+    tracing::debug!(
+        "split: a part for {} ({} functions)",
+        catalog.name_of[f],
+        new.iter().filter(|&&n| n).count()
+    );
+    part(&shape, &new, offset)
 }
 
 /// The secondary: the whole module again, with the primary's memory, table and globals
@@ -628,6 +841,9 @@ fn export_kind(kind: ExternalKind) -> enc::ExportKind {
 pub(crate) struct Secondary {
     cold: Vec<Cold>,
     types: Vec<Signature>,
+    source: Vec<u8>,
+    offset: u32,
+    functions: usize,
     code: Mutex<Option<Result<wasmtime::Module, String>>>,
     ready: Condvar,
 }
@@ -638,6 +854,9 @@ impl Secondary {
         let secondary = Arc::new(Secondary {
             cold: split.cold,
             types: split.types,
+            source: split.source,
+            offset: split.offset,
+            functions: split.functions,
             code: Mutex::new(None),
             ready: Condvar::new(),
         });
@@ -670,6 +889,33 @@ impl Secondary {
         secondary
     }
 
+    /// Whether the background compile is done (or failed).
+    fn is_ready(&self) -> bool {
+        self.code
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Code for the cold function in `slot` and what it is likely to run next (see
+    /// [`Catalog::expand`]), leaving out what `loaded` marks, which it then marks too. `None`
+    /// if the part can't be made or doesn't compile (the caller waits for the secondary).
+    fn part(
+        &self,
+        engine: &wasmtime::Engine,
+        slot: u32,
+        loaded: &mut [bool],
+    ) -> Option<wasmtime::Module> {
+        let f = usize::try_from(slot.checked_sub(self.offset)?).ok()?;
+        let mut chosen = loaded.to_vec();
+        let wasm = part_for(&self.source, self.offset, f, &mut chosen)?;
+        let module = crate::engine::compile_go(engine, &wasm, crate::engine::Code::WinchPart)
+            .inspect_err(|e| tracing::debug!("a part of a split module failed to compile: {e:#}"))
+            .ok()?;
+        loaded.copy_from_slice(&chosen);
+        Some(module)
+    }
+
     /// The compiled secondary, once the background compile is done.
     fn wait(&self) -> Result<wasmtime::Module, String> {
         let mut code = self.code.lock().unwrap_or_else(PoisonError::into_inner);
@@ -691,6 +937,14 @@ fn compile_pool() -> Result<&'static rayon::ThreadPool, String> {
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("gojs-compile-{i}"))
+            // Below the program and the parts it waits for: the secondary is only needed
+            // once the program has run for a while.
+            .start_handler(|_| {
+                // SAFETY: plain system calls on this thread, no memory passed.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
+            })
             .build()
             .map_err(|e| e.to_string())
     })
@@ -700,8 +954,9 @@ fn compile_pool() -> Result<&'static rayon::ThreadPool, String> {
 
 /// One instance's side of a split module.
 pub(crate) enum Loading {
-    /// Not instantiated yet: the linker that instantiated the primary, with its exports added.
-    Pending(Arc<Secondary>, Box<Linker<HostState>>),
+    /// Not instantiated yet: the linker that instantiated the primary, with its exports added,
+    /// and which defined functions this instance has code for (the primary's and parts').
+    Pending(Arc<Secondary>, Box<Linker<HostState>>, Vec<bool>),
     Loaded,
     Failed(String),
 }
@@ -735,7 +990,7 @@ pub(crate) fn install(
         };
         let slot = u64::from(cold.slot);
         let f = Func::new(&mut *store, ty, move |mut caller, params, results| {
-            load(&mut caller)?;
+            load(&mut caller, slot)?;
             let f = table
                 .get(&mut caller, slot)
                 .and_then(|r| r.as_func().flatten().copied())
@@ -744,25 +999,60 @@ pub(crate) fn install(
         });
         table.set(&mut *store, slot, Ref::Func(Some(f)))?;
     }
-    Ok(Loading::Pending(secondary.clone(), Box::new(linker)))
+    let mut loaded = vec![true; secondary.functions];
+    for cold in &secondary.cold {
+        if let Some(i) = cold.slot.checked_sub(secondary.offset) {
+            loaded[i as usize] = false;
+        }
+    }
+    Ok(Loading::Pending(
+        secondary.clone(),
+        Box::new(linker),
+        loaded,
+    ))
 }
 
-/// Instantiate the secondary unless this instance already has.
-fn load(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<()> {
+/// Make the cold function in `slot` callable: while the secondary is compiling, by compiling
+/// and instantiating a part for it; after that, by instantiating the secondary unless this
+/// instance already has.
+fn load(caller: &mut Caller<'_, HostState>, slot: u64) -> wasmtime::Result<()> {
     let state = std::mem::replace(&mut caller.data_mut().split, Loading::Loaded);
     let outcome = match state {
         Loading::Loaded => return Ok(()),
         Loading::Failed(e) => Err(e),
-        Loading::Pending(secondary, linker) => secondary.wait().and_then(|code| {
-            linker
-                .instantiate(&mut *caller, &code)
-                .map(drop)
-                .map_err(|e| format!("cannot instantiate the rest of the module: {e:#}"))
-        }),
+        Loading::Pending(secondary, linker, mut loaded) => {
+            if !secondary.is_ready() {
+                let engine = caller.engine().clone();
+                let slot = u32::try_from(slot).ok();
+                if let Some(code) = slot.and_then(|s| secondary.part(&engine, s, &mut loaded)) {
+                    match linker.instantiate(&mut *caller, &code) {
+                        Ok(_) => {
+                            caller.data_mut().split = Loading::Pending(secondary, linker, loaded);
+                            return Ok(());
+                        }
+                        Err(e) => tracing::debug!("cannot instantiate a part: {e:#}"),
+                    }
+                }
+            }
+            load_secondary(caller, &secondary, &linker)
+        }
     };
     outcome.map_err(|e| {
         caller.data_mut().split = Loading::Failed(e.clone());
         wasmtime::Error::msg(e)
+    })
+}
+
+fn load_secondary(
+    caller: &mut Caller<'_, HostState>,
+    secondary: &Secondary,
+    linker: &Linker<HostState>,
+) -> Result<(), String> {
+    secondary.wait().and_then(|code| {
+        linker
+            .instantiate(&mut *caller, &code)
+            .map(drop)
+            .map_err(|e| format!("cannot instantiate the rest of the module: {e:#}"))
     })
 }
 
@@ -785,11 +1075,13 @@ mod tests {
     const NAMES: [&str; 4] = ["run", "hot", "cold_a", "cold_b"];
 
     fn go_shaped(start: bool, names: [&str; 4]) -> Vec<u8> {
-        go_shaped_calling(start, names, [3, 4, 5])
+        go_shaped_calling(start, &names, &[3, 4, 5])
     }
 
     /// [`go_shaped`] with the three calls going to `callees` (which may be out of range).
-    fn go_shaped_calling(start: bool, names: [&str; 4], callees: [u32; 3]) -> Vec<u8> {
+    /// Also with more functions: one per name, each but the last calling one of `callees`.
+    fn go_shaped_calling(start: bool, names: &[&str], callees: &[u32]) -> Vec<u8> {
+        let n = names.len() as u32;
         let mut m = enc::Module::new();
         let mut types = enc::TypeSection::new();
         types.ty().function([enc::ValType::I32], []);
@@ -802,7 +1094,7 @@ mod tests {
         imports.import("gojs", "b", enc::EntityType::Function(0));
         m.section(&imports);
         let mut funcs = enc::FunctionSection::new();
-        for _ in 0..4 {
+        for _ in 0..n {
             funcs.function(1);
         }
         m.section(&funcs);
@@ -810,7 +1102,7 @@ mod tests {
         tables.table(enc::TableType {
             element_type: enc::RefType::FUNCREF,
             table64: false,
-            minimum: 7,
+            minimum: 3 + u64::from(n),
             maximum: None,
             shared: false,
         });
@@ -844,13 +1136,13 @@ mod tests {
         elems.active(
             None,
             &enc::ConstExpr::i32_const(3),
-            enc::Elements::Functions(Cow::Owned(vec![2, 3, 4, 5])),
+            enc::Elements::Functions(Cow::Owned((2..2 + n).collect())),
         );
         m.section(&elems);
         // run(x) = hot(x) + 1, hot(x) = cold_a(x) + 10, cold_a(x) = cold_b(x) + 100,
         // cold_b(x) = x + global 0.
         let mut code = enc::CodeSection::new();
-        for (callee, add) in callees.into_iter().zip([1, 10, 100]) {
+        for (&callee, add) in callees.iter().zip((0..).map(|i| 10i32.pow(i))) {
             let mut f = enc::Function::new([]);
             f.instructions()
                 .local_get(0)
@@ -884,7 +1176,7 @@ mod tests {
     fn splits_go_shaped_modules_into_two_valid_halves() {
         let wasm = go_shaped(false, NAMES);
         validate(&wasm);
-        let s = split(&wasm, Pick::Predicted(&|n| n == "hot")).expect("split");
+        let s = split(&wasm, Pick::Predicted(&|n, _| n == "hot")).expect("split");
         // `run` (exported) and `hot` stay; the slots are the segment's offset + position.
         assert_eq!(s.cold, [Cold { slot: 5, ty: 1 }, Cold { slot: 6, ty: 1 }]);
         assert_eq!(s.types.len(), 2);
@@ -924,7 +1216,7 @@ mod tests {
         use wasmtime::{Engine, Linker, Module, Store, Val};
         let engine = Engine::default();
         let wasm = go_shaped(false, NAMES);
-        let s = split(&wasm, Pick::Predicted(&|n| n == "hot")).unwrap();
+        let s = split(&wasm, Pick::Predicted(&|n, _| n == "hot")).unwrap();
         let linker = || {
             let mut l = Linker::new(&engine);
             l.func_wrap("gojs", "a", |_: i32| {}).unwrap();
@@ -983,10 +1275,10 @@ mod tests {
 
     #[test]
     fn leaves_other_shapes_whole() {
-        let none = Pick::Predicted(&|_| false);
+        let none = Pick::Predicted(&|_, _| false);
         let start = go_shaped(true, NAMES);
         assert!(split(&start, Pick::ExportsOnly).is_none(), "start function");
-        let all = Pick::Predicted(&|_| true);
+        let all = Pick::Predicted(&|_, _| true);
         assert!(
             split(&go_shaped(false, NAMES), all).is_none(),
             "nothing cold"
@@ -994,7 +1286,7 @@ mod tests {
         assert!(split(b"\0asm\x01\0\0\0", none).is_none(), "empty module");
         assert!(split(b"garbage", Pick::ExportsOnly).is_none());
         // Invalid: main.main calls function 99, which doesn't exist.
-        let wild = go_shaped_calling(false, ["run", "main.main", "x", "y"], [3, 99, 5]);
+        let wild = go_shaped_calling(false, &["run", "main.main", "x", "y"], &[3, 99, 5]);
         assert!(split(&wild, none).is_none());
         // Forced, the primary is valid and the secondary is not: such a module fails at the
         // first call into the secondary (its compile error), not before it starts.
@@ -1016,31 +1308,143 @@ mod tests {
             for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
                 let mut bad = wasm.clone();
                 bad[at] = byte;
-                let _ = split(&bad, Pick::Predicted(&|n| n == "fmt.x"));
+                let _ = split(&bad, Pick::Predicted(&|n, _| n == "fmt.x"));
                 let _ = split(&bad, Pick::ExportsOnly);
+                for f in 0..4 {
+                    let _ = part_for(&bad, 3, f, &mut [false; 4]);
+                }
             }
             let _ = split(&wasm[..at], Pick::ExportsOnly);
         }
     }
 
     #[test]
-    fn the_program_s_own_code_must_stay_in_the_primary() {
-        // main.main (position 1) calls fmt.x, which calls fmt.y.
-        let wasm = go_shaped(false, ["run", "main.main", "fmt.x", "fmt.y"]);
-        let cold_callee = split(&wasm, Pick::Predicted(&|_| false));
-        assert!(
-            cold_callee.is_none(),
-            "main.main calls a function outside the list"
-        );
-        let s = split(&wasm, Pick::Predicted(&|n| n == "fmt.x")).expect("split");
-        assert_eq!(
-            s.cold,
-            [Cold { slot: 6, ty: 1 }],
-            "main.main is in the primary"
-        );
+    fn what_the_program_calls_joins_the_primary() {
+        // main.main calls fmt.x, which calls fmt.y, which calls runtime.throw: the first two
+        // join the primary, throw (a failure path) doesn't.
+        let names = ["run", "main.main", "fmt.x", "fmt.y", "runtime.throw"];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 5, 6]);
+        let s = split(&wasm, Pick::Predicted(&|_, _| false)).expect("split");
+        assert_eq!(s.cold, [Cold { slot: 7, ty: 1 }]);
         // Forced: everything but the export is cold, main.main included.
         let s = split(&wasm, Pick::ExportsOnly).expect("split");
-        assert_eq!(s.cold.len(), 3);
+        assert_eq!(s.cold.len(), 4);
+    }
+
+    #[test]
+    fn expansion_follows_closures_methods_and_initializers() {
+        // Everything calls bufio.(*Writer).Flush (or itself); Write and Flush.func1 are only
+        // related by name, as are the initializers to nothing at all.
+        let names = [
+            "run",
+            "main.main",
+            "bufio.__Writer_.Flush",
+            "bufio.__Writer_.Write",
+            "bufio.__Writer_.Flush.func1",
+            "os.init",
+            "os.init.0",
+            "os.initx",
+        ];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 4, 4, 4, 4, 4]);
+        let s = split(&wasm, Pick::Predicted(&|_, _| false)).expect("split");
+        assert_eq!(s.cold, [Cold { slot: 10, ty: 1 }], "only os.initx is cold");
+    }
+
+    #[test]
+    fn expansion_stays_within_its_budget() {
+        let names = ["run", "main.main", "fmt.x", "fmt.y"];
+        let wasm = go_shaped(false, names);
+        let shape = parse(&wasm).unwrap();
+        let catalog = Catalog::new(&shape);
+        let size = |i: usize| shape.bodies[i].len();
+        let mut chosen = vec![false; 4];
+        assert_eq!(catalog.expand(&shape, vec![2], &mut chosen, 0), None);
+        let mut chosen = vec![false; 4];
+        let spent = catalog
+            .expand(&shape, vec![2], &mut chosen, size(2))
+            .unwrap();
+        assert_eq!((spent, chosen), (size(2), vec![false, false, true, false]));
+        let mut chosen = vec![false; 4];
+        let all = catalog
+            .expand(&shape, vec![1], &mut chosen, usize::MAX)
+            .unwrap();
+        assert_eq!(all, size(1) + size(2) + size(3));
+        assert_eq!(chosen, [false, true, true, true]);
+    }
+
+    #[test]
+    fn test_binaries_stay_whole() {
+        let names = ["run", "main.main", "testing.MainStart", "x", "y"];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 4, 4]);
+        assert!(split(&wasm, Pick::Predicted(&|_, _| false)).is_none());
+        let names = ["run", "main.main", "other.MainStart", "x", "y"];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 4, 4]);
+        assert!(split(&wasm, Pick::Predicted(&|_, _| false)).is_some());
+    }
+
+    #[test]
+    fn goroutine_functions_join_programs_that_start_goroutines() {
+        let hot = |name: &str, goroutines: bool| goroutines && name == "runtime.goexit";
+        // main.main starts a goroutine (calls runtime.newproc): goexit is hot.
+        let names = ["run", "main.main", "runtime.newproc", "runtime.goexit", "y"];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 4, 4]);
+        let s = split(&wasm, Pick::Predicted(&hot)).expect("split");
+        assert_eq!(s.cold, [Cold { slot: 7, ty: 1 }]);
+        // It doesn't: goexit stays cold.
+        let names = ["run", "main.main", "fmt.x", "runtime.goexit", "y"];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 4, 4]);
+        let s = split(&wasm, Pick::Predicted(&hot)).expect("split");
+        assert_eq!(s.cold, [Cold { slot: 6, ty: 1 }, Cold { slot: 7, ty: 1 }]);
+    }
+
+    #[test]
+    fn parts_fill_cold_slots_with_working_code() {
+        use wasmtime::{Engine, Linker, Module, Store};
+        let engine = Engine::default();
+        let wasm = go_shaped(false, NAMES);
+        let s = split(&wasm, Pick::Predicted(&|n, _| n == "hot")).unwrap();
+        let mut linker = Linker::new(&engine);
+        linker.func_wrap("gojs", "a", |_: i32| {}).unwrap();
+        linker.func_wrap("gojs", "b", |_: i32| {}).unwrap();
+        let mut store = Store::new(&engine, ());
+        let primary = linker
+            .instantiate(&mut store, &Module::new(&engine, &s.primary).unwrap())
+            .unwrap();
+        linker.instance(&mut store, SHARED_MODULE, primary).unwrap();
+        let table = primary.get_table(&mut store, TABLE_EXPORT).unwrap();
+        let run = primary
+            .get_typed_func::<i32, i32>(&mut store, "run")
+            .unwrap();
+        // The primary has run and hot; a part for cold_a with a budget too small for cold_b
+        // would still bring cold_b along (a budget is never below the function asked for, and
+        // here both are tiny), so ask with cold_b already marked loaded.
+        let mut chosen = vec![true, true, false, true];
+        let wasm_a = part_for(&s.source, s.offset, 2, &mut chosen).unwrap();
+        assert_eq!(chosen, [true; 4]);
+        validate(&wasm_a);
+        linker
+            .instantiate(&mut store, &Module::new(&engine, &wasm_a).unwrap())
+            .unwrap();
+        assert!(
+            !table.get(&mut store, 5).unwrap().is_null(),
+            "cold_a's slot"
+        );
+        assert!(table.get(&mut store, 6).unwrap().is_null(), "cold_b's slot");
+        assert!(run.call(&mut store, 1).is_err(), "cold_b is still missing");
+        let mut chosen = vec![true, true, true, false];
+        let wasm_b = part_for(&s.source, s.offset, 3, &mut chosen).unwrap();
+        linker
+            .instantiate(&mut store, &Module::new(&engine, &wasm_b).unwrap())
+            .unwrap();
+        // Globals are shared: global 0 is still 0 here.
+        assert_eq!(run.call(&mut store, 1).unwrap(), 1 + 111);
+        // A part for cold_a from nothing loaded brings what cold_a calls.
+        let mut chosen = vec![true, true, false, false];
+        part_for(&s.source, s.offset, 2, &mut chosen).unwrap();
+        assert_eq!(chosen, [true; 4]);
+        // Out of range, or a mismatched set: no part.
+        assert!(part_for(&s.source, s.offset, 9, &mut [false; 4]).is_none());
+        assert!(part_for(&s.source, s.offset, 2, &mut [false; 3]).is_none());
     }
 
     #[test]
@@ -1053,7 +1457,7 @@ mod tests {
             "runtime.goPanicSliceB",
         ] {
             let wasm = go_shaped(false, ["run", "main.main", callee, "fmt.y"]);
-            let s = split(&wasm, Pick::Predicted(&|_| false)).expect("split");
+            let s = split(&wasm, Pick::Predicted(&|_, _| false)).expect("split");
             assert_eq!(s.cold.len(), 2, "{callee}");
             assert!(
                 s.cold.contains(&Cold { slot: 5, ty: 1 }),
@@ -1062,6 +1466,6 @@ mod tests {
         }
         // Anything else keeps the program whole.
         let wasm = go_shaped(false, ["run", "main.main", "runtime.mallocgc", "fmt.y"]);
-        assert!(split(&wasm, Pick::Predicted(&|_| false)).is_none());
+        assert!(split(&wasm, Pick::Predicted(&|_, _| false)).is_none());
     }
 }

@@ -322,7 +322,8 @@ fn queued_modules_are_compiled_by_one_filler() {
 
 /// The hot list (crates/gojs/src/hot_functions.txt) covers hello world and its usual variants
 /// under every supported Go that Node can run: their first run compiles about a third of their
-/// functions before starting. A program whose own code reaches beyond the list is compiled whole.
+/// functions before starting. A program whose own code reaches beyond the list has what it calls
+/// compiled first as well; a test binary is compiled whole.
 #[test]
 fn first_runs_of_hello_world_are_split() {
     use crate::harness::Go;
@@ -338,9 +339,30 @@ fn first_runs_of_hello_world_are_split() {
             "{go:?}: hello compiles {first} of {total} functions first"
         );
     }
-    // The cpu fixture's own code calls functions hello world doesn't run.
+    // The cpu fixture's own code calls functions hello world doesn't run (`sort`, `crypto`):
+    // they join the first part.
+    let hello = std::fs::read(Go::path().build("hello")).unwrap();
     let cpu = std::fs::read(Go::path().build("cpu")).unwrap();
-    assert_eq!(gojs::first_run_split(&cpu), None);
+    let (hello_first, _) = gojs::first_run_split(&hello).unwrap();
+    let (cpu_first, cpu_later) = gojs::first_run_split(&cpu).expect("cpu is split");
+    assert!(
+        cpu_first > hello_first + 20 && cpu_later > 100,
+        "cpu compiles {cpu_first} functions first (hello {hello_first}), {cpu_later} later"
+    );
+    let dir = fresh_scratch_dir("test-binary-whole");
+    let bin = dir.join("errors.test");
+    let mut cmd = Command::new(&Go::path().bin);
+    cmd.env("GOOS", "js")
+        .env("GOARCH", "wasm")
+        .env("GOTOOLCHAIN", "local")
+        .args(["test", "-c", "-o"])
+        .arg(&bin)
+        .arg("errors");
+    let o = run(cmd, b"");
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    let test = std::fs::read(&bin).unwrap();
+    assert_eq!(gojs::first_run_split(&test), None, "a test binary is split");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Go clears a large allocation when its heap was used before; gojs's fill (crates/gojs/src/
