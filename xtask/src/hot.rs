@@ -4,11 +4,12 @@
 //!
 //! Node compiles wasm lazily, one function at a time on its first call, and can log each
 //! compile: running `bench/hello`, `xtask/hot/greet` (hello world's usual variants),
-//! `xtask/hot/basics` (what small programs commonly do next) and `xtask/hot/concurrency`
-//! (goroutines, channels, timers) that way under every Go toolchain on the machine names the
-//! functions a small program runs. The lists are their union, by the names in the modules'
-//! name sections; the runtime functions only the concurrency program runs go in a list of
-//! their own.
+//! `xtask/hot/basics` (what small programs commonly do next), `xtask/hot/concurrency`
+//! (goroutines, channels, timers) and `xtask/hot/libraries` (json, regexp, hashes, …) that way
+//! under every Go toolchain on the machine names the functions a small program runs. The lists
+//! are their union, by the names in the modules' name sections; the runtime functions only the
+//! concurrency program runs go in a list of their own, those only the libraries program runs
+//! in none.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,13 @@ const PROGRAMS: &[&str] = &["bench/hello", "xtask/hot/greet", "xtask/hot/basics"
 /// `bufio`, `context`, …) join the main list.
 const GOROUTINES: &str = "xtask/hot/concurrency";
 
+/// A program whose functions join the main list only for the packages hello world doesn't link
+/// (`encoding/json`, `regexp`, `crypto/sha256`, …): a package's functions are only in binaries
+/// that link it, and every binary links the runtime's, `fmt`'s and `strconv`'s (those a
+/// program using `encoding/json` or `regexp` needs are compiled when first called, see
+/// RATIONALE.md).
+const LIBRARIES: &str = "xtask/hot/libraries";
+
 pub fn run() -> Result<()> {
     let root = super::workspace_root()?;
     let out_dir = root.join("target/hot");
@@ -38,13 +46,20 @@ pub fn run() -> Result<()> {
     }
     let mut hot = BTreeSet::new();
     let mut goroutines = BTreeSet::new();
+    let mut libraries = BTreeSet::new();
+    // The packages hello world links, under any toolchain.
+    let mut linked = BTreeSet::new();
     for go in &toolchains {
         let version = super::capture(Command::new(go).args(["env", "GOVERSION"]))?;
         let wasm_exec = super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")?;
-        for prog in PROGRAMS.iter().chain([&GOROUTINES]) {
+        for prog in PROGRAMS.iter().chain([&GOROUTINES, &LIBRARIES]) {
             let stem = prog.rsplit('/').next().unwrap_or(prog);
             let out = out_dir.join(format!("{stem}-{version}.wasm"));
             let wasm = build(go, &root.join(prog), &out)?;
+            if *prog == "bench/hello" {
+                let names = function_names(&std::fs::read(&wasm)?)?;
+                linked.extend(names.values().map(|n| package(n).to_string()));
+            }
             // Go 1.19's runner predates Node 20 (it assigns `globalThis.crypto`).
             // A few runs: which functions run can depend on timing (a collection, a timer).
             for _ in 0..3 {
@@ -53,6 +68,8 @@ pub fn run() -> Result<()> {
                         eprintln!("{version} {prog}: {} functions", names.len());
                         if *prog == GOROUTINES {
                             goroutines.extend(names);
+                        } else if *prog == LIBRARIES {
+                            libraries.extend(names);
                         } else {
                             hot.extend(names);
                         }
@@ -70,9 +87,19 @@ pub fn run() -> Result<()> {
         .cloned()
         .partition(|name| is_runtime(name));
     hot.extend(other);
+    hot.extend(
+        libraries
+            .into_iter()
+            .filter(|n| !linked.contains(package(n))),
+    );
     write_list(&root.join("crates/gojs/src/hot_functions.txt"), &hot)?;
     write_list(&root.join("crates/gojs/src/hot_goroutines.txt"), &runtime)?;
     Ok(())
+}
+
+/// The package of a function named as in Go's name section (`encoding_json.Marshal`).
+fn package(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
 }
 
 /// Whether `name` belongs to the runtime or the packages it is made of.
