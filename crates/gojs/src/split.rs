@@ -43,7 +43,6 @@ const MEMORY_EXPORT: &str = "gojs:split:memory";
 /// A module cut in two.
 pub(crate) struct Split {
     pub primary: Vec<u8>,
-    pub secondary: Vec<u8>,
     /// The functions the primary lacks, in index order.
     pub cold: Vec<Cold>,
     /// How many functions the module defines.
@@ -54,6 +53,15 @@ pub(crate) struct Split {
     pub source: Vec<u8>,
     /// The table slot of the first defined function.
     pub offset: u32,
+}
+
+#[cfg(test)]
+impl Split {
+    /// The secondary's module: the whole module again, importing the primary's memory, table
+    /// and globals ([`Secondary::start`] makes it on its compile thread).
+    pub fn secondary(&self) -> Option<Vec<u8>> {
+        parse(&self.source).map(|shape| secondary_module(&shape))
+    }
 }
 
 /// A function the primary lacks.
@@ -187,10 +195,8 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         return None;
     }
     let primary = primary(&shape, &is_hot, offset)?;
-    let secondary = secondary(&shape);
     Some(Split {
         primary,
-        secondary,
         cold,
         functions: defined,
         types: shape.types,
@@ -744,7 +750,7 @@ fn part_for(source: &[u8], offset: u32, f: usize, chosen: &mut [bool]) -> Option
 
 /// The secondary: the whole module again, with the primary's memory, table and globals
 /// imported; its element segment points every slot at its own functions.
-fn secondary(s: &Shape<'_>) -> Vec<u8> {
+fn secondary_module(s: &Shape<'_>) -> Vec<u8> {
     let mut m = enc::Module::new();
     for section in &s.sections {
         match *section {
@@ -860,7 +866,7 @@ impl Secondary {
             code: Mutex::new(None),
             ready: Condvar::new(),
         });
-        let (engine, wasm, done) = (engine.clone(), split.secondary, secondary.clone());
+        let (engine, done) = (engine.clone(), secondary.clone());
         let compile = move || {
             // In a pool of our own: wasmtime compiles in parallel on the current rayon pool, and
             // if that were the global one, an embedder whose instances run on its threads and
@@ -868,6 +874,9 @@ impl Secondary {
             let code = compile_pool()
                 .map_err(|e| format!("cannot start compile threads: {e}"))
                 .and_then(|pool| {
+                    let wasm = parse(&done.source)
+                        .map(|shape| secondary_module(&shape))
+                        .ok_or("the split module no longer parses")?;
                     pool.install(|| {
                         crate::engine::compile_go(&engine, &wasm, crate::engine::Code::WinchPart)
                     })
@@ -1181,9 +1190,10 @@ mod tests {
         assert_eq!(s.cold, [Cold { slot: 5, ty: 1 }, Cold { slot: 6, ty: 1 }]);
         assert_eq!(s.types.len(), 2);
         validate(&s.primary);
-        validate(&s.secondary);
+        let secondary = s.secondary().unwrap();
+        validate(&secondary);
         let imports: Vec<(String, String)> = Parser::new(0)
-            .parse_all(&s.secondary)
+            .parse_all(&secondary)
             .filter_map(|p| match p.unwrap() {
                 Payload::ImportSection(r) => Some(
                     r.into_imports()
@@ -1252,8 +1262,11 @@ mod tests {
             "reached a cold function"
         );
         l.instance(&mut store, SHARED_MODULE, primary).unwrap();
-        l.instantiate(&mut store, &Module::new(&engine, &s.secondary).unwrap())
-            .unwrap();
+        l.instantiate(
+            &mut store,
+            &Module::new(&engine, &s.secondary().unwrap()).unwrap(),
+        )
+        .unwrap();
         // Globals are shared: the secondary's code reads what the primary's export holds.
         primary
             .get_global(&mut store, "gojs:split:global:0")
@@ -1294,7 +1307,7 @@ mod tests {
         validate(&s.primary);
         assert!(
             wasmparser::Validator::new()
-                .validate_all(&s.secondary)
+                .validate_all(&s.secondary().unwrap())
                 .is_err()
         );
     }
