@@ -1264,7 +1264,7 @@ mod tests {
         l.instance(&mut store, SHARED_MODULE, primary).unwrap();
         l.instantiate(
             &mut store,
-            &Module::new(&engine, &s.secondary().unwrap()).unwrap(),
+            &Module::new(&engine, s.secondary().unwrap()).unwrap(),
         )
         .unwrap();
         // Globals are shared: the secondary's code reads what the primary's export holds.
