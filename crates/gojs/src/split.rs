@@ -491,6 +491,7 @@ fn is_init(name: &str) -> bool {
             .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether `name` is a runtime function a program runs only when it fails, or when tracing.
 fn is_unlikely(name: &str) -> bool {
     name.starts_with("runtime.trace")
         || name.starts_with("runtime.throw")
@@ -847,7 +848,8 @@ fn export_kind(kind: ExternalKind) -> enc::ExportKind {
 pub(crate) struct Secondary {
     cold: Vec<Cold>,
     types: Vec<Signature>,
-    source: Vec<u8>,
+    /// The module as it came, while parts may be needed (until the secondary is compiled).
+    source: Mutex<Option<Arc<[u8]>>>,
     offset: u32,
     functions: usize,
     code: Mutex<Option<Result<wasmtime::Module, String>>>,
@@ -860,13 +862,14 @@ impl Secondary {
         let secondary = Arc::new(Secondary {
             cold: split.cold,
             types: split.types,
-            source: split.source,
+            source: Mutex::new(Some(split.source.into())),
             offset: split.offset,
             functions: split.functions,
             code: Mutex::new(None),
             ready: Condvar::new(),
         });
         let (engine, done) = (engine.clone(), secondary.clone());
+        let source = secondary.source();
         let compile = move || {
             // In a pool of our own: wasmtime compiles in parallel on the current rayon pool, and
             // if that were the global one, an embedder whose instances run on its threads and
@@ -874,7 +877,9 @@ impl Secondary {
             let code = compile_pool()
                 .map_err(|e| format!("cannot start compile threads: {e}"))
                 .and_then(|pool| {
-                    let wasm = parse(&done.source)
+                    let wasm = source
+                        .as_deref()
+                        .and_then(parse)
                         .map(|shape| secondary_module(&shape))
                         .ok_or("the split module no longer parses")?;
                     pool.install(|| {
@@ -882,6 +887,10 @@ impl Secondary {
                     })
                     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
+            if code.is_ok() {
+                // Every call from now on instantiates the secondary: no more parts.
+                *done.source.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            }
             *done.code.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
             done.ready.notify_all();
         };
@@ -896,6 +905,13 @@ impl Secondary {
                 Some(Err(format!("cannot start a compile thread: {e}")));
         }
         secondary
+    }
+
+    fn source(&self) -> Option<Arc<[u8]>> {
+        self.source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the background compile is done (or failed).
@@ -917,7 +933,7 @@ impl Secondary {
     ) -> Option<wasmtime::Module> {
         let f = usize::try_from(slot.checked_sub(self.offset)?).ok()?;
         let mut chosen = loaded.to_vec();
-        let wasm = part_for(&self.source, self.offset, f, &mut chosen)?;
+        let wasm = part_for(&self.source()?, self.offset, f, &mut chosen)?;
         let module = crate::engine::compile_go(engine, &wasm, crate::engine::Code::WinchPart)
             .inspect_err(|e| tracing::debug!("a part of a split module failed to compile: {e:#}"))
             .ok()?;
