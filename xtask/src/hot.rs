@@ -1,6 +1,6 @@
 //! `cargo xtask hot-functions`: the lists of functions a first run compiles before it starts
-//! (crates/gojs/src/hot_functions.txt and hot_goroutines.txt; see RATIONALE.md, "Why split a
-//! module…").
+//! (crates/gojs/src/hot_functions.txt, hot_goroutines.txt and hot_libraries.txt; see
+//! RATIONALE.md, "Why split a module…").
 //!
 //! Node compiles wasm lazily, one function at a time on its first call, and can log each
 //! compile: running `bench/hello`, `xtask/hot/greet` (hello world's usual variants),
@@ -8,8 +8,8 @@
 //! (goroutines, channels, timers) and `xtask/hot/libraries` (json, regexp, hashes, …) that way
 //! under every Go toolchain on the machine names the functions a small program runs. The lists
 //! are their union, by the names in the modules' name sections; the runtime functions only the
-//! concurrency program runs go in a list of their own, those only the libraries program runs
-//! in none.
+//! concurrency program runs go in a list of their own, as do the functions of hello world's
+//! packages that only the libraries program runs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,11 +26,11 @@ const PROGRAMS: &[&str] = &["bench/hello", "xtask/hot/greet", "xtask/hot/basics"
 /// `bufio`, `context`, …) join the main list.
 const GOROUTINES: &str = "xtask/hot/concurrency";
 
-/// A program whose functions join the main list only for the packages hello world doesn't link
+/// A program whose functions join the main list for the packages hello world doesn't link
 /// (`encoding/json`, `regexp`, `crypto/sha256`, …): a package's functions are only in binaries
-/// that link it, and every binary links the runtime's, `fmt`'s and `strconv`'s (those a
-/// program using `encoding/json` or `regexp` needs are compiled when first called, see
-/// RATIONALE.md).
+/// that link it. Those of the packages every binary links (the runtime's, `reflect`'s,
+/// `strconv`'s) go in a list of their own, compiled ahead only for programs that link
+/// `encoding/json` or `regexp` (see RATIONALE.md).
 const LIBRARIES: &str = "xtask/hot/libraries";
 
 pub fn run() -> Result<()> {
@@ -87,13 +87,14 @@ pub fn run() -> Result<()> {
         .cloned()
         .partition(|name| is_runtime(name));
     hot.extend(other);
-    hot.extend(
-        libraries
-            .into_iter()
-            .filter(|n| !linked.contains(package(n))),
-    );
+    let (own, shared): (BTreeSet<String>, BTreeSet<String>) = libraries
+        .into_iter()
+        .partition(|n| !linked.contains(package(n)));
+    hot.extend(own);
+    let shared: BTreeSet<String> = shared.difference(&hot).cloned().collect();
     write_list(&root.join("crates/gojs/src/hot_functions.txt"), &hot)?;
     write_list(&root.join("crates/gojs/src/hot_goroutines.txt"), &runtime)?;
+    write_list(&root.join("crates/gojs/src/hot_libraries.txt"), &shared)?;
     Ok(())
 }
 

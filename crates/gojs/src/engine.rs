@@ -570,6 +570,9 @@ impl Compiled {
 const HOT_FUNCTIONS: &str = include_str!("hot_functions.txt");
 /// The runtime functions a small program that starts goroutines runs as well (the same).
 const HOT_GOROUTINES: &str = include_str!("hot_goroutines.txt");
+/// The functions of the runtime, `reflect`, `strconv`, … that a small program using
+/// `encoding/json` or `regexp` runs as well (the same).
+const HOT_LIBRARIES: &str = include_str!("hot_libraries.txt");
 
 /// What [`compile_go`] compiles, which decides the rewrite's passes ([`Passes::enabled`]):
 /// a whole module with Winch (which then calls through dispatchers rather than the table), a
@@ -636,17 +639,20 @@ fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compile
 /// The split a first run makes by default: the hot lists, and the program's own code.
 fn default_split(wasm: &[u8]) -> Option<crate::split::Split> {
     type Names = std::collections::HashSet<&'static str>;
-    static HOT: OnceLock<(Names, Names)> = OnceLock::new();
-    let (hot, goroutines) = HOT.get_or_init(|| {
+    static HOT: OnceLock<(Names, Names, Names)> = OnceLock::new();
+    let (hot, goroutines, libraries) = HOT.get_or_init(|| {
         (
             HOT_FUNCTIONS.lines().collect(),
             HOT_GOROUTINES.lines().collect(),
+            HOT_LIBRARIES.lines().collect(),
         )
     });
     crate::split::split(
         wasm,
-        crate::split::Pick::Predicted(&|name, go| {
-            hot.contains(name) || (go && goroutines.contains(name))
+        crate::split::Pick::Predicted(&|name, uses| {
+            hot.contains(name)
+                || (uses.goroutines && goroutines.contains(name))
+                || (uses.libraries && libraries.contains(name))
         }),
     )
 }

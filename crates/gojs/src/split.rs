@@ -112,14 +112,22 @@ enum Section<'a> {
 /// How [`split`] picks the primary's functions.
 #[derive(Clone, Copy)]
 pub(crate) enum Pick<'h> {
-    /// The exported functions, the names `hot(name, goroutines)` accepts (`goroutines`: whether
-    /// the program's own code starts goroutines, uses channels or timers), the program's own
+    /// The exported functions, the names `hot(name, uses)` accepts (see [`Uses`]), the program's own
     /// (package `main`), every package's initializers, and what [`Catalog::expand`] adds to
     /// them within a budget. `None` for a test binary, or if what the program's own code calls
     /// directly exceeds the budget.
-    Predicted(&'h dyn Fn(&str, bool) -> bool),
+    Predicted(&'h dyn Fn(&str, Uses) -> bool),
     /// Only the exported functions (to test the secondary's path).
     ExportsOnly,
+}
+
+/// What a program uses, for [`Pick::Predicted`] to choose from its lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Uses {
+    /// Its own code starts goroutines, uses channels, timers, a `WaitGroup` or a context.
+    pub goroutines: bool,
+    /// It links `encoding/json` or `regexp`.
+    pub libraries: bool,
 }
 
 /// Cut `wasm` as `pick` says. `None` if the module is not shaped for it, if `pick` predicts
@@ -158,8 +166,19 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
                 }
             }
         }
+        let links = |package: &str| {
+            catalog
+                .by_name
+                .range(package..)
+                .next()
+                .is_some_and(|(n, _)| n.starts_with(package))
+        };
+        let uses = Uses {
+            goroutines,
+            libraries: links("encoding_json.") || links("regexp."),
+        };
         for (i, name) in catalog.name_of.iter().enumerate() {
-            is_hot[i] |= hot(name, goroutines);
+            is_hot[i] |= hot(name, uses);
         }
         // Every package's initializers run before `main.main` (through the table).
         let mut seeds: Vec<usize> = (0..defined)
@@ -1413,7 +1432,7 @@ mod tests {
 
     #[test]
     fn goroutine_functions_join_programs_that_start_goroutines() {
-        let hot = |name: &str, goroutines: bool| goroutines && name == "runtime.goexit";
+        let hot = |name: &str, uses: Uses| uses.goroutines && name == "runtime.goexit";
         // main.main starts a goroutine (calls runtime.newproc): goexit is hot.
         let names = ["run", "main.main", "runtime.newproc", "runtime.goexit", "y"];
         let wasm = go_shaped_calling(false, &names, &[3, 4, 4, 4]);
