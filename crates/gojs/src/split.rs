@@ -1446,6 +1446,25 @@ mod tests {
     }
 
     #[test]
+    fn library_functions_join_programs_that_link_json_or_regexp() {
+        let hot = |name: &str, uses: Uses| uses.libraries && name == "reflect.x";
+        let names = [
+            "run",
+            "main.main",
+            "encoding_json.Marshal",
+            "reflect.x",
+            "y",
+        ];
+        let wasm = go_shaped_calling(false, &names, &[3, 3, 3, 3]);
+        let s = split(&wasm, Pick::Predicted(&hot)).expect("split");
+        assert_eq!(s.cold, [Cold { slot: 5, ty: 1 }, Cold { slot: 7, ty: 1 }]);
+        let names = ["run", "main.main", "fmt.Marshal", "reflect.x", "y"];
+        let wasm = go_shaped_calling(false, &names, &[3, 3, 3, 3]);
+        let s = split(&wasm, Pick::Predicted(&hot)).expect("split");
+        assert_eq!(s.cold.len(), 3, "reflect.x stays cold");
+    }
+
+    #[test]
     fn parts_fill_cold_slots_with_working_code() {
         use wasmtime::{Engine, Linker, Module, Store};
         let engine = Engine::default();
