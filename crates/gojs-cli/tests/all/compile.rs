@@ -257,20 +257,26 @@ fn runs_of_200_ms_tier_up_to_inlined_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A Go test binary doesn't tier up, however long it runs: `go test` runs each build once.
-#[test]
-fn test_binaries_do_not_tier_up() {
-    let dir = fresh_scratch_dir("no-tier-up");
-    let bin = dir.join("sort.test");
+/// The js/wasm test binary of std package `pkg`, built into `dir` with the Go on PATH.
+fn std_test_binary(dir: &Path, pkg: &str) -> PathBuf {
+    let bin = dir.join(format!("{pkg}.test"));
     let mut cmd = Command::new(&Go::path().bin);
     cmd.env("GOOS", "js")
         .env("GOARCH", "wasm")
         .env("GOTOOLCHAIN", "local")
         .args(["test", "-c", "-o"])
         .arg(&bin)
-        .arg("sort");
+        .arg(pkg);
     let o = run(cmd, b"");
     assert_eq!(o.code, Some(0), "{}", o.stderr());
+    bin
+}
+
+/// A Go test binary doesn't tier up, however long it runs: `go test` runs each build once.
+#[test]
+fn test_binaries_do_not_tier_up() {
+    let dir = fresh_scratch_dir("no-tier-up");
+    let bin = std_test_binary(&dir, "sort");
     // Small enough to tier up if it were a program.
     assert!(std::fs::metadata(&bin).unwrap().len() < 6 << 20);
     let cache = dir.join("cache");
@@ -350,17 +356,7 @@ fn first_runs_of_hello_world_are_split() {
         "cpu compiles {cpu_first} functions first (hello {hello_first}), {cpu_later} later"
     );
     let dir = fresh_scratch_dir("test-binary-whole");
-    let bin = dir.join("errors.test");
-    let mut cmd = Command::new(&Go::path().bin);
-    cmd.env("GOOS", "js")
-        .env("GOARCH", "wasm")
-        .env("GOTOOLCHAIN", "local")
-        .args(["test", "-c", "-o"])
-        .arg(&bin)
-        .arg("errors");
-    let o = run(cmd, b"");
-    assert_eq!(o.code, Some(0), "{}", o.stderr());
-    let test = std::fs::read(&bin).unwrap();
+    let test = std::fs::read(std_test_binary(&dir, "errors")).unwrap();
     assert_eq!(gojs::first_run_split(&test), None, "a test binary is split");
     let _ = std::fs::remove_dir_all(&dir);
 }
