@@ -133,13 +133,13 @@ fn wait_for_fill(cache: &Path) -> Result<()> {
 pub fn run(runs: usize, write_docs: bool) -> Result<()> {
     let root = repo();
     let gojs = super::build_gojs_exec(&root)?;
-    let node_exec = super::goroot_wasm_file("go", "wasm_exec_node.js")?;
+    let node_exec = super::node_runner(&root, &super::goroot_wasm_file("go", "wasm_exec_node.js")?);
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let xtask = std::env::current_exe()?;
     let node = |wasm: &Path| {
         let mut c = Command::new("node");
-        c.arg("--stack-size=8192").arg(&node_exec).arg(wasm);
+        c.arg("--stack-size=8192").args(&node_exec).arg(wasm);
         c
     };
 

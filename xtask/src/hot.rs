@@ -51,7 +51,10 @@ pub fn run() -> Result<()> {
     let mut linked = BTreeSet::new();
     for go in &toolchains {
         let version = super::capture(Command::new(go).args(["env", "GOVERSION"]))?;
-        let wasm_exec = super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")?;
+        let wasm_exec = super::node_runner(
+            &root,
+            &super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")?,
+        );
         for prog in PROGRAMS.iter().chain([&GOROUTINES, &LIBRARIES]) {
             let stem = prog.rsplit('/').next().unwrap_or(prog);
             let out = out_dir.join(format!("{stem}-{version}.wasm"));
@@ -60,7 +63,6 @@ pub fn run() -> Result<()> {
                 let names = function_names(&std::fs::read(&wasm)?)?;
                 linked.extend(names.values().map(|n| package(n).to_string()));
             }
-            // Go 1.19's runner predates Node 20 (it assigns `globalThis.crypto`).
             // A few runs: which functions run can depend on timing (a collection, a timer).
             for _ in 0..3 {
                 match executed(&wasm, &wasm_exec) {
@@ -145,14 +147,14 @@ fn build(go: &Path, dir: &Path, out: &Path) -> Result<PathBuf> {
 }
 
 /// The names of the functions Node compiles while running `wasm`.
-fn executed(wasm: &Path, wasm_exec: &Path) -> Result<BTreeSet<String>> {
+fn executed(wasm: &Path, wasm_exec: &[std::ffi::OsString]) -> Result<BTreeSet<String>> {
     let out = Command::new("node")
         .args([
             "--trace-wasm-compilation-times",
             "--wasm-lazy-compilation",
             "--stack-size=8192",
         ])
-        .arg(wasm_exec)
+        .args(wasm_exec)
         .arg(wasm)
         .output()
         .context("running node (apt-get install nodejs)")?;

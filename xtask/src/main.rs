@@ -387,6 +387,19 @@ fn goroot_wasm_file(go: &str, name: &str) -> Result<PathBuf> {
         .with_context(|| format!("no {name} in {goroot}/lib/wasm or misc/wasm"))
 }
 
+/// Node's arguments for running Go's `wasm_exec_node.js` at `runner`: with
+/// `crates/gojs-cli/tests/node_preload.js` first for Go 1.19's, which assigns
+/// `globalThis.crypto` (read-only since Node 19) and otherwise never starts.
+fn node_runner(root: &Path, runner: &Path) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    if std::fs::read_to_string(runner).is_ok_and(|s| s.contains("globalThis.crypto = {")) {
+        args.push("--require".into());
+        args.push(root.join("crates/gojs-cli/tests/node_preload.js").into());
+    }
+    args.push(runner.into());
+    args
+}
+
 fn read_list(path: &Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

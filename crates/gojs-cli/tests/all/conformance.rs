@@ -86,8 +86,8 @@ fn go_run_and_go_test_find_it_on_path() {
     assert!(out.stdout().starts_with("ok"), "{}", out.stdout());
 }
 
-/// Node can't run Go 1.19's test binaries at all (its runner assigns the read-only
-/// `globalThis.crypto`); gojs can.
+/// Go 1.19's own `go_js_wasm_exec` can't run its test binaries on Node 20 (its runner assigns
+/// the read-only `globalThis.crypto`); gojs's can.
 #[test]
 fn go_1_19_tests_run_where_node_cannot() {
     let mut cmd = go_for_wasm_with(&Go::debian(19));

@@ -278,12 +278,20 @@ pub fn run_node(go: &Go, wasm: &Path, inv: &Invocation) -> Outcome {
     for (k, v) in inv.env.iter().flatten() {
         cmd.arg(format!("{k}={v}"));
     }
-    cmd.arg(node)
-        .arg("--stack-size=8192")
-        .arg(go.wasm_exec_node())
-        .arg(wasm)
-        .args(&inv.args);
+    cmd.arg(node).arg("--stack-size=8192");
+    let runner = go.wasm_exec_node();
+    if assigns_crypto(&runner) {
+        cmd.arg("--require")
+            .arg(repo().join("crates/gojs-cli/tests/node_preload.js"));
+    }
+    cmd.arg(runner).arg(wasm).args(&inv.args);
     run(cmd, &inv.stdin)
+}
+
+/// Whether a `wasm_exec_node.js` assigns `globalThis.crypto` (Go 1.19's), which Node ≥ 19
+/// refuses unless `tests/node_preload.js` runs first.
+fn assigns_crypto(runner: &Path) -> bool {
+    std::fs::read_to_string(runner).is_ok_and(|s| s.contains("globalThis.crypto = {"))
 }
 
 pub fn run(mut cmd: Command, stdin: &[u8]) -> Outcome {
