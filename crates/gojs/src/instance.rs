@@ -423,6 +423,7 @@ pub(crate) struct HostState {
     pub ctx: JsCtx,
     pub values: ValueTable,
     pub reflect: Reflect,
+    pub instance_of: crate::realm::InstanceOf,
     guest: Option<GuestExports>,
     /// Property names Go used, as JS strings (see `Call::load_name`).
     pub names: foldhash::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
@@ -638,6 +639,7 @@ impl Guest {
             host: host.clone(),
             values: ValueTable::new(presets),
             reflect: Reflect::new(&ctx)?,
+            instance_of: crate::realm::InstanceOf::new(&ctx)?,
             ctx,
             guest: None,
             names: foldhash::HashMap::default(),

@@ -1015,6 +1015,109 @@ pub(crate) fn set_ordinary(obj: &JsValue, name: &PropName, x: &Raw) -> Option<Re
     }))
 }
 
+/// QuickJS's class ids of functions written in C (the built-in constructors) and in JS (not
+/// bound functions, proxies or generators).
+const JS_CLASS_C_FUNCTION: qjs::JSClassID = 12;
+const JS_CLASS_BYTECODE_FUNCTION: qjs::JSClassID = 13;
+
+/// What [`InstanceOf::ordinary`] needs: the atoms of `Symbol.hasInstance` and `prototype`, and
+/// `Function.prototype`.
+pub(crate) struct InstanceOf {
+    has_instance: PropName,
+    prototype: PropName,
+    function_proto: JsValue,
+}
+
+impl InstanceOf {
+    pub fn new(ctx: &JsCtx) -> rquickjs::Result<Self> {
+        let name = |v: JsValue| PropName::new(v).map_err(|_| rquickjs::Error::Exception);
+        let symbol: Object = ctx.globals().get("Symbol")?;
+        let function: Object = ctx.globals().get("Function")?;
+        Ok(InstanceOf {
+            has_instance: name(symbol.get("hasInstance")?)?,
+            prototype: name(rquickjs::String::from_str(ctx.clone(), "prototype")?.into_value())?,
+            function_proto: function.get("prototype")?,
+        })
+    }
+
+    /// `value instanceof ctor` answered without running JS, or `None` when that can't be known
+    /// so (the caller runs the real `instanceof`). It can when `ctor` is a plain function (C or
+    /// JS; not bound, a proxy or a generator) with no own `Symbol.hasInstance` on it or on its
+    /// prototypes up to `Function.prototype`, whose `Symbol.hasInstance` is non-writable and
+    /// non-configurable: that one decides, by `OrdinaryHasInstance`. That reads `ctor`'s own
+    /// `prototype` (a data property holding an object here) and walks `value`'s prototype chain,
+    /// which calls no JS unless a proxy is on it.
+    pub fn ordinary(&self, value: &JsValue, ctor: &JsValue) -> Option<bool> {
+        let c = ctor.as_raw();
+        let class = class_of(c)?;
+        if class != JS_CLASS_C_FUNCTION && class != JS_CLASS_BYTECODE_FUNCTION {
+            return None;
+        }
+        let ctx = ctor.ctx();
+        let raw = raw_ctx(ctx);
+        // Whether `a` is the object `b` (an object): by identity, as `===` compares objects.
+        let same = |a: qjs::JSValue, b: qjs::JSValue| unsafe {
+            // SAFETY: reads the tag and the pointer of two live values.
+            qjs::JS_IsObject(a) && qjs::JS_VALUE_GET_PTR(a) == qjs::JS_VALUE_GET_PTR(b)
+        };
+        // `ctor`, then its prototypes, down to `Function.prototype`.
+        let mut cur: Option<Raw> = None;
+        loop {
+            let obj = cur.as_ref().map_or(c, |r| r.v);
+            if !matches!(own_property(ctx, obj, self.has_instance.atom), Own::Missing) {
+                return None;
+            }
+            // SAFETY: `obj` is a live object other than a proxy: reading its prototype runs no
+            // JS. The result is a reference we own (freed by `Raw`'s drop).
+            let next = Raw {
+                ctx: raw,
+                v: unsafe { qjs::JS_GetPrototype(raw, obj) },
+            };
+            if same(next.v, self.function_proto.as_raw()) {
+                break;
+            }
+            // SAFETY: reads the tag and class of a live value.
+            if !unsafe { qjs::JS_IsObject(next.v) } || unsafe { qjs::JS_IsProxy(next.v) } {
+                return None;
+            }
+            cur = Some(next);
+        }
+        // SAFETY: reads the tag of a live value.
+        if !unsafe { qjs::JS_IsObject(value.as_raw()) } {
+            return Some(false);
+        }
+        let proto = match own_property(ctx, c, self.prototype.atom) {
+            Own::Data(data) => data.into_raw(),
+            Own::Missing | Own::Unusable => return None,
+        };
+        // SAFETY: reads the tag of a live value.
+        if !unsafe { qjs::JS_IsObject(proto.v) } {
+            return None;
+        }
+        let mut cur: Option<Raw> = None;
+        loop {
+            let obj = cur.as_ref().map_or(value.as_raw(), |r| r.v);
+            // SAFETY: reads the class of a live object.
+            if unsafe { qjs::JS_IsProxy(obj) } {
+                return None;
+            }
+            // SAFETY: as above: not a proxy, so no JS runs; the reference is ours.
+            let next = Raw {
+                ctx: raw,
+                v: unsafe { qjs::JS_GetPrototype(raw, obj) },
+            };
+            // SAFETY: reads the tag of a live value.
+            if !unsafe { qjs::JS_IsObject(next.v) } {
+                return Some(false);
+            }
+            if same(next.v, proto.v) {
+                return Some(true);
+            }
+            cur = Some(next);
+        }
+    }
+}
+
 /// `value instanceof ctor`; `Err` is the thrown value (e.g. `ctor` not callable).
 pub(crate) fn instance_of(value: &Raw, ctor: &Raw) -> Result<bool, Raw> {
     let ctx = value.ctx;
@@ -1240,6 +1343,116 @@ mod tests {
         assert_eq!(class("[]"), JS_CLASS_ARRAY);
         assert_ne!(class("new Proxy({}, {})"), JS_CLASS_OBJECT);
         assert_ne!(class("new Uint8Array(1)"), JS_CLASS_ARRAY);
+        assert_eq!(class("Array"), JS_CLASS_C_FUNCTION);
+        assert_eq!(class("(function () {})"), JS_CLASS_BYTECODE_FUNCTION);
+        assert_eq!(class("(class {})"), JS_CLASS_BYTECODE_FUNCTION);
+        for other in [
+            "(function () {}).bind(null)",
+            "new Proxy(function () {}, {})",
+            "(function* () {})",
+            "(async function () {})",
+        ] {
+            let c = class(other);
+            assert!(
+                c != JS_CLASS_C_FUNCTION && c != JS_CLASS_BYTECODE_FUNCTION,
+                "{other}"
+            );
+        }
+    }
+
+    /// `InstanceOf::ordinary` answers as `instanceof` does, whenever it answers; and it answers
+    /// for the usual constructors, not for those whose `instanceof` could run JS.
+    #[test]
+    fn ordinary_instance_of_agrees_with_instanceof() {
+        let engine = JsEngine::new().unwrap();
+        let ctx = engine.ctx();
+        ctx.eval::<(), _>(
+            r#"
+            globalThis.Animal = class Animal {};
+            globalThis.Dog = class Dog extends Animal {};
+            globalThis.Plain = function Plain() {};
+            globalThis.Custom = class Custom { static [Symbol.hasInstance](v) { return v === 7; } };
+            globalThis.Heir = class Heir extends Custom {};
+            globalThis.Bound = Plain.bind(null);
+            globalThis.ProxyCtor = new Proxy(Plain, {});
+            globalThis.Reparented = function Reparented() {};
+            Object.setPrototypeOf(Reparented, null);
+            globalThis.NoProto = function NoProto() {};
+            NoProto.prototype = 5;
+            globalThis.seen = [];
+            globalThis.TrapChain = Object.create(new Proxy(Dog.prototype, {
+                getPrototypeOf(t) { seen.push("trap"); return Reflect.getPrototypeOf(t); },
+            }));
+            "#,
+        )
+        .unwrap();
+        let instance_of = InstanceOf::new(&ctx).unwrap();
+        let values = [
+            "new Dog()",
+            "new Animal()",
+            "new Plain()",
+            "[]",
+            "new Uint8Array(2)",
+            "({})",
+            "Object.create(null)",
+            "7",
+            "'s'",
+            "null",
+            "new Custom()",
+            "TrapChain",
+            "new (class extends Array {})()",
+            "Plain",
+            "Dog",
+        ];
+        let ctors = [
+            ("Dog", true),
+            ("Animal", true),
+            ("Plain", true),
+            ("Array", true),
+            ("Object", true),
+            ("Uint8Array", true),
+            ("Function", true),
+            ("Error", true),
+            ("Custom", false),
+            ("Heir", false),
+            ("Bound", false),
+            ("ProxyCtor", false),
+            ("Reparented", false),
+            ("NoProto", false),
+            ("Math.max", false),
+        ];
+        for (c, answers) in ctors {
+            let ctor: JsValue = ctx.eval(c).unwrap();
+            for v in values {
+                let value: JsValue = ctx.eval(format!("({v})")).unwrap();
+                let fast = instance_of.ordinary(&value, &ctor);
+                let real = instance_of_js(&ctx, v, c);
+                match fast {
+                    Some(b) => assert_eq!(Ok(b), real, "{v} instanceof {c}"),
+                    // Through a proxy on the chain, the real `instanceof` runs its trap.
+                    None => assert!(
+                        !answers || v == "TrapChain",
+                        "{v} instanceof {c}: no answer"
+                    ),
+                }
+            }
+        }
+        // The proxy's trap is left to the real `instanceof`, which runs it.
+        let seen = || ctx.eval::<i32, _>("seen.length").unwrap();
+        let (trap_chain, dog): (JsValue, JsValue) =
+            (ctx.eval("TrapChain").unwrap(), ctx.eval("Dog").unwrap());
+        let before = seen();
+        assert_eq!(instance_of.ordinary(&trap_chain, &dog), None);
+        assert_eq!(seen(), before, "no trap ran");
+        assert!(before > 0, "the real instanceof ran the trap");
+    }
+
+    /// `v instanceof c` evaluated by QuickJS: `Err` if it throws.
+    fn instance_of_js(ctx: &JsCtx, v: &str, c: &str) -> Result<bool, ()> {
+        ctx.eval::<bool, _>(format!("({v}) instanceof ({c})"))
+            .map_err(|_| {
+                let _ = ctx.catch();
+            })
     }
 
     #[test]

@@ -354,9 +354,18 @@ pub(super) fn value_load_string(c: &mut Call) -> wasmtime::Result<()> {
 /// `func valueInstanceOf(v ref, t ref) bool`.
 pub(super) fn value_instance_of(c: &mut Call) -> wasmtime::Result<()> {
     let frame = c.frame();
-    let (mem, state) = c.split()?;
-    let v = state.load_raw(frame.r#ref(&mem, 8)?);
-    let t = state.load_raw(frame.r#ref(&mem, 16)?);
+    let (mut mem, state) = c.split()?;
+    let (v, t) = (frame.r#ref(&mem, 8)?, frame.r#ref(&mem, 16)?);
+    // Most need no JS (`InstanceOf::ordinary`): answered in place, with no copy of either value
+    // and no re-entry bookkeeping.
+    if let (Decoded::Id(vi), Decoded::Id(ti)) = (v.decode(), t.decode())
+        && let (Some(value), Some(ctor)) = (state.values.get(vi), state.values.get(ti))
+        && let Some(b) = state.instance_of.ordinary(value, ctor)
+    {
+        return Ok(frame.set_u8(&mut mem, 24, u8::from(b))?);
+    }
+    let v = state.load_raw(v);
+    let t = state.load_raw(t);
     match c.run_js(|| realm::instance_of(&v, &t))? {
         Ok(b) => c.with_mem(|m, f| f.set_u8(m, 24, u8::from(b))),
         Err(e) => {
