@@ -144,7 +144,21 @@ pub fn run(module: &Path, options: RunOptions) -> i32 {
 
 fn try_run(module: &Path, options: RunOptions) -> Result<i32, gojs::Error> {
     let (module, config) = prepare(module, options)?;
-    module.run(config)
+    let (code, refused) = module.run_with_refusal(config)?;
+    // A program that fails after being refused a path most likely failed for want of a grant
+    // (the default grants nothing): say which, once, after its own output.
+    if code != 0
+        && let Some(refused) = refused
+    {
+        let fix = match refused {
+            gojs::Refusal::Ungranted(_) => {
+                "grant its directory with --dir or --ro-dir, or everything with --allow-all"
+            }
+            gojs::Refusal::ReadOnly(_) => "grant its directory with --dir, or --allow-all",
+        };
+        eprintln!("gojs: note: the program was refused a path: {refused} ({fix})");
+    }
+    Ok(code)
 }
 
 /// `gojs call`: run until idle, call `name` with JSON `args`, print the result as JSON.

@@ -66,7 +66,9 @@ enum Command {
     /// (add variables with --env or pass the whole host environment with --inherit-env) and it
     /// sees no files (grant directories with --dir and --ro-dir, or everything with
     /// --allow-all). The guest's working directory is the host's when that is inside a granted
-    /// directory, else `/`. stdin, stdout and stderr are the terminal's.
+    /// directory, else `/`. stdin, stdout and stderr are the terminal's. A program that exits
+    /// with a non-zero code after being refused a path gets a note on stderr naming the first
+    /// one and the flag that grants it.
     #[command(trailing_var_arg = true)]
     Run {
         #[command(flatten)]

@@ -1033,6 +1033,11 @@ impl Guest {
         &self.host
     }
 
+    /// The first path the guest was refused for want of a grant.
+    pub fn refusal(&self) -> Option<crate::vfs::Refusal> {
+        self.host.vfs.borrow().refusal().cloned()
+    }
+
     /// Ids Go holds right now and the table's capacity (for leak checks).
     pub fn value_table_stats(&self) -> (usize, usize) {
         let v = &self.store.data().values;

@@ -95,7 +95,7 @@ pub use error::Error;
 pub use handle::{Handle, Reply, Running};
 pub use instance::{Config, Input, Output};
 pub use module::{GoAbi, Module};
-pub use vfs::Grant;
+pub use vfs::{Grant, Refusal};
 
 impl Module {
     /// Run the program to completion on a new guest thread and return Go's exit code
@@ -107,6 +107,28 @@ impl Module {
     /// can't be set up.
     pub fn run(&self, config: Config) -> Result<i32, Error> {
         self.on_guest_thread(config, |_| ()).map(|(code, ())| code)
+    }
+
+    /// Like [`Module::run`], also returning the first path the program was refused for want
+    /// of a grant ([`Grant`]), if any: what a host can tell its user when the program then
+    /// fails (`gojs run` does, for a non-zero exit code).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), gojs::Error> {
+    /// let engine = gojs::Engine::new()?;
+    /// let module = gojs::Module::from_file(&engine, "prog.wasm")?;
+    /// let (code, refused) = module.run_with_refusal(gojs::Config::new())?;
+    /// if let (1.., Some(r)) = (code, refused) {
+    ///     eprintln!("note: {r}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Module::run`].
+    pub fn run_with_refusal(&self, config: Config) -> Result<(i32, Option<Refusal>), Error> {
+        self.on_guest_thread(config, |guest| guest.refusal())
     }
 
     /// Like [`Module::run`], also reporting how many value ids Go held at exit and the values

@@ -262,6 +262,28 @@ enum Open {
 pub(crate) struct Vfs {
     mounts: Vec<Mount>,
     files: BTreeMap<i32, Open>,
+    /// The first path refused for want of a grant.
+    refused: std::cell::OnceCell<Refusal>,
+}
+
+/// A guest path refused for want of a grant (see [`crate::Module::run_with_refusal`]): what
+/// tells a user which grant a failing program lacked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The path (absolute, in the guest's namespace) is outside every granted directory.
+    Ungranted(String),
+    /// A change to the path was refused: it is under a read-only grant, or in a directory
+    /// above the grants.
+    ReadOnly(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Ungranted(p) => write!(f, "{p} is outside the directories granted to it"),
+            Refusal::ReadOnly(p) => write!(f, "{p} can't be changed: it is not granted read-write"),
+        }
+    }
 }
 
 impl Vfs {
@@ -288,7 +310,20 @@ impl Vfs {
         Ok(Vfs {
             mounts,
             files: BTreeMap::new(),
+            refused: std::cell::OnceCell::new(),
         })
+    }
+
+    /// The first path refused for want of a grant, if any.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refused.get()
+    }
+
+    fn refuse(&self, refusal: impl FnOnce() -> Refusal, code: i32) -> io::Error {
+        if self.refused.get().is_none() {
+            let _ = self.refused.set(refusal());
+        }
+        errno(code)
     }
 
     /// Where a guest path (relative to `cwd`) leads.
@@ -324,7 +359,7 @@ impl Vfs {
         if self.children_of(&abs).is_some() {
             return Ok(Place::Virtual(abs));
         }
-        Err(errno(libc::ENOENT))
+        Err(self.refuse(|| Refusal::Ungranted(abs), libc::ENOENT))
     }
 
     /// The entries of a directory above the grants, or `None` if `dir` isn't one.
@@ -354,9 +389,11 @@ impl Vfs {
             .place(cwd, path)
             .map_err(|e| self.denied_if_in_virtual(cwd, path, e))?
         {
-            Place::Mounted { mount, .. } if mount.read_only => Err(errno(libc::EACCES)),
+            Place::Mounted { mount, .. } if mount.read_only => {
+                Err(self.refuse(|| Refusal::ReadOnly(resolve(cwd, &[path])), libc::EACCES))
+            }
             Place::Mounted { mount, rel } => Ok((&mount.root, rel)),
-            Place::Virtual(_) => Err(errno(libc::EACCES)),
+            Place::Virtual(abs) => Err(self.refuse(|| Refusal::ReadOnly(abs), libc::EACCES)),
         }
     }
 
@@ -394,10 +431,13 @@ impl Vfs {
             place?
         };
         let open = match place {
-            Place::Virtual(_) if flags.mutates() => return Err(errno(libc::EACCES)),
+            Place::Virtual(abs) if flags.mutates() => {
+                return Err(self.refuse(|| Refusal::ReadOnly(abs), libc::EACCES));
+            }
             Place::Virtual(_) => Open::Virtual,
             Place::Mounted { mount, .. } if mount.read_only && flags.mutates() => {
-                return Err(errno(libc::EACCES));
+                let abs = || Refusal::ReadOnly(resolve(cwd, &[path]));
+                return Err(self.refuse(abs, libc::EACCES));
             }
             Place::Mounted { mount, rel } => {
                 let custom = if flags.directory {

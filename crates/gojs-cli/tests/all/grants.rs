@@ -225,3 +225,45 @@ fn fstat_of_inherited_stdin_is_the_hosts() {
     // Piped, it is a pipe.
     assert_eq!(probe(&root, &[], &["stdin"]), ["stdin -> pipe ok"]);
 }
+
+/// `gojs run` of a program that fails after being refused a path names the first such path and
+/// the flag that grants it; a program that succeeds gets no note.
+#[test]
+fn a_failing_program_is_told_which_path_it_was_refused() {
+    let (root, flags) = layout();
+    let run_probe = |ops: &[&str]| {
+        let mut cmd = Command::new(gojs());
+        cmd.current_dir(&root)
+            .arg("run")
+            .args(&flags)
+            .arg(Go::path().build("fsprobe"))
+            .args(ops);
+        run(cmd, b"")
+    };
+    let out = run_probe(&[
+        "read:/data/file.txt",
+        "read:/etc/passwd",
+        "read:/usr/x",
+        "exit:1",
+    ]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.stderr(),
+        "gojs: note: the program was refused a path: /etc/passwd is outside the directories \
+         granted to it (grant its directory with --dir or --ro-dir, or everything with \
+         --allow-all)\n"
+    );
+    let out = run_probe(&["write:/ro/r.txt", "exit:3"]);
+    assert_eq!(out.code, Some(3));
+    assert_eq!(
+        out.stderr(),
+        "gojs: note: the program was refused a path: /ro/r.txt can't be changed: it is not \
+         granted read-write (grant its directory with --dir, or --allow-all)\n"
+    );
+    // Refused, but the program carries on and succeeds: its business.
+    let out = run_probe(&["read:/etc/passwd"]);
+    assert_eq!((out.code, out.stderr()), (Some(0), String::new()));
+    // Failing without a refusal: nothing to say.
+    let out = run_probe(&["read:/data/file.txt", "exit:2"]);
+    assert_eq!((out.code, out.stderr()), (Some(2), String::new()));
+}

@@ -51,6 +51,35 @@ fn captures_output_and_feeds_stdin() {
     assert_eq!(String::from_utf8_lossy(&out.0.lock().unwrap()), want);
 }
 
+/// `run_with_refusal` reports the first path refused for want of a grant, and only that.
+#[test]
+fn the_first_refused_path_is_reported() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("fsprobe")).unwrap();
+    let probe = |config: gojs::Config, ops: &[&str]| {
+        let args = std::iter::once("fsprobe").chain(ops.iter().copied());
+        let config = config.args(args).stdout(gojs::Output::Null);
+        module.run_with_refusal(config).unwrap()
+    };
+    let dir = crate::harness::fresh_scratch_dir("refusal");
+    std::fs::write(dir.join("f"), "x").unwrap();
+    let ro = gojs::Config::new().ro_dir(&dir, "/ro");
+    assert_eq!(
+        probe(
+            ro,
+            &["read:/ro/f", "read:/etc/passwd", "write:/ro/f", "exit:4"]
+        ),
+        (4, Some(gojs::Refusal::Ungranted("/etc/passwd".into())))
+    );
+    let ro = gojs::Config::new().ro_dir(&dir, "/ro");
+    assert_eq!(
+        probe(ro, &["cd:/ro", "write:f", "read:/nope"]),
+        (0, Some(gojs::Refusal::ReadOnly("/ro/f".into())))
+    );
+    let rw = gojs::Config::new().dir(&dir, "/rw");
+    assert_eq!(probe(rw, &["write:/rw/f", "read:/rw/missing"]), (0, None));
+}
+
 #[test]
 fn args_too_long_is_an_error() {
     let engine = gojs::Engine::new().unwrap();
