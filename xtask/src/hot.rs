@@ -39,9 +39,12 @@ pub fn run() -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     let mut toolchains = vec![PathBuf::from("go")];
     for v in 19..=30 {
-        let go = PathBuf::from(format!("/usr/lib/go-1.{v}/bin/go"));
-        if go.exists() {
-            toolchains.push(go);
+        // Debian's packages, and Go 1.20 from its toolchain module (.ci/install-deps).
+        for dir in ["/usr/lib", "/usr/local/lib"] {
+            let go = PathBuf::from(format!("{dir}/go-1.{v}/bin/go"));
+            if go.exists() {
+                toolchains.push(go);
+            }
         }
     }
     let mut hot = BTreeSet::new();
@@ -51,10 +54,11 @@ pub fn run() -> Result<()> {
     let mut linked = BTreeSet::new();
     for go in &toolchains {
         let version = super::capture(Command::new(go).args(["env", "GOVERSION"]))?;
-        let wasm_exec = super::node_runner(
-            &root,
-            &super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")?,
-        );
+        // Go 1.20's toolchain module ships without misc/wasm: Go 1.19's runner imports the
+        // same functions.
+        let runner = super::goroot_wasm_file(&go.to_string_lossy(), "wasm_exec_node.js")
+            .or_else(|_| super::goroot_wasm_file("/usr/lib/go-1.19/bin/go", "wasm_exec_node.js"))?;
+        let wasm_exec = super::node_runner(&root, &runner);
         for prog in PROGRAMS.iter().chain([&GOROUTINES, &LIBRARIES]) {
             let stem = prog.rsplit('/').next().unwrap_or(prog);
             let out = out_dir.join(format!("{stem}-{version}.wasm"));

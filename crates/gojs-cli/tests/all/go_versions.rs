@@ -1,5 +1,5 @@
-//! Binaries from every supported Go generation run: Debian's Go 1.19 (module `go`), 1.21, 1.22,
-//! 1.23 and the Go on PATH (module `gojs`), each fixture matching its golden and Node running
+//! Binaries from every supported Go generation run: Debian's Go 1.19 and the toolchain module's
+//! Go 1.20 (module `go`), Debian's 1.21, 1.22, 1.23 and the Go on PATH (module `gojs`), each fixture matching its golden and Node running
 //! the same binary. Missing toolchains fail with the install command.
 
 use crate::harness::{Go, Invocation, assert_golden, run_gojs, run_gojs_like_node, run_node};
@@ -39,6 +39,12 @@ fn check(go: &Go) {
 #[test]
 fn go_1_19() {
     check(&Go::debian(19));
+}
+
+/// Go 1.20 (module `go`), from its toolchain module; compared with Node under Go 1.19's runner.
+#[test]
+fn go_1_20() {
+    check(&Go::go_1_20());
 }
 
 #[test]

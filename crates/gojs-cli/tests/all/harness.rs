@@ -48,6 +48,19 @@ impl Go {
         })
     }
 
+    /// Go 1.20, which Debian doesn't package: the toolchain module `.ci/install-deps` puts in
+    /// /usr/local/lib/go-1.20 (fails with that command).
+    pub fn go_1_20() -> Go {
+        let bin = Path::new("/usr/local/lib/go-1.20/bin/go");
+        Go::at(bin).unwrap_or_else(|| {
+            panic!(
+                "Go 1.20 is missing at {}: run .ci/install-deps (it downloads \
+                 golang.org/toolchain@v0.0.1-go1.20.14.linux-amd64 from the Go module proxy)",
+                bin.display()
+            )
+        })
+    }
+
     fn at(bin: &Path) -> Option<Go> {
         let out = Command::new(bin)
             .args(["env", "GOVERSION", "GOROOT"])
@@ -68,13 +81,19 @@ impl Go {
         })
     }
 
-    /// Go's own Node runner for this version.
+    /// Go's own Node runner for this version. Go 1.20's toolchain module ships without
+    /// misc/wasm: it gets Go 1.19's, which imports the same functions from module `go`.
     pub fn wasm_exec_node(&self) -> PathBuf {
-        let new = self.goroot.join("lib/wasm/wasm_exec_node.js");
+        let goroot = if self.version.starts_with("go1.20") {
+            Go::debian(19).goroot
+        } else {
+            self.goroot.clone()
+        };
+        let new = goroot.join("lib/wasm/wasm_exec_node.js");
         if new.exists() {
             new
         } else {
-            self.goroot.join("misc/wasm/wasm_exec_node.js")
+            goroot.join("misc/wasm/wasm_exec_node.js")
         }
     }
 
