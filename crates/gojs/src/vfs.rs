@@ -278,10 +278,21 @@ pub enum Refusal {
 }
 
 impl std::fmt::Display for Refusal {
+    /// The path (its first 200 characters, for a guest that made up a huge one) and why.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (Refusal::Ungranted(p) | Refusal::ReadOnly(p)) = self;
+        let shown: String = p.chars().take(200).collect();
+        let more = if shown.len() < p.len() { "…" } else { "" };
         match self {
-            Refusal::Ungranted(p) => write!(f, "{p} is outside the directories granted to it"),
-            Refusal::ReadOnly(p) => write!(f, "{p} can't be changed: it is not granted read-write"),
+            Refusal::Ungranted(_) => {
+                write!(f, "{shown}{more} is outside the directories granted to it")
+            }
+            Refusal::ReadOnly(_) => {
+                write!(
+                    f,
+                    "{shown}{more} can't be changed: it is not granted read-write"
+                )
+            }
         }
     }
 }
@@ -788,5 +799,25 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::Refusal;
+
+    #[test]
+    fn a_huge_refused_path_is_shown_cut_short() {
+        let long = format!("/{}", "x".repeat(10_000));
+        let shown = Refusal::Ungranted(long).to_string();
+        assert!(shown.starts_with("/xxx") && shown.len() < 300, "{shown}");
+        assert!(
+            shown.ends_with("… is outside the directories granted to it"),
+            "{shown}"
+        );
+        assert_eq!(
+            Refusal::ReadOnly("/ro/f".into()).to_string(),
+            "/ro/f can't be changed: it is not granted read-write"
+        );
     }
 }
