@@ -86,11 +86,9 @@ fn go_run_and_go_test_find_it_on_path() {
     assert!(out.stdout().starts_with("ok"), "{}", out.stdout());
 }
 
-/// Go 1.19's own `go_js_wasm_exec` can't run its test binaries on Node 20 (its runner assigns
-/// the read-only `globalThis.crypto`); gojs's can.
-#[test]
-fn go_1_19_tests_run_where_node_cannot() {
-    let mut cmd = go_for_wasm_with(&Go::debian(19));
+/// `go test -exec` with gojs's `go_js_wasm_exec` under `go`.
+fn go_test_with(go: &Go) {
+    let mut cmd = go_for_wasm_with(go);
     cmd.current_dir(fixtures_dir())
         .args(["test", "-count=1"])
         .arg(format!("-exec={}", exec().display()))
@@ -98,4 +96,18 @@ fn go_1_19_tests_run_where_node_cannot() {
     let out = run(cmd, b"");
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout(), out.stderr());
     assert!(out.stdout().starts_with("ok"), "{}", out.stdout());
+}
+
+/// Go 1.19's own `go_js_wasm_exec` can't run its test binaries on Node 20 (its runner assigns
+/// the read-only `globalThis.crypto`); gojs's can.
+#[test]
+fn go_1_19_tests_run_where_node_cannot() {
+    go_test_with(&Go::debian(19));
+}
+
+/// Go 1.20's toolchain module has no `go_js_wasm_exec` at all (no misc/wasm); gojs's runs its
+/// test binaries.
+#[test]
+fn go_1_20_tests_run() {
+    go_test_with(&Go::go_1_20());
 }
