@@ -280,20 +280,13 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     /// The path (its first 200 characters, for a guest that made up a huge one) and why.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (Refusal::Ungranted(p) | Refusal::ReadOnly(p)) = self;
+        let (p, why) = match self {
+            Refusal::Ungranted(p) => (p, "is outside the directories granted to it"),
+            Refusal::ReadOnly(p) => (p, "can't be changed: it is not granted read-write"),
+        };
         let shown: String = p.chars().take(200).collect();
         let more = if shown.len() < p.len() { "…" } else { "" };
-        match self {
-            Refusal::Ungranted(_) => {
-                write!(f, "{shown}{more} is outside the directories granted to it")
-            }
-            Refusal::ReadOnly(_) => {
-                write!(
-                    f,
-                    "{shown}{more} can't be changed: it is not granted read-write"
-                )
-            }
-        }
+        write!(f, "{shown}{more} {why}")
     }
 }
 

@@ -70,17 +70,22 @@ fn go_run_and_go_test_find_it_on_path() {
         .args(["run", "./hello", "from", "go run"]);
     let out = run(cmd, b"");
     assert_eq!(out.code, Some(0), "{}", out.stderr());
-    let want = std::fs::read_to_string(fixtures_dir().join("hello/want.stdout")).unwrap();
-    let _ = want;
     assert_eq!(
         out.stdout(),
         "hello, world\nargc: 3\narg0-nonempty: true\narg1: \"from\" (4 bytes)\narg2: \"go run\" (6 bytes)\n"
     );
 
     let mut cmd = go_for_wasm();
+    cmd.env("PATH", &path);
+    assert_gotest_passes(cmd, &[]);
+}
+
+/// `go test -count=1 ./gotest` with `cmd` (a `go` set up for js/wasm) and `flags` passes.
+fn assert_gotest_passes(mut cmd: Command, flags: &[String]) {
     cmd.current_dir(fixtures_dir())
-        .env("PATH", &path)
-        .args(["test", "-count=1", "./gotest"]);
+        .args(["test", "-count=1"])
+        .args(flags)
+        .arg("./gotest");
     let out = run(cmd, b"");
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout(), out.stderr());
     assert!(out.stdout().starts_with("ok"), "{}", out.stdout());
@@ -88,14 +93,10 @@ fn go_run_and_go_test_find_it_on_path() {
 
 /// `go test -exec` with gojs's `go_js_wasm_exec` under `go`.
 fn go_test_with(go: &Go) {
-    let mut cmd = go_for_wasm_with(go);
-    cmd.current_dir(fixtures_dir())
-        .args(["test", "-count=1"])
-        .arg(format!("-exec={}", exec().display()))
-        .arg("./gotest");
-    let out = run(cmd, b"");
-    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout(), out.stderr());
-    assert!(out.stdout().starts_with("ok"), "{}", out.stdout());
+    assert_gotest_passes(
+        go_for_wasm_with(go),
+        &[format!("-exec={}", exec().display())],
+    );
 }
 
 /// Go 1.19's own `go_js_wasm_exec` can't run its test binaries on Node 20 (its runner assigns
