@@ -186,24 +186,17 @@ impl Engine {
     /// works through every queued module, oldest first, and removes each; a call that finds
     /// the lock taken returns at once, its module being left to the holder.
     ///
+    /// It also pauses while a Go test binary that a run is compiling itself (and then running)
+    /// uses the machine, for up to a second each: for that it installs a handler for
+    /// `SIGRTMIN` and starts a watcher thread, so call it in a process of its own, as
+    /// [`Engine::fill_cache_with`]'s command does.
+    ///
     /// # Errors
     /// [`Error::Host`] if the cache directory can't be used.
     pub fn compile_pending(pending: &Path) -> Result<(), Error> {
-        let dir = pending
-            .parent()
-            .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
-        lower_priority();
-        // Every core, on threads of our own at idle priority too, so they only take what the run
-        // that queued the module (which may still be going), or an embedder's threads, leave.
-        match rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("gojs-fill-{i}"))
-            .start_handler(|_| lower_priority())
-            .build()
-        {
-            Ok(pool) => pool.install(|| fill_queue(dir, true)),
-            Err(_) => fill_queue(dir, false),
-        }
+        fill_from(pending, true)
     }
+
     /// The compiler this engine was made with.
     pub fn compiler(&self) -> Compiler {
         self.inner.compiler
@@ -463,6 +456,12 @@ impl Engine {
                 }
                 return Ok(split);
             }
+            if let Some(key) = &key
+                && is_go_test(wasm)
+            {
+                // Background compiles wait for this run (it caches its code itself).
+                crate::courtesy::announce(&key.dir);
+            }
             let module = compile_go(baseline, wasm, Code::WinchWhole).map_err(invalid)?;
             if let Some(key) = key {
                 // Winch's code too, for runs before Cranelift's is ready (not synced to disk:
@@ -528,7 +527,7 @@ impl Engine {
                 let queued = pending.clone();
                 let spawned = std::thread::Builder::new()
                     .name("gojs-fill-cache".into())
-                    .spawn(move || Engine::compile_pending(&queued));
+                    .spawn(move || fill_from(&queued, false));
                 if spawned.is_err() {
                     let _ = std::fs::remove_file(&pending);
                 }
@@ -804,6 +803,34 @@ fn claim(pending: &Path, wasm: &[u8]) -> bool {
     let queued = std::fs::write(&tmp, wasm).and_then(|()| std::fs::hard_link(&tmp, pending));
     let _ = std::fs::remove_file(&tmp);
     queued.is_ok()
+}
+
+/// [`Engine::compile_pending`]; `give_way`: pause while a test binary runs (a process of its own).
+fn fill_from(pending: &Path, give_way: bool) -> Result<(), Error> {
+    let dir = pending
+        .parent()
+        .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
+    if give_way {
+        // Its watcher keeps this thread's priority, to notice a test binary's run at once.
+        crate::courtesy::give_way(dir);
+        crate::courtesy::register_this_thread();
+    }
+    lower_priority();
+    // Every core, on threads of our own at idle priority too, so they only take what the run
+    // that queued the module (which may still be going), or an embedder's threads, leave.
+    match rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("gojs-fill-{i}"))
+        .start_handler(move |_| {
+            if give_way {
+                crate::courtesy::register_this_thread();
+            }
+            lower_priority();
+        })
+        .build()
+    {
+        Ok(pool) => pool.install(|| fill_queue(dir, true)),
+        Err(_) => fill_queue(dir, false),
+    }
 }
 
 /// Compile every module queued in the cache directory `dir` ([`Engine::compile_pending`]), on

@@ -65,6 +65,7 @@
 mod abi;
 mod cache;
 mod convert;
+mod courtesy;
 mod engine;
 mod error;
 mod event_loop;

@@ -299,6 +299,126 @@ fn test_binaries_do_not_tier_up() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The process id whose run holds a lock on `.runs.lock` in the cache directory `dir`, as a
+/// test binary's first run does while it compiles and runs (`None` if none does).
+fn run_lock_holder(dir: &Path) -> Option<i64> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(dir.join(".runs.lock")).ok()?;
+    // SAFETY: zeroed flock, filled in below; F_OFD_GETLK reads and writes it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    (r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_start)
+}
+
+/// Lock byte `pid` of `.runs.lock` in `dir`, as a test binary's run with that process id would.
+fn pretend_run(dir: &Path, pid: i64) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(".runs.lock"))
+        .unwrap();
+    // SAFETY: zeroed flock, filled in below; F_OFD_SETLK reads it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = pid;
+    fl.l_len = 1;
+    assert_eq!(
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
+        0
+    );
+    file
+}
+
+/// CPU time (user + system) of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the 1st, utime the 12th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / hz.max(1))
+}
+
+/// A test binary's first run says so while it compiles and runs, and the background filler
+/// waits while test binaries run one after another (RATIONALE.md, "Why does the background
+/// compile stop while a test binary compiles and runs?").
+#[test]
+fn the_background_compile_waits_for_test_binaries() {
+    let dir = fresh_scratch_dir("courtesy");
+    let bin = std_test_binary(&dir, "sort");
+    let cache = dir.join("cache");
+
+    // A first run holds the lock, under its own process id, until it ends.
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &cache)
+        .env_remove("GOJS_COMPILER")
+        .arg("run")
+        .arg(&bin)
+        .args([
+            "-test.run=^$",
+            "-test.bench=SortInt1K$",
+            "-test.benchtime=500ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = None;
+    while seen.is_none() && child.try_wait().unwrap().is_none() {
+        seen = run_lock_holder(&cache);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(seen, Some(i64::from(child.id())));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(run_lock_holder(&cache), None, "the lock outlived the run");
+    wait_for_filler(&cache);
+
+    // A filler with work to do makes (almost) none while runs follow one another, for
+    // longer than one long run (a second) ...
+    let queue = dir.join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let hello = std::fs::read(hello()).unwrap();
+    std::fs::write(queue.join(".pending-hello.wasm"), hello).unwrap();
+    let mut run = Some(pretend_run(&queue, 1_000_001));
+    let mut filler = Command::new(gojs())
+        .env("GOJS_FILL_CACHE_FROM", "1")
+        .arg(queue.join(".pending-hello.wasm"))
+        .spawn()
+        .unwrap();
+    let started = cpu_time(filler.id());
+    for next in 1_000_002..1_000_012 {
+        std::thread::sleep(Duration::from_millis(300));
+        // The next run starts before the last one ends.
+        let following = pretend_run(&queue, next);
+        run = Some(following);
+    }
+    let during = cpu_time(filler.id()).saturating_sub(started);
+    assert!(
+        filler.try_wait().unwrap().is_none(),
+        "the filler finished while paused"
+    );
+    assert!(
+        during < Duration::from_millis(300),
+        "the filler used {during:?} of CPU in 3 s of runs"
+    );
+    // ... and finishes once they are over.
+    drop(run);
+    assert!(filler.wait().unwrap().success());
+    assert!(pending(&queue).is_empty());
+    assert!(!files(&queue, ".cwasm").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn queued_modules_are_compiled_by_one_filler() {
     // The protocol `--compiler=auto` uses, driven by hand: two queued modules, one filler.
