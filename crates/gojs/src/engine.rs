@@ -253,7 +253,7 @@ impl Engine {
             }
             return Ok(Compiled::whole(m));
         }
-        self.compile_missing(wasm, key, || Source::Bytes(wasm.to_vec()))
+        self.compile_missing(wasm, None, key, || Source::Bytes(wasm.to_vec()))
     }
 
     /// The cached code for a module: the primary compiler's (with Cranelift, the code with
@@ -326,7 +326,7 @@ impl Engine {
                     if content_hash(&mut &wasm[..]).is_ok_and(|(c, _)| c == key.content)
                         && (!is_go_test(&wasm) || inline_all())
                     {
-                        engine.queue_fill(&wasm, entry, Fill::Inlined);
+                        engine.queue_fill(&wasm, None, entry, Fill::Inlined);
                     }
                 });
             });
@@ -366,7 +366,7 @@ impl Engine {
         }
         let wasm = std::fs::read(path).map_err(read_err)?;
         crate::module::classify(&wasm)?;
-        self.compile_missing(&wasm, key, || Source::File(path.to_owned()))
+        self.compile_missing(&wasm, Some(path), key, || Source::File(path.to_owned()))
     }
 
     /// An artifact written by `gojs compile`, by whichever compiler made it (Cranelift with or
@@ -444,6 +444,7 @@ impl Engine {
     fn compile_missing(
         &self,
         wasm: &[u8],
+        file: Option<&Path>,
         key: Option<Key>,
         source: impl FnOnce() -> Source,
     ) -> Result<Compiled, Error> {
@@ -452,7 +453,12 @@ impl Engine {
             let baseline = self.baseline()?;
             if let Some(split) = split_for_first_run(baseline, wasm) {
                 if let Some(key) = key {
-                    self.queue_fill(wasm, key.entry(primary, Compiler::Cranelift), Fill::Plain);
+                    self.queue_fill(
+                        wasm,
+                        file,
+                        key.entry(primary, Compiler::Cranelift),
+                        Fill::Plain,
+                    );
                 }
                 return Ok(split);
             }
@@ -469,7 +475,12 @@ impl Engine {
                 // runs: 15–115 ms for these modules.
                 let (code, entry) = (module.clone(), key.entry(baseline, Compiler::Winch));
                 spawn_before_exit(move || crate::cache::store(&code, &entry, false));
-                self.queue_fill(wasm, key.entry(primary, Compiler::Cranelift), Fill::Plain);
+                self.queue_fill(
+                    wasm,
+                    file,
+                    key.entry(primary, Compiler::Cranelift),
+                    Fill::Plain,
+                );
             }
             return Ok(Compiled::whole(module));
         }
@@ -488,7 +499,8 @@ impl Engine {
     /// Start compiling `wasm` into the cache entry `entry` (Cranelift's code, plain or with
     /// inlining) in the background, unless another run is already doing it. Failures only
     /// cost later runs their fast start.
-    fn queue_fill(&self, wasm: &[u8], entry: PathBuf, fill: Fill) {
+    /// `file`: where `wasm` was read from, if it was (the queue links it rather than copy it).
+    fn queue_fill(&self, wasm: &[u8], file: Option<&Path>, entry: PathBuf, fill: Fill) {
         let Some(dir) = entry.parent() else { return };
         let Some(name) = entry.file_stem() else {
             return;
@@ -498,7 +510,7 @@ impl Engine {
             Fill::Inlined => INLINED_PREFIX,
         };
         let pending = dir.join(format!(".pending-{kind}{}.wasm", name.to_string_lossy()));
-        if !claim(&pending, wasm) {
+        if !claim(&pending, wasm, file) {
             return;
         }
         match &self.inner.fill_command {
@@ -767,21 +779,29 @@ fn oldest_pending(dir: &Path) -> Option<PathBuf> {
             if !(name.starts_with(".pending-") && name.ends_with(".wasm")) {
                 return None;
             }
-            Some((e.metadata().ok()?.modified().ok()?, e.path()))
+            Some((queued_at(&e.metadata().ok()?), e.path()))
         })
         .min()
         .map(|(_, p)| p)
 }
 
+/// When a module was queued: its queue entry's last status change (a hard link made to queue
+/// it keeps the module's own modification time, but not its change time).
+fn queued_at(meta: &std::fs::Metadata) -> std::time::SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    let secs = u64::try_from(meta.ctime()).unwrap_or(0);
+    let nanos = u32::try_from(meta.ctime_nsec()).unwrap_or(0);
+    std::time::UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
 /// Queue `wasm` for a background compile (the file is both input and marker); false if it is
-/// queued already.
-fn claim(pending: &Path, wasm: &[u8]) -> bool {
+/// queued already. With `file`, the file `wasm` was read from, the queue entry is a hard link
+/// to it if it can be (no copy to write on the way to running the program; `go test` deleting
+/// its binary afterwards leaves the link): should the file have changed since, the filler
+/// compiles what is there, naming the entry by that content.
+fn claim(pending: &Path, wasm: &[u8], file: Option<&Path>) -> bool {
     if let Ok(meta) = std::fs::metadata(pending) {
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .unwrap_or_default();
+        let age = queued_at(&meta).elapsed().unwrap_or_default();
         if age < FILL_STALE {
             return false;
         }
@@ -792,6 +812,14 @@ fn claim(pending: &Path, wasm: &[u8]) -> bool {
     };
     if std::fs::create_dir_all(dir).is_err() {
         return false;
+    }
+    if let Some(file) = file {
+        match std::fs::hard_link(file, pending) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return false,
+            // Another file system, or a file we may not link: copy it.
+            Err(_) => {}
+        }
     }
     // Written under a private name, then linked into place: a filler scanning the directory
     // never sees a partial module, and of two runs queueing the same module one wins.
@@ -1080,5 +1108,47 @@ fn content_hash(wasm: &mut impl Read) -> Result<(blake3::Hash, u64), Error> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Host(format!("reading the module: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_module_read_from_a_file_is_queued_as_a_link_to_it() {
+        let dir = std::env::temp_dir().join(format!("gojs-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let module = dir.join("prog.wasm");
+        let wasm = b"\0asm\x01\0\0\0";
+        std::fs::write(&module, wasm).unwrap();
+        // An old module: its queue entry is still new.
+        let old = std::time::SystemTime::now() - 2 * super::FILL_STALE;
+        std::fs::File::options()
+            .append(true)
+            .open(&module)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+
+        let pending = dir.join(".pending-a.wasm");
+        assert!(super::claim(&pending, wasm, Some(&module)));
+        let (m, p) = (
+            std::fs::metadata(&module).unwrap(),
+            std::fs::metadata(&pending).unwrap(),
+        );
+        assert_eq!((m.dev(), m.ino()), (p.dev(), p.ino()), "not a link");
+        assert!(super::queued_at(&p).elapsed().unwrap() < super::FILL_STALE);
+        // Queued already: a second run leaves it.
+        assert!(!super::claim(&pending, wasm, Some(&module)));
+        assert_eq!(std::fs::metadata(&pending).unwrap().ino(), m.ino());
+
+        // A file that can't be linked (gone): the bytes are written instead.
+        let copied = dir.join(".pending-b.wasm");
+        assert!(super::claim(&copied, wasm, Some(&dir.join("gone.wasm"))));
+        assert_eq!(std::fs::read(&copied).unwrap(), wasm);
+        assert_ne!(std::fs::metadata(&copied).unwrap().ino(), m.ino());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
