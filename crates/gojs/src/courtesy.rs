@@ -1,44 +1,79 @@
-//! The background compile gives way to test binaries' first runs (RATIONALE.md, "Why does the
-//! background compile stop while a test binary compiles and runs?").
+//! The background compile gives way to other modules' first runs (RATIONALE.md, "Why does the
+//! background compile stop while another module's first run compiles and runs?").
 //!
-//! A run that compiles a Go test binary itself ([`announce`]) holds a read lock on one byte of
-//! `.runs.lock` in the cache directory, the byte at its process id: an open-file-description
-//! lock, which goes away with the process however it ends, so nothing is ever left behind. The
-//! background filler's watcher ([`give_way`]) asks every few milliseconds whether any such lock
-//! is held; while one is — unless the same process has held it for [`LONG_RUN`], a run that
-//! lasts, which gets the idle core as before — the filler's threads wait in a signal handler.
+//! A run that compiles its module ([`announce`]) holds a read lock on one byte of
+//! `gojs-runs-UID.lock` in the temporary directory: an open-file-description lock, which goes
+//! away with the process however it ends, so nothing is ever left behind. The byte says which
+//! module's background compile the run waits for, if any (a split first run caches nothing
+//! itself: its module's filler is what makes the next run fast), and the run's process id. The
+//! background filler's watcher ([`give_way`]) asks every few milliseconds whether any run that
+//! doesn't wait for the module it is compiling ([`compiling`]) holds a lock; while one does —
+//! unless the same run has held it for [`LONG_RUN`], a run that lasts, which gets the idle core
+//! as before — the filler's threads wait in a signal handler.
 //!
-//! Linux only; elsewhere both halves do nothing.
+//! Linux only; elsewhere it all does nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The lock file in the cache directory.
-const LOCK_FILE: &str = ".runs.lock";
 /// How often the watcher looks.
 const POLL: Duration = Duration::from_millis(5);
 /// A run that has held its lock this long is left to share the machine with the filler.
 const LONG_RUN: Duration = Duration::from_secs(1);
+/// Process ids take the low bits of a lock's offset (Linux's `pid_max` is at most 2^22).
+const PID_BITS: u32 = 22;
 
-/// Say, for the rest of this process, that a test binary is running from the cache directory
-/// `dir`: background compiles for `dir` pause until the process ends or has run for
-/// [`LONG_RUN`]. Once per process; failures (a file system without such locks) only lose the
-/// courtesy.
-pub(crate) fn announce(dir: &Path) {
-    #[cfg(target_os = "linux")]
-    linux::announce(dir);
-    #[cfg(not(target_os = "linux"))]
-    let _ = dir;
+/// The lock file: one per user on the machine, whatever the cache directory (a run with a
+/// fresh cache directory slows a filler for another just the same).
+fn lock_file() -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("gojs-runs-{uid}.lock"))
 }
 
-/// In a background filler process: watch `dir`'s runs and pause the threads that
-/// [`register_this_thread`] named while a test binary runs. Call before lowering this thread's
-/// priority, so the watcher keeps the normal priority and notices a run at once.
-pub(crate) fn give_way(dir: &Path) {
+/// Which background compile a run can wait for: the module with content hash `content` in the
+/// cache directory `dir` (in 1..2^31; 0 is "none").
+pub(crate) fn module_id(dir: &Path, content: &blake3::Hash) -> u32 {
+    let mut h = blake3::Hasher::new();
+    h.update(dir.as_os_str().as_encoded_bytes());
+    h.update(content.as_bytes());
+    let bytes = h.finalize();
+    let word = u32::from_le_bytes([
+        bytes.as_bytes()[0],
+        bytes.as_bytes()[1],
+        bytes.as_bytes()[2],
+        bytes.as_bytes()[3],
+    ]);
+    word % ((1 << 31) - 1) + 1
+}
+
+/// Say, for the rest of this process, that it runs a module it compiled: background compiles
+/// pause until the process ends or has run for [`LONG_RUN`], except the one of `waiting_for`
+/// ([`module_id`]), which this run's next runs need. Once per process; failures (a file system
+/// without such locks) only lose the courtesy.
+pub(crate) fn announce(waiting_for: Option<u32>) {
     #[cfg(target_os = "linux")]
-    linux::give_way(dir);
+    linux::announce(&lock_file(), waiting_for.unwrap_or(0));
     #[cfg(not(target_os = "linux"))]
-    let _ = dir;
+    let _ = waiting_for;
+}
+
+/// In a background filler process: watch for runs and pause the threads that
+/// [`register_this_thread`] named while one that isn't waiting for this filler runs. Call
+/// before lowering this thread's priority, so the watcher keeps the normal priority and
+/// notices a run at once.
+pub(crate) fn give_way() {
+    #[cfg(target_os = "linux")]
+    linux::give_way(&lock_file());
+}
+
+/// In a background filler: the module it compiles now ([`module_id`]); runs waiting for it
+/// don't pause it.
+pub(crate) fn compiling(id: u32) {
+    #[cfg(target_os = "linux")]
+    linux::CURRENT.store(id, std::sync::atomic::Ordering::Release);
+    #[cfg(not(target_os = "linux"))]
+    let _ = id;
 }
 
 /// Make the calling thread one that [`give_way`]'s watcher pauses.
@@ -56,24 +91,26 @@ mod linux {
     use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
     use std::time::Instant;
 
-    use super::{LOCK_FILE, LONG_RUN, POLL};
+    use super::{LONG_RUN, PID_BITS, POLL};
 
     /// The file whose lock this process holds (kept open for the process's life).
     static ANNOUNCED: OnceLock<Option<File>> = OnceLock::new();
 
+    /// The module the filler compiles now (0: none).
+    pub(super) static CURRENT: AtomicU32 = AtomicU32::new(0);
     /// 1 while the registered threads are to wait.
     static PAUSED: AtomicU32 = AtomicU32::new(0);
     /// Thread ids to pause (a filler has its main thread and one per core).
     static THREADS: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
     static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
-    fn open(dir: &Path) -> Option<File> {
+    fn open(path: &Path) -> Option<File> {
         File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(LOCK_FILE))
+            .open(path)
             .ok()
     }
 
@@ -87,32 +124,48 @@ mod linux {
         fl
     }
 
-    pub(super) fn announce(dir: &Path) {
+    /// The byte a run of process `pid` waiting for module `id` locks.
+    pub(super) fn offset(id: u32, pid: u32) -> i64 {
+        (i64::from(id) << PID_BITS) | i64::from(pid & ((1 << PID_BITS) - 1))
+    }
+
+    pub(super) fn announce(path: &Path, waiting_for: u32) {
         ANNOUNCED.get_or_init(|| {
-            // The first run with this cache directory may be this one.
-            std::fs::create_dir_all(dir).ok()?;
-            let file = open(dir)?;
-            let fl = lock_range(libc::F_RDLCK, i64::from(std::process::id()), 1);
+            let file = open(path)?;
+            let fl = lock_range(libc::F_RDLCK, offset(waiting_for, std::process::id()), 1);
             // SAFETY: F_OFD_SETLK reads `fl`, a valid flock, for an open descriptor.
             let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
             (r == 0).then_some(file)
         });
     }
 
-    /// The process id whose run holds a lock in `file`, if any.
-    pub(super) fn holder(file: &File) -> Option<i64> {
-        let mut fl = lock_range(libc::F_WRLCK, 0, 0);
+    /// The offset of a lock held in `file` within `len` bytes from `start` (0: to the end).
+    fn holder_in(file: &File, start: i64, len: i64) -> Option<i64> {
+        let mut fl = lock_range(libc::F_WRLCK, start, len);
         // SAFETY: F_OFD_GETLK reads and writes `fl`, a valid flock, for an open descriptor.
         let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
         (r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_start)
     }
 
+    /// A lock held in `file` by a run that isn't waiting for module `id` (its offset).
+    pub(super) fn holder(file: &File, id: u32) -> Option<i64> {
+        if id == 0 {
+            return holder_in(file, 0, 0);
+        }
+        holder_in(file, 0, offset(id, 0)).or_else(|| holder_in(file, offset(id + 1, 0), 0))
+    }
+
     pub(super) fn register_this_thread() {
-        let slot = REGISTERED.fetch_add(1, Ordering::AcqRel);
+        let slot = REGISTERED.fetch_add(1, Ordering::SeqCst);
         if let Some(t) = THREADS.get(slot) {
             // SAFETY: gettid has no preconditions.
-            t.store(unsafe { libc::gettid() }, Ordering::Release);
+            t.store(unsafe { libc::gettid() }, Ordering::SeqCst);
         }
+        // A pause that began before this thread was registered signalled the others only:
+        // this one waits here instead. (The watcher sets `PAUSED` before it reads the list,
+        // this thread reads `PAUSED` after writing itself into it: one of the two sees the
+        // other.)
+        wait_while_paused(0);
     }
 
     /// The registered threads' signal handler: wait while paused. Only atomics and the futex
@@ -120,7 +173,7 @@ mod linux {
     extern "C" fn wait_while_paused(_: libc::c_int) {
         // SAFETY: __errno_location returns this thread's errno slot.
         let errno = unsafe { *libc::__errno_location() };
-        while PAUSED.load(Ordering::Acquire) != 0 {
+        while PAUSED.load(Ordering::SeqCst) != 0 {
             // A timeout, so that a wake-up lost to a race costs at most this long.
             let timeout = libc::timespec {
                 tv_sec: 0,
@@ -143,12 +196,12 @@ mod linux {
 
     fn set_paused(paused: bool) {
         if paused {
-            PAUSED.store(1, Ordering::Release);
+            PAUSED.store(1, Ordering::SeqCst);
             // SAFETY: getpid has no preconditions.
             let pid = unsafe { libc::getpid() };
-            let n = REGISTERED.load(Ordering::Acquire).min(THREADS.len());
+            let n = REGISTERED.load(Ordering::SeqCst).min(THREADS.len());
             for t in &THREADS[..n] {
-                let tid = t.load(Ordering::Acquire);
+                let tid = t.load(Ordering::SeqCst);
                 if tid != 0 {
                     // SAFETY: tgkill only sends a signal, to a thread of this process (an
                     // exited one's id gives ESRCH).
@@ -156,7 +209,7 @@ mod linux {
                 }
             }
         } else {
-            PAUSED.store(0, Ordering::Release);
+            PAUSED.store(0, Ordering::SeqCst);
             // SAFETY: FUTEX_WAKE on a live static word.
             unsafe {
                 libc::syscall(
@@ -169,8 +222,8 @@ mod linux {
         }
     }
 
-    pub(super) fn give_way(dir: &Path) {
-        let Some(file) = open(dir) else { return };
+    pub(super) fn give_way(path: &Path) {
+        let Some(file) = open(path) else { return };
         // SAFETY: a sigaction for SIGRTMIN, which nothing else in a filler process uses; the
         // handler is async-signal-safe. SA_RESTART: interrupted system calls carry on.
         let installed = unsafe {
@@ -187,17 +240,17 @@ mod linux {
             let mut paused = false;
             let mut seen: Option<(i64, Instant)> = None;
             loop {
-                let pause = match holder(&file) {
+                let pause = match holder(&file, CURRENT.load(Ordering::Acquire)) {
                     None => {
                         seen = None;
                         false
                     }
-                    Some(pid) => {
+                    Some(run) => {
                         let since = match seen {
-                            Some((p, since)) if p == pid => since,
+                            Some((r, since)) if r == run => since,
                             _ => {
                                 let now = Instant::now();
-                                seen = Some((pid, now));
+                                seen = Some((run, now));
                                 now
                             }
                         };
@@ -221,22 +274,46 @@ mod linux {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::os::fd::AsRawFd;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     use super::linux;
 
-    /// Hold a run's lock at `offset` through a file description of our own, as another
-    /// process's run would.
-    fn hold(dir: &std::path::Path, offset: i64) -> std::fs::File {
-        let file = std::fs::File::options()
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("gojs-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+        fn lock(&self) -> PathBuf {
+            self.0.join("runs.lock")
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(path: &Path) -> std::fs::File {
+        std::fs::File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(super::LOCK_FILE))
-            .unwrap();
+            .open(path)
+            .unwrap()
+    }
+
+    /// Hold a run's lock at `offset` through a file description of our own, as another
+    /// process's run would.
+    fn hold(path: &Path, offset: i64) -> std::fs::File {
+        let file = open(path);
         // SAFETY: zeroed flock, filled in below; F_OFD_SETLK reads it.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_RDLCK as libc::c_short;
@@ -250,23 +327,33 @@ mod tests {
         file
     }
 
-    /// A fresh directory under the system's temporary one, removed when dropped.
-    struct Scratch(std::path::PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("gojs-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
+    #[test]
+    fn module_ids_tell_modules_and_cache_directories_apart() {
+        let (a, b) = (blake3::hash(b"a"), blake3::hash(b"b"));
+        let ids = [
+            super::module_id(Path::new("/c1"), &a),
+            super::module_id(Path::new("/c1"), &b),
+            super::module_id(Path::new("/c2"), &a),
+        ];
+        assert_eq!(ids[0], super::module_id(Path::new("/c1"), &a));
+        assert!(ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2]);
+        assert!(ids.iter().all(|&id| id > 0 && id < 1 << 31));
+        // The largest id's byte still fits an offset, with room for every process id.
+        assert!(linux::offset(u32::MAX >> 1, u32::MAX) < i64::MAX >> 8);
     }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+
+    #[test]
+    fn announced_runs_are_seen_by_fillers_of_other_modules() {
+        let dir = Scratch::new("runs-seen");
+        let file = open(&dir.lock());
+        assert_eq!(linux::holder(&file, 0), None);
+        linux::announce(&dir.lock(), 7);
+        let ours = Some(linux::offset(7, std::process::id()));
+        assert_eq!(linux::holder(&file, 0), ours);
+        assert_eq!(linux::holder(&file, 6), ours);
+        assert_eq!(linux::holder(&file, 8), ours);
+        // The filler this run waits for doesn't pause for it.
+        assert_eq!(linux::holder(&file, 7), None);
     }
 
     /// How far `counter` moves in `wait`.
@@ -274,21 +361,6 @@ mod tests {
         let before = counter.load(Ordering::Relaxed);
         std::thread::sleep(wait);
         counter.load(Ordering::Relaxed) - before
-    }
-
-    #[test]
-    fn announced_runs_are_seen_with_their_process_id() {
-        let dir = Scratch::new("runs-seen");
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.path().join(super::LOCK_FILE))
-            .unwrap();
-        assert_eq!(linux::holder(&file), None);
-        super::announce(dir.path());
-        assert_eq!(linux::holder(&file), Some(i64::from(std::process::id())));
     }
 
     /// Whether `counter` is (`true`) or isn't moving, within `deadline`: watched 50 ms at a
@@ -304,9 +376,10 @@ mod tests {
     }
 
     #[test]
-    fn registered_threads_wait_while_a_short_run_holds_the_lock() {
+    fn registered_threads_wait_while_other_modules_run() {
         let dir = Scratch::new("runs-pause");
-        super::give_way(dir.path());
+        linux::give_way(&dir.lock());
+        super::compiling(5);
         let counter = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let worker = {
@@ -319,39 +392,73 @@ mod tests {
             })
         };
         let long = Duration::from_secs(10);
+        let quiet = Duration::from_millis(300);
         assert!(becomes(&counter, true, long), "the worker runs");
 
-        // A run starts: the worker stops.
-        let run = hold(dir.path(), 4242);
+        // A run waiting for the module being compiled doesn't stop it.
+        let waiting = hold(&dir.lock(), linux::offset(5, 4241));
+        assert!(
+            !becomes(&counter, false, quiet),
+            "paused for its own module's run"
+        );
+
+        // A run of another module (waiting for nothing, or for another compile) does.
+        let run = hold(&dir.lock(), linux::offset(0, 4242));
         assert!(
             becomes(&counter, false, long),
-            "paused while a run holds the lock"
+            "not paused while another module runs"
+        );
+
+        // A thread registered during the pause waits too.
+        let late = Arc::new(AtomicU64::new(0));
+        let late_worker = {
+            let (late, stop) = (late.clone(), stop.clone());
+            std::thread::spawn(move || {
+                super::register_this_thread();
+                while !stop.load(Ordering::Relaxed) {
+                    late.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            progress(&late, Duration::from_millis(100)),
+            0,
+            "registered late, not paused"
         );
 
         // Another run takes over before the first ends: still paused.
-        let next = hold(dir.path(), 4243);
+        let next = hold(&dir.lock(), linux::offset(9, 4243));
         drop(run);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             progress(&counter, Duration::from_millis(100)),
             0,
-            "paused for the next run"
+            "resumed between runs"
         );
 
-        // The runs end: the worker carries on.
+        // The runs end: the workers carry on.
         drop(next);
+        assert!(becomes(&late, true, long), "the late one not resumed");
         assert!(
             becomes(&counter, true, long),
-            "resumed once no run holds the lock"
+            "not resumed once the runs ended"
         );
 
         // A run that lasts: paused at first, then its company again after LONG_RUN.
-        let lasting = hold(dir.path(), 4244);
-        assert!(becomes(&counter, false, super::LONG_RUN), "paused at first");
-        assert!(becomes(&counter, true, long), "resumed during a long run");
-        drop(lasting);
+        let lasting = hold(&dir.lock(), linux::offset(0, 4244));
+        assert!(
+            becomes(&counter, false, super::LONG_RUN),
+            "not paused at first"
+        );
+        assert!(
+            becomes(&counter, true, long),
+            "not resumed during a long run"
+        );
+        drop((lasting, waiting));
 
         stop.store(true, Ordering::Relaxed);
         worker.join().unwrap();
+        late_worker.join().unwrap();
     }
 }

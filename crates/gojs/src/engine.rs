@@ -186,8 +186,8 @@ impl Engine {
     /// works through every queued module, oldest first, and removes each; a call that finds
     /// the lock taken returns at once, its module being left to the holder.
     ///
-    /// It also pauses while a Go test binary that a run is compiling itself (and then running)
-    /// uses the machine, for up to a second each: for that it installs a handler for
+    /// It also pauses while a run compiles and runs another module (or the same one with
+    /// another cache directory), for up to a second each: for that it installs a handler for
     /// `SIGRTMIN` and starts a watcher thread, so call it in a process of its own, as
     /// [`Engine::fill_cache_with`]'s command does.
     ///
@@ -449,6 +449,13 @@ impl Engine {
         source: impl FnOnce() -> Source,
     ) -> Result<Compiled, Error> {
         let primary = &self.inner.primary;
+        // Background compiles of other modules pause while this run compiles and runs; a split
+        // first run caches nothing itself, so its module's own background compile carries on.
+        let split_likely = self.inner.compiler == Compiler::Auto && !is_go_test(wasm);
+        crate::courtesy::announce(match &key {
+            Some(key) if split_likely => Some(key.module_id()),
+            _ => None,
+        });
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
             if let Some(split) = split_for_first_run(baseline, wasm) {
@@ -461,12 +468,6 @@ impl Engine {
                     );
                 }
                 return Ok(split);
-            }
-            if let Some(key) = &key
-                && is_go_test(wasm)
-            {
-                // Background compiles wait for this run (it caches its code itself).
-                crate::courtesy::announce(&key.dir);
             }
             let module = compile_go(baseline, wasm, Code::WinchWhole).map_err(invalid)?;
             if let Some(key) = key {
@@ -840,7 +841,7 @@ fn fill_from(pending: &Path, give_way: bool) -> Result<(), Error> {
         .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
     if give_way {
         // Its watcher keeps this thread's priority, to notice a test binary's run at once.
-        crate::courtesy::give_way(dir);
+        crate::courtesy::give_way();
         crate::courtesy::register_this_thread();
     }
     lower_priority();
@@ -889,6 +890,7 @@ fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
                     content,
                     size,
                 };
+                crate::courtesy::compiling(key.module_id());
                 let inline = next
                     .file_name()
                     .and_then(|n| n.to_str()?.strip_prefix(".pending-"))
@@ -1073,6 +1075,11 @@ struct Key {
 }
 
 impl Key {
+    /// Which background compile a run of this module waits for ([`crate::courtesy`]).
+    fn module_id(&self) -> u32 {
+        crate::courtesy::module_id(&self.dir, &self.content)
+    }
+
     /// The entry for code compiled by `engine` (whose settings are `compiler`'s): the content
     /// plus everything about the engine that affects the code.
     fn entry(&self, engine: &wasmtime::Engine, compiler: Compiler) -> PathBuf {

@@ -299,11 +299,17 @@ fn test_binaries_do_not_tier_up() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The process id whose run holds a lock on `.runs.lock` in the cache directory `dir`, as a
-/// test binary's first run does while it compiles and runs (`None` if none does).
-fn run_lock_holder(dir: &Path) -> Option<i64> {
+/// The lock file runs announce themselves in, under the temporary directory `tmp` (the runs'
+/// and fillers' `TMPDIR`).
+fn runs_lock(tmp: &Path) -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    tmp.join(format!("gojs-runs-{}.lock", unsafe { libc::getuid() }))
+}
+
+/// The offset of a lock a run holds on `lock` (module id << 22 | process id), if any.
+fn run_lock_holder(lock: &Path) -> Option<i64> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(dir.join(".runs.lock")).ok()?;
+    let file = std::fs::File::open(lock).ok()?;
     // SAFETY: zeroed flock, filled in below; F_OFD_GETLK reads and writes it.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as libc::c_short;
@@ -312,21 +318,21 @@ fn run_lock_holder(dir: &Path) -> Option<i64> {
     (r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_start)
 }
 
-/// Lock byte `pid` of `.runs.lock` in `dir`, as a test binary's run with that process id would.
-fn pretend_run(dir: &Path, pid: i64) -> std::fs::File {
+/// Lock byte `offset` of `lock`, as a run would.
+fn pretend_run(lock: &Path, offset: i64) -> std::fs::File {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(dir.join(".runs.lock"))
+        .open(lock)
         .unwrap();
     // SAFETY: zeroed flock, filled in below; F_OFD_SETLK reads it.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_RDLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = pid;
+    fl.l_start = offset;
     fl.l_len = 1;
     assert_eq!(
         unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
@@ -350,48 +356,76 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz.max(1))
 }
 
-/// A test binary's first run says so while it compiles and runs, and the background filler
-/// waits while test binaries run one after another (RATIONALE.md, "Why does the background
-/// compile stop while a test binary compiles and runs?").
-#[test]
-fn the_background_compile_waits_for_test_binaries() {
-    let dir = fresh_scratch_dir("courtesy");
-    let bin = std_test_binary(&dir, "sort");
-    let cache = dir.join("cache");
-
-    // A first run holds the lock, under its own process id, until it ends.
-    let mut cmd = Command::new(gojs());
-    cmd.env("GOJS_CACHE_DIR", &cache)
+/// The lock a first run of `args` (a `gojs run` command line) holds while it runs, with the
+/// temporary directory `tmp` and the compile cache `cache`; checks that it goes with the run.
+fn lock_of_first_run(tmp: &Path, cache: &Path, args: &[&std::ffi::OsStr]) -> (Option<i64>, u32) {
+    let mut child = Command::new(gojs())
+        .env("GOJS_CACHE_DIR", cache)
+        .env("TMPDIR", tmp)
         .env_remove("GOJS_COMPILER")
-        .arg("run")
-        .arg(&bin)
-        .args([
-            "-test.run=^$",
-            "-test.bench=SortInt1K$",
-            "-test.benchtime=500ms",
-        ])
+        .args(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut seen = None;
     while seen.is_none() && child.try_wait().unwrap().is_none() {
-        seen = run_lock_holder(&cache);
-        std::thread::sleep(Duration::from_millis(5));
+        seen = run_lock_holder(&runs_lock(tmp));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(seen, Some(i64::from(child.id())));
-    assert!(child.wait().unwrap().success());
-    assert_eq!(run_lock_holder(&cache), None, "the lock outlived the run");
+    let pid = child.id();
+    child.wait().unwrap();
+    assert_eq!(
+        run_lock_holder(&runs_lock(tmp)),
+        None,
+        "the lock outlived the run"
+    );
+    (seen, pid)
+}
+
+/// A first run says so while it compiles and runs, and background compiles wait while first
+/// runs of other modules follow one another (RATIONALE.md, "Why does the background compile
+/// stop while another module's first run compiles and runs?").
+#[test]
+fn background_compiles_wait_for_first_runs_of_other_modules() {
+    let dir = fresh_scratch_dir("courtesy");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let pid_bits = |offset: i64| offset & ((1 << 22) - 1);
+
+    // A test binary's first run caches its code itself: it waits for no background compile.
+    let bin = std_test_binary(&dir, "sort");
+    let cache = dir.join("cache");
+    let args = [
+        "run".as_ref(),
+        bin.as_os_str(),
+        "-test.run=^$".as_ref(),
+        "-test.bench=SortInt1K$".as_ref(),
+        "-test.benchtime=300ms".as_ref(),
+    ];
+    let (seen, pid) = lock_of_first_run(&tmp, &cache, &args);
+    assert_eq!(seen, Some(i64::from(pid)));
+    wait_for_filler(&cache);
+    // A split first run waits for its own module's background compile (id in the high bits).
+    let trap = Go::path().build("trap");
+    let args = ["run".as_ref(), trap.as_os_str(), "300".as_ref()];
+    let (seen, pid) = lock_of_first_run(&tmp, &cache, &args);
+    let seen = seen.expect("a split first run holds no lock");
+    assert_eq!(pid_bits(seen), i64::from(pid));
+    assert!(seen >> 22 > 0, "{seen:#x}");
     wait_for_filler(&cache);
 
-    // A filler with work to do makes (almost) none while runs follow one another, for
-    // longer than one long run (a second) ...
+    // A filler with work to do makes (almost) none while other modules' runs follow one
+    // another, for longer than one long run (a second) ...
     let queue = dir.join("queue");
     std::fs::create_dir_all(&queue).unwrap();
     let hello = std::fs::read(hello()).unwrap();
     std::fs::write(queue.join(".pending-hello.wasm"), hello).unwrap();
-    let mut run = Some(pretend_run(&queue, 1_000_001));
+    let lock = runs_lock(&tmp);
+    let mut run = Some(pretend_run(&lock, 1_000_001));
     let mut filler = Command::new(gojs())
         .env("GOJS_FILL_CACHE_FROM", "1")
+        .env("TMPDIR", &tmp)
         .arg(queue.join(".pending-hello.wasm"))
         .spawn()
         .unwrap();
@@ -399,7 +433,7 @@ fn the_background_compile_waits_for_test_binaries() {
     for next in 1_000_002..1_000_012 {
         std::thread::sleep(Duration::from_millis(300));
         // The next run starts before the last one ends.
-        let following = pretend_run(&queue, next);
+        let following = pretend_run(&lock, next);
         run = Some(following);
     }
     let during = cpu_time(filler.id()).saturating_sub(started);
