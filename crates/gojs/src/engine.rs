@@ -639,6 +639,9 @@ fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compile
     let split = match std::env::var("GOJS_SPLIT").as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
+        // A test binary is compiled whole (RATIONALE.md), named or not: `go test` strips the
+        // name section, but `testing.MainStart` is still in Go's own table of function names.
+        _ if is_go_test(wasm) => return None,
         _ => default_split(wasm)?,
     };
     let module = compile_go(engine, &split.primary, Code::WinchPart).ok()?;

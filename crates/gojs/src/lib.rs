@@ -77,6 +77,7 @@ mod instance;
 mod jumps;
 mod module;
 mod narrow;
+mod pclntab;
 mod realm;
 mod reentry;
 mod rewrite;

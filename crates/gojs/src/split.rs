@@ -94,7 +94,8 @@ struct Shape<'a> {
     /// The table offset of the element segment that lists every defined function in order.
     elem_offset: Option<u32>,
     bodies: Vec<&'a [u8]>,
-    names: Vec<(u32, &'a str)>,
+    /// Function names: the name section's, else Go's own table's ([`crate::pclntab`]).
+    names: Vec<(u32, Cow<'a, str>)>,
     /// Sections copied as they are, with the place of the ones rebuilt.
     sections: Vec<Section<'a>>,
     imports: Vec<(&'a str, &'a str, u32)>,
@@ -240,12 +241,13 @@ struct Catalog<'a> {
 }
 
 impl<'a> Catalog<'a> {
-    fn new(shape: &Shape<'a>) -> Catalog<'a> {
+    fn new(shape: &'a Shape<'_>) -> Catalog<'a> {
         let defined = shape.func_types.len();
         let imported = shape.imported_funcs as usize;
         let mut by_name = std::collections::BTreeMap::new();
         let mut name_of = vec![""; defined];
-        for &(index, name) in &shape.names {
+        for (index, name) in &shape.names {
+            let (index, name) = (*index, name.as_ref());
             if let Some(i) = (index as usize).checked_sub(imported)
                 && i < defined
             {
@@ -334,6 +336,7 @@ impl<'a> Catalog<'a> {
 
 fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
     let mut s = Shape::default();
+    let mut data: &[u8] = &[];
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.ok()? {
             Payload::Version { encoding, .. } => {
@@ -435,14 +438,17 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 s.sections.push(Section::Code(10, wasm.get(range)?));
             }
             Payload::CodeSectionEntry(body) => s.bodies.push(body.as_bytes()),
-            Payload::DataSection(r) => s.sections.push(Section::Raw(11, wasm.get(r.range())?)),
+            Payload::DataSection(r) => {
+                data = wasm.get(r.range())?;
+                s.sections.push(Section::Raw(11, data));
+            }
             Payload::CustomSection(c) => {
                 if let KnownCustom::Name(names) = c.as_known() {
                     for name in names {
                         if let Name::Function(map) = name.ok()? {
                             for naming in map {
                                 let naming = naming.ok()?;
-                                s.names.push((naming.index, naming.name));
+                                s.names.push((naming.index, Cow::Borrowed(naming.name)));
                             }
                         }
                     }
@@ -453,6 +459,12 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
             // A start function, passive data, tags, components…: not Go's shape.
             _ => return None,
         }
+    }
+    if s.names.is_empty()
+        && let Some(names) = crate::pclntab::function_names(data, s.bodies.len())
+    {
+        let first = s.imported_funcs;
+        s.names = (first..).zip(names.into_iter().map(Cow::Owned)).collect();
     }
     let numeric_globals = s.globals.iter().all(|g| {
         matches!(
@@ -689,7 +701,8 @@ fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Ve
             }
             Section::Custom("name", _) => {
                 let mut names = enc::NameMap::new();
-                for &(index, name) in &s.names {
+                for (index, name) in &s.names {
+                    let (index, name) = (*index, name.as_ref());
                     let keep = (index as usize)
                         .checked_sub(imported as usize)
                         .is_none_or(|d| needed.get(d) == Some(&true));

@@ -512,7 +512,53 @@ fn first_runs_of_hello_world_are_split() {
     let dir = fresh_scratch_dir("test-binary-whole");
     let test = std::fs::read(std_test_binary(&dir, "errors")).unwrap();
     assert_eq!(gojs::first_run_split(&test), None, "a test binary is split");
+    // `go test` and `go run` link with -s, without the name section: the names come from
+    // Go's own table, and the same functions are picked (a few generic ones are named
+    // differently there).
+    assert_eq!(
+        gojs::first_run_split(&without_names(&test)),
+        None,
+        "a test binary without names is split"
+    );
+    for go in &gos {
+        let wasm = std::fs::read(go.build("hello")).unwrap();
+        let (named, _) = gojs::first_run_split(&wasm).unwrap();
+        let (unnamed, _) = gojs::first_run_split(&without_names(&wasm))
+            .unwrap_or_else(|| panic!("{go:?}: hello without names is compiled whole"));
+        assert!(
+            unnamed.abs_diff(named) * 50 <= named,
+            "{go:?}: {unnamed} functions first without names, {named} with"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `wasm` without its name section, as `go test` and `go run` link it (`-ldflags=-s`).
+fn without_names(wasm: &[u8]) -> Vec<u8> {
+    let mut out = wasm[..8].to_vec();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload = payload.unwrap();
+        if let wasmparser::Payload::CustomSection(c) = &payload
+            && c.name() == "name"
+        {
+            continue;
+        }
+        if let Some((id, range)) = payload.as_section() {
+            out.push(id);
+            let mut len = range.len();
+            loop {
+                let byte = (len & 0x7f) as u8;
+                len >>= 7;
+                out.push(if len == 0 { byte } else { byte | 0x80 });
+                if len == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&wasm[range]);
+        }
+    }
+    assert!(out.len() < wasm.len());
+    out
 }
 
 /// Go clears a large allocation when its heap was used before; gojs's fill (crates/gojs/src/
