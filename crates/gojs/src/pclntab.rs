@@ -152,6 +152,42 @@ pub(crate) fn function_names(data: &[u8], defined: usize) -> Option<Vec<String>>
     Some(names)
 }
 
+/// `wasm` with a name section: as it is if it has one (or if Go's table can't be read), else
+/// with one made from Go's table appended, so that what goes by name — the rewrite's passes,
+/// the first run's split, trap backtraces — works for modules linked with `-s` as well.
+pub(crate) fn with_names(wasm: &[u8]) -> Cow<'_, [u8]> {
+    named(wasm).map_or(Cow::Borrowed(wasm), Cow::Owned)
+}
+
+fn named(wasm: &[u8]) -> Option<Vec<u8>> {
+    use wasmparser::{Payload, TypeRef};
+    let (mut imported, mut defined, mut data) = (0u32, 0usize, None);
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.ok()? {
+            Payload::ImportSection(r) => {
+                for import in r.into_imports() {
+                    imported += u32::from(matches!(import.ok()?.ty, TypeRef::Func(_)));
+                }
+            }
+            Payload::FunctionSection(r) => defined = r.count() as usize,
+            Payload::DataSection(r) => data = Some(wasm.get(r.range())?),
+            Payload::CustomSection(c) if c.name() == "name" => return None,
+            _ => {}
+        }
+    }
+    let names = function_names(data?, defined)?;
+    let mut map = wasm_encoder::NameMap::new();
+    for (f, name) in (imported..).zip(&names) {
+        map.append(f, name);
+    }
+    let mut section = wasm_encoder::NameSection::new();
+    section.functions(&map);
+    let mut out = Vec::with_capacity(wasm.len() + names.len() * 32);
+    out.extend_from_slice(wasm);
+    wasm_encoder::Section::append_to(&section.as_custom(), &mut out);
+    Some(out)
+}
+
 /// The active segments of memory 0 in a data section's contents, as `(address, bytes)`, in
 /// the section's order. Go writes tens of thousands, all `(i32.const N)`-placed: read here
 /// directly (`wasmparser` took ~5 ms for 55,000). Any other kind of segment: `None`.

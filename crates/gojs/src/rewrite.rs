@@ -109,6 +109,9 @@ const CUSTOM_SECTION: u8 = 0;
 /// `wasm` with `passes` applied, or `None` if it can't be read or no pass changes anything. A
 /// module the dispatch or fill pass can't handle still gets the others.
 pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
+    // The passes find Go's functions by name: a module linked with `-s` gets its names back.
+    let named = crate::pclntab::with_names(wasm);
+    let wasm = named.as_ref();
     let sections = sections(wasm)?;
     let no_return = if passes.jumps {
         no_return(wasm, &sections)

@@ -465,6 +465,8 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
     {
         let first = s.imported_funcs;
         s.names = (first..).zip(names.into_iter().map(Cow::Owned)).collect();
+        // The modules made from this one get a name section made from them.
+        s.sections.push(Section::Custom("name", &[]));
     }
     let numeric_globals = s.globals.iter().all(|g| {
         matches!(
@@ -794,6 +796,16 @@ fn secondary_module(s: &Shape<'_>) -> Vec<u8> {
             | Section::Element(id @ 9, data)
             | Section::Code(id @ 10, data) => {
                 m.section(&enc::RawSection { id, data });
+            }
+            // Names read from Go's table (the function indices are the module's own).
+            Section::Custom("name", []) => {
+                let mut names = enc::NameMap::new();
+                for (index, name) in &s.names {
+                    names.append(*index, name);
+                }
+                let mut section = enc::NameSection::new();
+                section.functions(&names);
+                m.section(&section);
             }
             Section::Custom("name", data) => {
                 m.section(&enc::CustomSection {

@@ -664,16 +664,63 @@ fn go_binaries_are_rewritten() {
             after < before / 2,
             "{go:?}: {after} of {before} 64-bit adds left after narrowing"
         );
-        let imports_fill = wasmparser::Parser::new(0)
-            .parse_all(&all)
-            .filter_map(|p| match p.unwrap() {
-                wasmparser::Payload::ImportSection(r) => Some(r),
-                _ => None,
-            })
-            .flat_map(|r| r.into_imports())
-            .any(|i| i.unwrap().module == "gojs:host");
+        let imports_fill = |wasm: &[u8]| {
+            wasmparser::Parser::new(0)
+                .parse_all(wasm)
+                .filter_map(|p| match p.unwrap() {
+                    wasmparser::Payload::ImportSection(r) => Some(r),
+                    _ => None,
+                })
+                .flat_map(|r| r.into_imports())
+                .any(|i| i.unwrap().module == "gojs:host")
+        };
         // `version` is like "go1.21.13".
         let minor: u32 = go.version.split('.').nth(1).unwrap().parse().unwrap();
-        assert_eq!(imports_fill, minor >= 21, "{go:?}: fill import");
+        assert_eq!(imports_fill(&all), minor >= 21, "{go:?}: fill import");
+        // Linked with -s (no name section), the passes find Go's functions all the same, by
+        // the names in Go's own table, which the rewritten module carries as its name section.
+        let stripped = gojs::rewritten(&without_names(&wasm), false).unwrap();
+        assert_eq!(
+            imports_fill(&stripped),
+            minor >= 21,
+            "{go:?}: fill import, no names"
+        );
+        assert_eq!(
+            adds(&stripped),
+            after,
+            "{go:?}: narrowed differently without names"
+        );
+        let named = wasmparser::Parser::new(0).parse_all(&stripped).any(
+            |p| matches!(p.unwrap(), wasmparser::Payload::CustomSection(c) if c.name() == "name"),
+        );
+        assert!(named, "{go:?}: no name section");
     }
+}
+
+/// A program linked with -s (as `go run` links it) that traps: its backtrace names Go's
+/// functions, whether its first run was split or compiled whole.
+#[test]
+fn traps_in_modules_without_names_are_named() {
+    let dir = fresh_scratch_dir("trap-unnamed");
+    let wasm = dir.join("trap.wasm");
+    std::fs::write(
+        &wasm,
+        without_names(&std::fs::read(Go::path().build("trap")).unwrap()),
+    )
+    .unwrap();
+    for split in ["on", "off"] {
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_SPLIT", split)
+            .env_remove("GOJS_COMPILER")
+            .args(["run", "--no-cache"])
+            .arg(&wasm);
+        let o = run(cmd, b"");
+        assert_eq!(o.code, Some(1), "{}", o.stderr());
+        assert!(
+            o.stderr().contains("main.main"),
+            "split {split}: {}",
+            o.stderr()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
