@@ -6,7 +6,7 @@
 //! away with the process however it ends, so nothing is ever left behind. The byte says which
 //! module's background compile the run waits for, if any (a split first run caches nothing
 //! itself: its module's filler is what makes the next run fast), and the run's process id. The
-//! background filler's watcher ([`give_way`]) asks every few milliseconds whether any run that
+//! background filler's watcher ([`give_way`]) asks every 2 ms whether any run that
 //! doesn't wait for the module it is compiling ([`compiling`]) holds a lock; while one does —
 //! unless the same run has held it for [`LONG_RUN`], a run that lasts, which gets the idle core
 //! as before — the filler's threads wait in a signal handler.
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often the watcher looks.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(2);
 /// A run that has held its lock this long is left to share the machine with the filler.
 const LONG_RUN: Duration = Duration::from_secs(1);
 /// Process ids take the low bits of a lock's offset (Linux's `pid_max` is at most 2^22).
@@ -47,15 +47,21 @@ pub(crate) fn module_id(dir: &Path, content: &blake3::Hash) -> u32 {
     word % ((1 << 31) - 1) + 1
 }
 
-/// Say, for the rest of this process, that it runs a module it compiled: background compiles
-/// pause until the process ends or has run for [`LONG_RUN`], except the one of `waiting_for`
-/// ([`module_id`]), which this run's next runs need. Once per process; failures (a file system
-/// without such locks) only lose the courtesy.
+/// Say that this process runs a module it compiles: background compiles pause until the
+/// process ends, [`retire`]s, or has run for [`LONG_RUN`] — except the one of `waiting_for`
+/// ([`module_id`]), which this run's next runs need. A later call changes what the run waits
+/// for. Failures (a file system without such locks) only lose the courtesy.
 pub(crate) fn announce(waiting_for: Option<u32>) {
     #[cfg(target_os = "linux")]
     linux::announce(&lock_file(), waiting_for.unwrap_or(0));
     #[cfg(not(target_os = "linux"))]
     let _ = waiting_for;
+}
+
+/// Withdraw [`announce`]: this process found its module's code cached after all.
+pub(crate) fn retire() {
+    #[cfg(target_os = "linux")]
+    linux::retire();
 }
 
 /// In a background filler process: watch for runs and pause the threads that
@@ -87,14 +93,14 @@ mod linux {
     use std::fs::File;
     use std::os::fd::AsRawFd;
     use std::path::Path;
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+    use std::sync::{Mutex, PoisonError};
     use std::time::Instant;
 
     use super::{LONG_RUN, PID_BITS, POLL};
 
-    /// The file whose lock this process holds (kept open for the process's life).
-    static ANNOUNCED: OnceLock<Option<File>> = OnceLock::new();
+    /// The file whose lock this process holds, and the lock's offset.
+    static ANNOUNCED: Mutex<Option<(File, i64)>> = Mutex::new(None);
 
     /// The module the filler compiles now (0: none).
     pub(super) static CURRENT: AtomicU32 = AtomicU32::new(0);
@@ -129,14 +135,43 @@ mod linux {
         (i64::from(id) << PID_BITS) | i64::from(pid & ((1 << PID_BITS) - 1))
     }
 
+    /// Lock (`F_RDLCK`) or unlock (`F_UNLCK`) the byte at `at`.
+    fn set(file: &File, kind: libc::c_int, at: i64) -> bool {
+        let fl = lock_range(kind, at, 1);
+        // SAFETY: F_OFD_SETLK reads `fl`, a valid flock, for an open descriptor.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) == 0 }
+    }
+
     pub(super) fn announce(path: &Path, waiting_for: u32) {
-        ANNOUNCED.get_or_init(|| {
-            let file = open(path)?;
-            let fl = lock_range(libc::F_RDLCK, offset(waiting_for, std::process::id()), 1);
-            // SAFETY: F_OFD_SETLK reads `fl`, a valid flock, for an open descriptor.
-            let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-            (r == 0).then_some(file)
-        });
+        let at = offset(waiting_for, std::process::id());
+        let mut held = ANNOUNCED.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.take() {
+            Some((file, old)) if old == at => *held = Some((file, old)),
+            // The new byte first, then the old one let go: never a moment without either.
+            Some((file, old)) => {
+                if set(&file, libc::F_RDLCK, at) {
+                    set(&file, libc::F_UNLCK, old);
+                    *held = Some((file, at));
+                } else {
+                    *held = Some((file, old));
+                }
+            }
+            None => {
+                if let Some(file) = open(path)
+                    && set(&file, libc::F_RDLCK, at)
+                {
+                    *held = Some((file, at));
+                }
+            }
+        }
+    }
+
+    pub(super) fn retire() {
+        // Closing the file lets its lock go.
+        ANNOUNCED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// The offset of a lock held in `file` within `len` bytes from `start` (0: to the end).
@@ -347,13 +382,21 @@ mod tests {
         let dir = Scratch::new("runs-seen");
         let file = open(&dir.lock());
         assert_eq!(linux::holder(&file, 0), None);
+        // Announced before the module is known: waiting for nothing, every filler pauses.
+        linux::announce(&dir.lock(), 0);
+        let early = Some(linux::offset(0, std::process::id()));
+        assert_eq!(linux::holder(&file, 0), early);
+        assert_eq!(linux::holder(&file, 7), early);
+        // Then for module 7: only its filler carries on.
         linux::announce(&dir.lock(), 7);
         let ours = Some(linux::offset(7, std::process::id()));
         assert_eq!(linux::holder(&file, 0), ours);
         assert_eq!(linux::holder(&file, 6), ours);
         assert_eq!(linux::holder(&file, 8), ours);
-        // The filler this run waits for doesn't pause for it.
         assert_eq!(linux::holder(&file, 7), None);
+        // Withdrawn: nobody pauses.
+        linux::retire();
+        assert_eq!(linux::holder(&file, 0), None);
     }
 
     /// How far `counter` moves in `wait`.

@@ -244,10 +244,13 @@ impl Engine {
 
     /// Compile `wasm` (already classified as Go js/wasm), through the cache.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Compiled, Error> {
+        // Background compiles pause from the start (what this run waits for is known later).
+        crate::courtesy::announce(None);
         let key = self.key(&mut &wasm[..])?;
         if let Some(key) = &key
             && let Some((m, tier_up)) = self.cached(Some(key))?
         {
+            crate::courtesy::retire();
             if tier_up {
                 self.tier_up_later(key, || Source::Bytes(wasm.to_vec()));
             }
@@ -354,10 +357,13 @@ impl Engine {
             return self.load_artifact(path).map(Compiled::whole);
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        // Background compiles pause from the start (what this run waits for is known later).
+        crate::courtesy::announce(None);
         let key = self.key(&mut file)?;
         if let Some(key) = &key
             && let Some((m, tier_up)) = self.cached(Some(key))?
         {
+            crate::courtesy::retire();
             crate::module::classify_compiled(&m)?;
             if tier_up {
                 self.tier_up_later(key, || Source::File(path.to_owned()));

@@ -356,7 +356,7 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz.max(1))
 }
 
-/// The lock a first run of `args` (a `gojs run` command line) holds while it runs, with the
+/// The lock a first run of `args` (a `gojs run` command line) holds at last while it runs, with the
 /// temporary directory `tmp` and the compile cache `cache`; checks that it goes with the run.
 fn lock_of_first_run(tmp: &Path, cache: &Path, args: &[&std::ffi::OsStr]) -> (Option<i64>, u32) {
     let mut child = Command::new(gojs())
@@ -368,9 +368,13 @@ fn lock_of_first_run(tmp: &Path, cache: &Path, args: &[&std::ffi::OsStr]) -> (Op
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // The last lock seen: a run announces itself at once, then says what it waits for once it
+    // knows its module.
     let mut seen = None;
-    while seen.is_none() && child.try_wait().unwrap().is_none() {
-        seen = run_lock_holder(&runs_lock(tmp));
+    while child.try_wait().unwrap().is_none() {
+        if let Some(holder) = run_lock_holder(&runs_lock(tmp)) {
+            seen = Some(holder);
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     let pid = child.id();
