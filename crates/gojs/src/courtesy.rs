@@ -106,8 +106,9 @@ mod linux {
     pub(super) static CURRENT: AtomicU32 = AtomicU32::new(0);
     /// 1 while the registered threads are to wait.
     static PAUSED: AtomicU32 = AtomicU32::new(0);
-    /// Thread ids to pause (a filler has its main thread and one per core).
-    static THREADS: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
+    /// Thread ids to pause (a filler has its main thread and one per core; beyond this many
+    /// cores, the rest keep compiling).
+    static THREADS: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
     static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
     fn open(path: &Path) -> Option<File> {

@@ -843,13 +843,14 @@ fn claim(pending: &Path, wasm: &[u8], file: Option<&Path>) -> bool {
     queued.is_ok()
 }
 
-/// [`Engine::compile_pending`]; `give_way`: pause while a test binary runs (a process of its own).
+/// [`Engine::compile_pending`]; `give_way`: pause while other modules' first runs compile and
+/// run (only in a process of its own: it takes the process's `SIGRTMIN`).
 fn fill_from(pending: &Path, give_way: bool) -> Result<(), Error> {
     let dir = pending
         .parent()
         .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
     if give_way {
-        // Its watcher keeps this thread's priority, to notice a test binary's run at once.
+        // Its watcher keeps this thread's priority, to notice a run at once.
         crate::courtesy::give_way();
         crate::courtesy::register_this_thread();
     }
