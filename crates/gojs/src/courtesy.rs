@@ -111,7 +111,7 @@ mod linux {
     static THREADS: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
     static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
-    fn open(path: &Path) -> Option<File> {
+    pub(super) fn open(path: &Path) -> Option<File> {
         File::options()
             .read(true)
             .write(true)
@@ -137,7 +137,7 @@ mod linux {
     }
 
     /// Lock (`F_RDLCK`) or unlock (`F_UNLCK`) the byte at `at`.
-    fn set(file: &File, kind: libc::c_int, at: i64) -> bool {
+    pub(super) fn set(file: &File, kind: libc::c_int, at: i64) -> bool {
         let fl = lock_range(kind, at, 1);
         // SAFETY: F_OFD_SETLK reads `fl`, a valid flock, for an open descriptor.
         unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) == 0 }
@@ -309,7 +309,6 @@ mod linux {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -337,30 +336,28 @@ mod tests {
     }
 
     fn open(path: &Path) -> std::fs::File {
-        std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap()
+        linux::open(path).unwrap()
     }
 
     /// Hold a run's lock at `offset` through a file description of our own, as another
     /// process's run would.
     fn hold(path: &Path, offset: i64) -> std::fs::File {
         let file = open(path);
-        // SAFETY: zeroed flock, filled in below; F_OFD_SETLK reads it.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_RDLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = offset;
-        fl.l_len = 1;
-        assert_eq!(
-            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
-            0
-        );
+        assert!(linux::set(&file, libc::F_RDLCK, offset));
         file
+    }
+
+    /// A thread registered to pause, counting as fast as it can until `stop`.
+    fn counting_worker(stop: &Arc<AtomicBool>) -> (Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+        let counter = Arc::new(AtomicU64::new(0));
+        let (count, stop) = (counter.clone(), stop.clone());
+        let worker = std::thread::spawn(move || {
+            super::register_this_thread();
+            while !stop.load(Ordering::Relaxed) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        (counter, worker)
     }
 
     #[test]
@@ -424,17 +421,8 @@ mod tests {
         let dir = Scratch::new("runs-pause");
         linux::give_way(&dir.lock());
         super::compiling(5);
-        let counter = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = {
-            let (counter, stop) = (counter.clone(), stop.clone());
-            std::thread::spawn(move || {
-                super::register_this_thread();
-                while !stop.load(Ordering::Relaxed) {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
+        let (counter, worker) = counting_worker(&stop);
         let long = Duration::from_secs(10);
         let quiet = Duration::from_millis(300);
         assert!(becomes(&counter, true, long), "the worker runs");
@@ -454,16 +442,7 @@ mod tests {
         );
 
         // A thread registered during the pause waits too.
-        let late = Arc::new(AtomicU64::new(0));
-        let late_worker = {
-            let (late, stop) = (late.clone(), stop.clone());
-            std::thread::spawn(move || {
-                super::register_this_thread();
-                while !stop.load(Ordering::Relaxed) {
-                    late.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
+        let (late, late_worker) = counting_worker(&stop);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             progress(&late, Duration::from_millis(100)),

@@ -94,8 +94,7 @@ struct Shape<'a> {
     /// The table offset of the element segment that lists every defined function in order.
     elem_offset: Option<u32>,
     bodies: Vec<&'a [u8]>,
-    /// Function names: the name section's, else Go's own table's ([`crate::pclntab`]).
-    names: Vec<(u32, Cow<'a, str>)>,
+    names: Vec<(u32, &'a str)>,
     /// Sections copied as they are, with the place of the ones rebuilt.
     sections: Vec<Section<'a>>,
     imports: Vec<(&'a str, &'a str, u32)>,
@@ -134,6 +133,10 @@ pub(crate) struct Uses {
 /// Cut `wasm` as `pick` says. `None` if the module is not shaped for it, if `pick` predicts
 /// the program would soon need the secondary, or if nothing would be left for it.
 pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
+    // Picking goes by name: a module linked with `-s` (`go run`, `go test`) gets a name section
+    // made from Go's own table, which the secondary and the parts made later carry too.
+    let named = crate::pclntab::with_names(wasm);
+    let wasm = named.as_ref();
     let shape = parse(wasm)?;
     let defined = shape.func_types.len();
     let imported = shape.imported_funcs as usize;
@@ -241,13 +244,12 @@ struct Catalog<'a> {
 }
 
 impl<'a> Catalog<'a> {
-    fn new(shape: &'a Shape<'_>) -> Catalog<'a> {
+    fn new(shape: &Shape<'a>) -> Catalog<'a> {
         let defined = shape.func_types.len();
         let imported = shape.imported_funcs as usize;
         let mut by_name = std::collections::BTreeMap::new();
         let mut name_of = vec![""; defined];
-        for (index, name) in &shape.names {
-            let (index, name) = (*index, name.as_ref());
+        for &(index, name) in &shape.names {
             if let Some(i) = (index as usize).checked_sub(imported)
                 && i < defined
             {
@@ -336,7 +338,6 @@ impl<'a> Catalog<'a> {
 
 fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
     let mut s = Shape::default();
-    let mut data: &[u8] = &[];
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.ok()? {
             Payload::Version { encoding, .. } => {
@@ -438,17 +439,14 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
                 s.sections.push(Section::Code(10, wasm.get(range)?));
             }
             Payload::CodeSectionEntry(body) => s.bodies.push(body.as_bytes()),
-            Payload::DataSection(r) => {
-                data = wasm.get(r.range())?;
-                s.sections.push(Section::Raw(11, data));
-            }
+            Payload::DataSection(r) => s.sections.push(Section::Raw(11, wasm.get(r.range())?)),
             Payload::CustomSection(c) => {
                 if let KnownCustom::Name(names) = c.as_known() {
                     for name in names {
                         if let Name::Function(map) = name.ok()? {
                             for naming in map {
                                 let naming = naming.ok()?;
-                                s.names.push((naming.index, Cow::Borrowed(naming.name)));
+                                s.names.push((naming.index, naming.name));
                             }
                         }
                     }
@@ -459,14 +457,6 @@ fn parse(wasm: &[u8]) -> Option<Shape<'_>> {
             // A start function, passive data, tags, components…: not Go's shape.
             _ => return None,
         }
-    }
-    if s.names.is_empty()
-        && let Some(names) = crate::pclntab::function_names(data, s.bodies.len())
-    {
-        let first = s.imported_funcs;
-        s.names = (first..).zip(names.into_iter().map(Cow::Owned)).collect();
-        // The modules made from this one get a name section made from them.
-        s.sections.push(Section::Custom("name", &[]));
     }
     let numeric_globals = s.globals.iter().all(|g| {
         matches!(
@@ -703,8 +693,7 @@ fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Ve
             }
             Section::Custom("name", _) => {
                 let mut names = enc::NameMap::new();
-                for (index, name) in &s.names {
-                    let (index, name) = (*index, name.as_ref());
+                for &(index, name) in &s.names {
                     let keep = (index as usize)
                         .checked_sub(imported as usize)
                         .is_none_or(|d| needed.get(d) == Some(&true));
@@ -796,16 +785,6 @@ fn secondary_module(s: &Shape<'_>) -> Vec<u8> {
             | Section::Element(id @ 9, data)
             | Section::Code(id @ 10, data) => {
                 m.section(&enc::RawSection { id, data });
-            }
-            // Names read from Go's table (the function indices are the module's own).
-            Section::Custom("name", []) => {
-                let mut names = enc::NameMap::new();
-                for (index, name) in &s.names {
-                    names.append(*index, name);
-                }
-                let mut section = enc::NameSection::new();
-                section.functions(&names);
-                m.section(&section);
             }
             Section::Custom("name", data) => {
                 m.section(&enc::CustomSection {
