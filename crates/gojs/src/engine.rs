@@ -464,7 +464,8 @@ impl Engine {
         });
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
-            if let Some(split) = split_for_first_run(baseline, wasm) {
+            let winch_entry = key.as_ref().map(|k| k.entry(baseline, Compiler::Winch));
+            if let Some(split) = split_for_first_run(baseline, wasm, winch_entry.as_deref()) {
                 if let Some(key) = key {
                     self.queue_fill(
                         wasm,
@@ -641,7 +642,15 @@ pub(crate) fn compile_go(
 /// own code calls functions outside the list, or a primary that doesn't compile (the whole
 /// module's compile then reports why). `GOJS_SPLIT=all-cold` leaves only the exports in the
 /// primary (to test the secondary's path).
-fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compiled> {
+///
+/// With `winch_entry` (the cache entry of Winch's code for the whole module), the primary's code
+/// is cached beside it ([`primary_entry`]) for the first runs that come before the background
+/// filler has cached the whole module's.
+fn split_for_first_run(
+    engine: &wasmtime::Engine,
+    wasm: &[u8],
+    winch_entry: Option<&Path>,
+) -> Option<Compiled> {
     let split = match std::env::var("GOJS_SPLIT").as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
@@ -650,11 +659,76 @@ fn split_for_first_run(engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Compile
         _ if is_go_test(wasm) => return None,
         _ => default_split(wasm)?,
     };
-    let module = compile_go(engine, &split.primary, Code::WinchPart).ok()?;
+    let entry = winch_entry.map(|w| primary_entry(w, &split));
+    let module = match entry.as_deref().and_then(|e| crate::cache::load(engine, e)) {
+        Some(module) => module,
+        None => {
+            // Cached since this run looked for the whole module's code: no need to split.
+            if let Some(m) = winch_entry.and_then(|w| crate::cache::load(engine, w)) {
+                return Some(Compiled::whole(m));
+            }
+            let module = compile_go(engine, &split.primary, Code::WinchPart).ok()?;
+            if let (Some(entry), Some(whole)) = (entry, winch_entry) {
+                let code = module.clone();
+                let whole = whole.to_owned();
+                // Written while the program runs (its exit waits): 2–4 MB for ordinary
+                // programs. Not once the filler has cached code for the whole module (which
+                // removes the primary's): it would only lie there until evicted.
+                spawn_before_exit(move || {
+                    if !whole.exists() {
+                        crate::cache::store(&code, &entry, false);
+                    }
+                });
+            }
+            module
+        }
+    };
     Some(Compiled {
         module,
-        secondary: Some(crate::split::Secondary::start(engine, split)),
+        secondary: Some(crate::split::Secondary::new(engine, split)),
     })
+}
+
+/// Where the primary of `split` is cached, beside `winch_entry` (Winch's code for the whole
+/// module, which the filler caches after the first run): named by that entry and by everything
+/// the primary's code depends on — the engine's settings (in `winch_entry`'s name already),
+/// the primary's bytes and which slots it leaves to the secondary — so that a different split
+/// (another gojs, another hot list) never loads it. The filler removes these entries once the
+/// whole module's code is cached ([`primary_entries_of`]).
+fn primary_entry(winch_entry: &Path, split: &crate::split::Split) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    h.update(crate::rewrite::Passes::enabled(Code::WinchPart).version().as_bytes());
+    h.update(&split.primary);
+    h.update(&(split.functions as u64).to_le_bytes());
+    h.update(&split.offset.to_le_bytes());
+    for c in &split.cold {
+        h.update(&c.slot.to_le_bytes());
+        h.update(&c.ty.to_le_bytes());
+    }
+    let stem = winch_entry
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hash = h.finalize().to_hex();
+    winch_entry.with_file_name(format!("{stem}.primary-{}.cwasm", &hash[..32]))
+}
+
+/// The cached primaries of the module whose whole-module Winch entry is `winch_entry`
+/// ([`primary_entry`]).
+fn primary_entries_of(winch_entry: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (winch_entry.parent(), winch_entry.file_stem()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.primary-", stem.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.starts_with(&prefix).then(|| dir.join(name))
+        })
+        .collect()
 }
 
 /// The split a first run makes by default: the hot lists, and the program's own code.
@@ -938,9 +1012,14 @@ fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
                 {
                     crate::cache::store(&module, &entry, true);
                 }
-                // Winch's code for it is now superseded.
+                // Winch's code for it is now superseded, and so are the primaries of its
+                // first runs (removed only now: a run that looked for the whole module's
+                // code just before Winch's was cached still looks for a primary).
                 if entry.exists() {
                     let _ = std::fs::remove_file(&winch_entry);
+                    for primary in primary_entries_of(&winch_entry) {
+                        let _ = std::fs::remove_file(primary);
+                    }
                 }
             }
             let _ = std::fs::remove_file(&next);

@@ -58,7 +58,7 @@ pub(crate) struct Split {
 #[cfg(test)]
 impl Split {
     /// The secondary's module: the whole module again, importing the primary's memory, table
-    /// and globals ([`Secondary::start`] makes it on its compile thread).
+    /// and globals ([`Secondary::ensure_started`] makes it on its compile thread).
     pub fn secondary(&self) -> Option<Vec<u8>> {
         parse(&self.source).map(|shape| secondary_module(&shape))
     }
@@ -877,12 +877,18 @@ pub(crate) struct Secondary {
     functions: usize,
     code: Mutex<Option<Result<wasmtime::Module, String>>>,
     ready: Condvar,
+    /// The engine to compile with, and whether the compile has started: at the first call of a
+    /// cold function ([`Secondary::ensure_started`]).
+    engine: wasmtime::Engine,
+    started: std::sync::Once,
 }
 
 impl Secondary {
-    /// Start compiling `split`'s secondary with `engine` (the primary's).
-    pub fn start(engine: &wasmtime::Engine, split: Split) -> Arc<Secondary> {
-        let secondary = Arc::new(Secondary {
+    /// `split`'s secondary, to be compiled with `engine` (the primary's) once a program calls a
+    /// function the primary lacks: a program that never does (hello world) leaves the cores
+    /// to the background filler compiling the whole module for the runs after.
+    pub fn new(engine: &wasmtime::Engine, split: Split) -> Arc<Secondary> {
+        Arc::new(Secondary {
             cold: split.cold,
             types: split.types,
             source: Mutex::new(Some(split.source.into())),
@@ -890,8 +896,19 @@ impl Secondary {
             functions: split.functions,
             code: Mutex::new(None),
             ready: Condvar::new(),
-        });
-        let (engine, done) = (engine.clone(), secondary.clone());
+            engine: engine.clone(),
+            started: std::sync::Once::new(),
+        })
+    }
+
+    /// Start compiling the secondary on a background thread, unless that has started already.
+    fn ensure_started(self: &Arc<Self>) {
+        self.started.call_once(|| self.start());
+    }
+
+    fn start(self: &Arc<Self>) {
+        let (engine, done) = (self.engine.clone(), self.clone());
+        let secondary = self;
         let source = secondary.source();
         let compile = move || {
             // In a pool of our own: wasmtime compiles in parallel on the current rayon pool, and
@@ -927,7 +944,6 @@ impl Secondary {
                 .unwrap_or_else(PoisonError::into_inner) =
                 Some(Err(format!("cannot start a compile thread: {e}")));
         }
-        secondary
     }
 
     fn source(&self) -> Option<Arc<[u8]>> {
@@ -1070,6 +1086,7 @@ fn load(caller: &mut Caller<'_, HostState>, slot: u64) -> wasmtime::Result<()> {
         Loading::Loaded => return Ok(()),
         Loading::Failed(e) => Err(e),
         Loading::Pending(secondary, linker, mut loaded) => {
+            secondary.ensure_started();
             if !secondary.is_ready() {
                 let engine = caller.engine().clone();
                 let slot = u32::try_from(slot).ok();

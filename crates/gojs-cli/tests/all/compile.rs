@@ -206,6 +206,75 @@ fn auto_runs_at_once_and_fills_the_cache_in_the_background() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A split first run caches its primary's code, and the runs that come before the background
+/// filler has cached code for the whole module load it instead of compiling it again; a damaged
+/// one is compiled again; the filler removes it once Cranelift's code is cached.
+#[test]
+fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
+    use std::os::fd::AsRawFd;
+    let wasm = hello();
+    let dir = fresh_scratch_dir("primary");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Holding the filler's lock keeps the background compile from starting: only what the
+    // runs themselves write appears.
+    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let primaries = || files(&dir, ".cwasm");
+
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    let cached = primaries();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let primary = cached[0].clone();
+    assert!(
+        primary.to_string_lossy().contains(".primary-"),
+        "{primary:?}"
+    );
+    let len = std::fs::metadata(&primary).unwrap().len();
+
+    // The next run loads it (a load marks the entry used) and writes nothing new.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let age = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&primary)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert_eq!(primaries(), [primary.clone()]);
+    assert!(age(&primary) > old, "the cached primary was not loaded");
+
+    // A damaged entry is compiled again and replaced.
+    let mut bytes = std::fs::read(&primary).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&primary, &bytes).unwrap();
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert_eq!(primaries(), [primary.clone()]);
+    assert_eq!(std::fs::metadata(&primary).unwrap().len(), len);
+    assert_ne!(std::fs::read(&primary).unwrap(), bytes, "not rewritten");
+
+    // The filler, let go, caches the whole module's code and removes the primary.
+    drop(lock);
+    let queued = pending(&dir);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_FILL_CACHE_FROM", "1").arg(&queued[0]);
+    let o = run(cmd, b"");
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    let left = primaries();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left[0].to_string_lossy().contains(".primary-"), "{left:?}");
+    let o = gojs_in(&dir, &["run", &wasm]);
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert_eq!(primaries(), left);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Wait (at most 10 minutes: the filler runs at idle priority) until nothing is queued in `dir`.
 fn wait_for_filler(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(600);
