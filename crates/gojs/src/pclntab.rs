@@ -190,8 +190,9 @@ fn named(wasm: &[u8]) -> Option<Vec<u8>> {
 
 /// The active segments of memory 0 in a data section's contents, as `(address, bytes)`, in
 /// the section's order. Go writes tens of thousands, all `(i32.const N)`-placed: read here
-/// directly (`wasmparser` took ~5 ms for 55,000). Any other kind of segment: `None`.
-fn active_segments(data: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+/// directly (`wasmparser` took ~5 ms for 55,000). Any other kind of segment, or bytes after the
+/// last: `None`.
+pub(crate) fn active_segments(data: &[u8]) -> Option<Vec<(u64, &[u8])>> {
     fn uleb(data: &[u8], at: &mut usize) -> Option<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
@@ -242,7 +243,8 @@ fn active_segments(data: &[u8]) -> Option<Vec<(u64, &[u8])>> {
         at += len;
         segments.push((u64::from(start), bytes));
     }
-    Some(segments)
+    // Nothing after the last segment (a valid section ends there).
+    (at == data.len()).then_some(segments)
 }
 
 /// A name as Go's wasm linker writes it in a name section: every character but ASCII letters,
