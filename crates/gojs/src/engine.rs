@@ -697,7 +697,11 @@ fn split_for_first_run(
 /// whole module's code is cached ([`primary_entries_of`]).
 fn primary_entry(winch_entry: &Path, split: &crate::split::Split) -> PathBuf {
     let mut h = blake3::Hasher::new();
-    h.update(crate::rewrite::Passes::enabled(Code::WinchPart).version().as_bytes());
+    h.update(
+        crate::rewrite::Passes::enabled(Code::WinchPart)
+            .version()
+            .as_bytes(),
+    );
     h.update(&split.primary);
     h.update(&(split.functions as u64).to_le_bytes());
     h.update(&split.offset.to_le_bytes());

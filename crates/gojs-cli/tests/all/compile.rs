@@ -244,7 +244,7 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
         .unwrap();
     let o = gojs_in(&dir, &["run", &wasm]);
     assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
-    assert_eq!(primaries(), [primary.clone()]);
+    assert_eq!(primaries(), std::slice::from_ref(&primary));
     assert!(age(&primary) > old, "the cached primary was not loaded");
 
     // A damaged entry is compiled again and replaced.
@@ -254,7 +254,7 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     std::fs::write(&primary, &bytes).unwrap();
     let o = gojs_in(&dir, &["run", &wasm]);
     assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
-    assert_eq!(primaries(), [primary.clone()]);
+    assert_eq!(primaries(), std::slice::from_ref(&primary));
     assert_eq!(std::fs::metadata(&primary).unwrap().len(), len);
     assert_ne!(std::fs::read(&primary).unwrap(), bytes, "not rewritten");
 
