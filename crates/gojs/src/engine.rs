@@ -765,6 +765,14 @@ pub fn first_run_split(wasm: &[u8]) -> Option<(usize, usize)> {
     Some((split.functions - split.cold.len(), split.cold.len()))
 }
 
+/// How the split reads the calls in `wasm`'s function bodies: how many bodies it decodes
+/// itself, how many it leaves to wasmparser, and how many it reads differently from wasmparser
+/// (`None` if the module isn't shaped for a split). For tests.
+#[doc(hidden)]
+pub fn call_scan_report(wasm: &[u8]) -> Option<(usize, usize, usize)> {
+    crate::split::scan_report(&crate::pclntab::with_names(wasm))
+}
+
 /// `wasm` as gojs compiles it: with its jumps made direct ([`crate::jumps`]), or `None` if
 /// there is nothing to rewrite. For tests, and for hosts that must run the same code (the
 /// bench's Go-side floor).

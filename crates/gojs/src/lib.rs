@@ -91,7 +91,8 @@ pub use convert::{
     Value,
 };
 pub use engine::{
-    Compiler, Engine, direct_jumps, first_run_split, rewritten, wait_for_background_work,
+    Compiler, Engine, call_scan_report, direct_jumps, first_run_split, rewritten,
+    wait_for_background_work,
 };
 pub use error::Error;
 pub use handle::{Handle, Reply, Running};

@@ -1372,7 +1372,7 @@ fn strip_size(encoded: Vec<u8>) -> Option<Vec<u8>> {
 }
 
 /// An unsigned LEB128 number at the start of `bytes`, and how many bytes it took.
-fn read_u32(bytes: &[u8]) -> Option<(u32, usize)> {
+pub(crate) fn read_u32(bytes: &[u8]) -> Option<(u32, usize)> {
     let mut r = BinaryReader::new(bytes, 0);
     let v = r.read_var_u32().ok()?;
     Some((v, r.original_position()))

@@ -553,6 +553,31 @@ fn queued_modules_are_compiled_by_one_filler() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The split reads the calls in Go's function bodies itself, the same as wasmparser reads them,
+/// under every Go on this machine (and in a test binary): no body is left to
+/// wasmparser, which would make first runs slower.
+#[test]
+fn the_split_reads_go_s_calls_itself() {
+    use crate::harness::Go;
+    let dir = fresh_scratch_dir("call-scan");
+    let mut modules = vec![std::fs::read(std_test_binary(&dir, "errors")).unwrap()];
+    for go in [
+        Go::path(),
+        Go::debian(19),
+        Go::debian(21),
+        Go::debian(22),
+        Go::debian(23),
+    ] {
+        modules.push(std::fs::read(go.build("hello")).unwrap());
+    }
+    for wasm in &modules {
+        let (decoded, unknown, differ) = gojs::call_scan_report(wasm).expect("parses");
+        assert!(decoded > 1000, "{decoded} bodies");
+        assert_eq!((unknown, differ), (0, 0), "of {decoded} bodies");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The hot list (crates/gojs/src/hot_functions.txt) covers hello world and its usual variants
 /// under every supported Go that Node can run: their first run compiles about a third of their
 /// functions before starting. A program whose own code reaches beyond the list has what it calls
