@@ -47,7 +47,9 @@ enum Task {
     /// Run the programs under bench/ with gojs and Node, back to back; print gojs/Node ratios.
     ///
     /// Wall time and peak RSS are measured by the runner (best of --runs); programs report
-    /// their own figures as `METRIC name value unit` lines.
+    /// their own figures as `METRIC name value unit` lines. Cold: an empty compile cache;
+    /// warm: Cranelift's code cached; for hello world also the mean of the five runs that
+    /// follow its first at once, before the background compile is done.
     Bench {
         /// Runs per program and runtime (the best is kept).
         #[arg(long, default_value_t = 3)]

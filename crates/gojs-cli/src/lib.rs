@@ -252,6 +252,36 @@ fn fill_cache_command() -> std::process::Command {
     cmd
 }
 
+/// `GOJS_LOG=LEVEL` (`error`, `warn`, `info`, `debug` or `trace`): the runtime's own log on
+/// stderr, each line stamped with the time since the process started. `debug` shows what each
+/// run loads or compiles and how long that takes (the split of a first run, the rewrite, the
+/// compile, parts, the cache writes). Unset: no log, at no cost.
+pub fn init_logging() {
+    let Some(value) = std::env::var_os(LOG) else {
+        return;
+    };
+    let level = match value.to_string_lossy().to_ascii_lowercase().as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "info" => tracing::Level::INFO,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        other => {
+            eprintln!("gojs: {LOG}={other} is not a level (error, warn, info, debug or trace)");
+            return;
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+        .try_init();
+}
+
+/// The variable [`init_logging`] reads.
+pub const LOG: &str = "GOJS_LOG";
+
 /// Called first by both binaries: if this process was started to fill the compile cache in the
 /// background (see [`gojs::Engine::fill_cache_with`]), do that and exit.
 pub fn fill_cache_if_asked() {

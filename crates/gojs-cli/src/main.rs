@@ -7,7 +7,14 @@ use clap::{Args, Parser, Subcommand};
 
 /// Run Go programs compiled with GOOS=js GOARCH=wasm natively (no Node needed).
 #[derive(Parser)]
-#[command(name = "gojs", version, about, long_about = None)]
+#[command(
+    name = "gojs",
+    version,
+    about,
+    long_about = None,
+    after_help = "Environment: GOJS_CACHE_DIR (compile cache), GOJS_CACHE_MAX_MB, GOJS_COMPILER, \
+                  GOJS_LOG=debug (what each run loads or compiles, with times, on stderr)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,6 +126,7 @@ enum Command {
 
 fn main() -> ExitCode {
     gojs_cli::fill_cache_if_asked();
+    gojs_cli::init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Run {

@@ -128,7 +128,19 @@ fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io:
 /// Save a compiled module in the cache (synced to disk if `durable`). Failures are ignored: the
 /// cache is an optimisation.
 pub(crate) fn store(module: &wasmtime::Module, path: &Path, durable: bool) {
-    if write_with(module, path, durable).is_ok()
+    let started = std::time::Instant::now();
+    let written = write_with(module, path, durable);
+    tracing::debug!(
+        "cache: {} {} ({:.1?})",
+        if written.is_ok() {
+            "wrote"
+        } else {
+            "could not write"
+        },
+        path.display(),
+        started.elapsed()
+    );
+    if written.is_ok()
         && let Some(dir) = path.parent()
     {
         evict(dir, max_bytes(), path);

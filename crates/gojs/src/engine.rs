@@ -265,23 +265,43 @@ impl Engine {
     /// plain code for a module that could tier up ([`Engine::tier_up_later`]).
     fn cached(&self, key: Option<&Key>) -> Result<Option<(wasmtime::Module, bool)>, Error> {
         let Some(key) = key else { return Ok(None) };
+        let started = std::time::Instant::now();
+        let found = self.cached_code(key)?;
+        match &found {
+            Some((_, _, what)) => {
+                tracing::debug!("{what} from the cache ({:.1?})", started.elapsed())
+            }
+            None => tracing::debug!("not in the cache"),
+        }
+        Ok(found.map(|(m, tier_up, _)| (m, tier_up)))
+    }
+
+    /// [`Engine::cached`], and whose code it is.
+    fn cached_code(
+        &self,
+        key: &Key,
+    ) -> Result<Option<(wasmtime::Module, bool, &'static str)>, Error> {
         let compiler = self.primary_compiler();
         let can_tier_up = compiler == Compiler::Cranelift && inlines(key.size);
         if can_tier_up {
             let inlining = self.inlining()?;
             if let Some(m) = crate::cache::load(inlining, &key.entry(inlining, compiler)) {
-                return Ok(Some((m, false)));
+                return Ok(Some((m, false, "Cranelift's code with inlining")));
             }
         }
         let primary = &self.inner.primary;
         if let Some(m) = crate::cache::load(primary, &key.entry(primary, compiler)) {
-            return Ok(Some((m, can_tier_up)));
+            let what = match compiler {
+                Compiler::Winch => "Winch's code",
+                _ => "Cranelift's code",
+            };
+            return Ok(Some((m, can_tier_up, what)));
         }
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
             return Ok(
                 crate::cache::load(baseline, &key.entry(baseline, Compiler::Winch))
-                    .map(|m| (m, false)),
+                    .map(|m| (m, false, "Winch's code")),
             );
         }
         Ok(None)
@@ -357,6 +377,7 @@ impl Engine {
             return self.load_artifact(path).map(Compiled::whole);
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        tracing::debug!("loading {}", path.display());
         // Background compiles pause from the start (what this run waits for is known later).
         crate::courtesy::announce(None);
         let key = self.key(&mut file)?;
@@ -599,7 +620,7 @@ const HOT_LIBRARIES: &str = include_str!("hot_libraries.txt");
 /// then narrowed: [`crate::narrow`]).
 ///
 /// [`Passes::enabled`]: crate::rewrite::Passes::enabled
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Code {
     WinchWhole,
     WinchPart,
@@ -627,13 +648,26 @@ pub(crate) fn compile_go(
     code: Code,
 ) -> wasmtime::Result<wasmtime::Module> {
     let passes = crate::rewrite::Passes::enabled(code);
-    if let Some(rewritten) = crate::rewrite::prepare(wasm, passes) {
-        match wasmtime::Module::new(engine, &rewritten) {
-            Ok(module) => return Ok(module),
-            Err(e) => tracing::warn!("rewritten module failed to compile: {e:#}"),
-        }
-    }
-    wasmtime::Module::new(engine, wasm)
+    let started = std::time::Instant::now();
+    let rewritten = crate::rewrite::prepare(wasm, passes);
+    let rewrite = started.elapsed();
+    let result = match &rewritten {
+        Some(rewritten) => match wasmtime::Module::new(engine, rewritten) {
+            Ok(module) => Ok(module),
+            Err(e) => {
+                tracing::warn!("rewritten module failed to compile: {e:#}");
+                wasmtime::Module::new(engine, wasm)
+            }
+        },
+        None => wasmtime::Module::new(engine, wasm),
+    };
+    tracing::debug!(
+        "compiled {:?} ({} bytes): rewrite {rewrite:.1?}, compile {:.1?}",
+        code,
+        wasm.len(),
+        started.elapsed() - rewrite
+    );
+    result
 }
 
 /// For a first run with Winch: split `wasm` so that the functions small programs run compile
@@ -651,6 +685,7 @@ fn split_for_first_run(
     wasm: &[u8],
     winch_entry: Option<&Path>,
 ) -> Option<Compiled> {
+    let started = std::time::Instant::now();
     let split = match std::env::var("GOJS_SPLIT").as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
@@ -659,9 +694,18 @@ fn split_for_first_run(
         _ if is_go_test(wasm) => return None,
         _ => default_split(wasm)?,
     };
+    tracing::debug!(
+        "split: {} of {} functions first ({:.1?})",
+        split.functions - split.cold.len(),
+        split.functions,
+        started.elapsed()
+    );
     let entry = winch_entry.map(|w| primary_entry(w, &split));
     let module = match entry.as_deref().and_then(|e| crate::cache::load(engine, e)) {
-        Some(module) => module,
+        Some(module) => {
+            tracing::debug!("split: the first part's code from the cache");
+            module
+        }
         None => {
             // Cached since this run looked for the whole module's code: no need to split.
             if let Some(m) = winch_entry.and_then(|w| crate::cache::load(engine, w)) {

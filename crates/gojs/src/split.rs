@@ -1079,11 +1079,13 @@ impl Secondary {
                         .and_then(parse)
                         .map(|shape| secondary_module(&shape))
                         .ok_or("the split module no longer parses")?;
+                    tracing::debug!("split: compiling the whole module in the background");
                     pool.install(|| {
                         crate::engine::compile_go(&engine, &wasm, crate::engine::Code::WinchPart)
                     })
                     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
+            tracing::debug!("split: the whole module is ready");
             if code.is_ok() {
                 // Every call from now on instantiates the secondary: no more parts.
                 *done.source.lock().unwrap_or_else(PoisonError::into_inner) = None;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     gojs_cli::fill_cache_if_asked();
+    gojs_cli::init_logging();
     let mut args = std::env::args_os().skip(1);
     let Some(module) = args.next() else {
         eprintln!("usage: go_js_wasm_exec [wasm binary] [arguments]");

@@ -275,6 +275,48 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `GOJS_LOG=debug` says what a run loaded or compiled and how long it took; without it the
+/// runtime logs nothing, and a level it doesn't know is named as such.
+#[test]
+fn gojs_log_shows_what_runs_compile_and_load() {
+    let wasm = hello();
+    let dir = fresh_scratch_dir("log");
+    let logged = |level: Option<&str>| {
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", &dir)
+            .env_remove("GOJS_COMPILER")
+            .env_remove("GOJS_LOG")
+            .args(["run", &wasm]);
+        if let Some(level) = level {
+            cmd.env("GOJS_LOG", level);
+        }
+        let o = run(cmd, b"");
+        assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+        o.stderr()
+    };
+    let first = logged(Some("debug"));
+    for line in [
+        "not in the cache",
+        "split: ",
+        "compiled WinchPart",
+        "cache: wrote",
+    ] {
+        assert!(first.contains(line), "no {line:?} in:\n{first}");
+    }
+    // The first part's code is cached, whatever the filler has done by now: this run loads
+    // the whole module's code, or the first part's.
+    let second = logged(Some("DEBUG"));
+    assert!(
+        second.contains("from the cache"),
+        "nothing loaded from the cache:\n{second}"
+    );
+    assert!(!second.contains("compiled WinchPart"), "{second}");
+    assert_eq!(logged(None), "");
+    assert_eq!(logged(Some("warn")), "");
+    assert!(logged(Some("loud")).contains("GOJS_LOG=loud is not a level"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Wait (at most 10 minutes: the filler runs at idle priority) until nothing is queued in `dir`.
 fn wait_for_filler(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(600);
