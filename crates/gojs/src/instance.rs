@@ -666,13 +666,20 @@ impl Guest {
             &inner.module,
             config.wasm_imports,
         )?;
+        let started = std::time::Instant::now();
         let instance = linker
             .instantiate(&mut guest.store, &inner.module)
             .map_err(|e| Error::NotGoJs(format!("cannot instantiate: {e:#}")))?;
+        tracing::debug!("instantiated ({:.1?})", started.elapsed());
         if let Some(secondary) = &inner.secondary {
+            let started = std::time::Instant::now();
             let loading = crate::split::install(&mut guest.store, linker, instance, secondary)
                 .map_err(|e| Error::Host(format!("split module: {e:#}")))?;
             guest.store.data_mut().split = loading;
+            tracing::debug!(
+                "split: the other functions' slots filled ({:.1?})",
+                started.elapsed()
+            );
         }
         let exports = (|| -> wasmtime::Result<GuestExports> {
             let s = &mut guest.store;
