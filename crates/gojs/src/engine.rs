@@ -686,14 +686,26 @@ fn split_for_first_run(
     winch_entry: Option<&Path>,
 ) -> Option<Compiled> {
     let started = std::time::Instant::now();
-    let split = match std::env::var("GOJS_SPLIT").as_deref() {
+    let mode = std::env::var("GOJS_SPLIT");
+    let split = match mode.as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
         // A test binary is compiled whole (RATIONALE.md), named or not: `go test` strips the
         // name section, but `testing.MainStart` is still in Go's own table of function names.
         _ if is_go_test(wasm) => return None,
-        _ => default_split(wasm)?,
+        _ => {
+            // A run before the whole module's code is cached: the split an earlier run made.
+            if let Some(resumed) = winch_entry.and_then(|w| resume_split(engine, w, wasm)) {
+                tracing::debug!(
+                    "split: resumed, the first part's code from the cache ({:.1?})",
+                    started.elapsed()
+                );
+                return Some(resumed);
+            }
+            default_split(wasm)?
+        }
     };
+    let default_mode = mode.is_err();
     tracing::debug!(
         "split: {} of {} functions first ({:.1?})",
         split.functions - split.cold.len(),
@@ -704,6 +716,13 @@ fn split_for_first_run(
     let module = match entry.as_deref().and_then(|e| crate::cache::load(engine, e)) {
         Some(module) => {
             tracing::debug!("split: the first part's code from the cache");
+            // The plan was missing or didn't fit: the next run resumes this split.
+            if let (Some(entry), Some(whole), true) = (&entry, winch_entry, default_mode) {
+                let name = entry.file_name().unwrap_or_default().to_string_lossy();
+                let plan = crate::split::Plan::of(&split, name.into_owned()).encode();
+                let path = plan_path(whole);
+                spawn_before_exit(move || write_plan(&path, &plan));
+            }
             module
         }
         None => {
@@ -715,12 +734,19 @@ fn split_for_first_run(
             if let (Some(entry), Some(whole)) = (entry, winch_entry) {
                 let code = module.clone();
                 let whole = whole.to_owned();
+                let plan = default_mode.then(|| {
+                    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+                    crate::split::Plan::of(&split, name.into_owned())
+                });
                 // Written while the program runs (its exit waits): 2–4 MB for ordinary
-                // programs. Not once the filler has cached code for the whole module (which
-                // removes the primary's): it would only lie there until evicted.
+                // programs, and the plan. Not once the filler has cached code for the whole
+                // module (which removes the primary's): it would only lie there until evicted.
                 spawn_before_exit(move || {
                     if !whole.exists() {
                         crate::cache::store(&code, &entry, false);
+                        if let Some(plan) = plan {
+                            write_plan(&plan_path(&whole), &plan.encode());
+                        }
                     }
                 });
             }
@@ -759,6 +785,47 @@ fn primary_entry(winch_entry: &Path, split: &crate::split::Split) -> PathBuf {
         .unwrap_or_default();
     let hash = h.finalize().to_hex();
     winch_entry.with_file_name(format!("{stem}.primary-{}.cwasm", &hash[..32]))
+}
+
+/// The split an earlier first run of `wasm` made, whose primary's code is cached beside
+/// `winch_entry` ([`crate::split::Plan`]): the split without making it again (5 ms for hello
+/// world). `None` if there is no plan, it is damaged or doesn't fit the module, or the code is
+/// gone.
+fn resume_split(engine: &wasmtime::Engine, winch_entry: &Path, wasm: &[u8]) -> Option<Compiled> {
+    let plan = crate::split::Plan::decode(&std::fs::read(plan_path(winch_entry)).ok()?)?;
+    // A name, not a path: the entry is beside the plan.
+    if plan.primary.contains('/') {
+        return None;
+    }
+    let module = crate::cache::load(engine, &winch_entry.with_file_name(&plan.primary))?;
+    let split = plan.resume(wasm)?;
+    Some(Compiled {
+        module,
+        secondary: Some(crate::split::Secondary::new(engine, split)),
+    })
+}
+
+/// Where the plan of the default split of the module whose whole-module Winch entry is
+/// `winch_entry` is kept: beside the primaries (and removed with them), named by the passes
+/// the primary's code was rewritten with.
+fn plan_path(winch_entry: &Path) -> PathBuf {
+    let stem = winch_entry
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let passes = crate::rewrite::Passes::enabled(Code::WinchPart).version();
+    let passes = blake3::hash(passes.as_bytes()).to_hex();
+    winch_entry.with_file_name(format!("{stem}.primary-plan-{}", &passes[..16]))
+}
+
+/// Write `bytes` at `path` atomically (a temporary file renamed into place); failures only cost
+/// later runs the split they would have skipped.
+fn write_plan(path: &Path, bytes: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    let tmp = dir.join(format!(".tmp-plan-{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// The cached primaries of the module whose whole-module Winch entry is `winch_entry`

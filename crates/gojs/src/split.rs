@@ -42,6 +42,7 @@ const MEMORY_EXPORT: &str = "gojs:split:memory";
 
 /// A module cut in two.
 pub(crate) struct Split {
+    /// The primary's module (empty in a split resumed from a [`Plan`], whose code is cached).
     pub primary: Vec<u8>,
     /// The functions the primary lacks, in index order.
     pub cold: Vec<Cold>,
@@ -50,7 +51,7 @@ pub(crate) struct Split {
     /// The module's function types, by type index.
     pub types: Vec<Signature>,
     /// The module as it came, for the parts compiled on demand.
-    pub source: Vec<u8>,
+    pub source: Arc<[u8]>,
     /// The table slot of the first defined function.
     pub offset: u32,
 }
@@ -223,9 +224,110 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         cold,
         functions: defined,
         types: shape.types,
-        source: wasm.to_vec(),
+        source: Arc::from(wasm),
         offset,
     })
+}
+
+/// What a later run needs of a split whose primary's code is cached, to skip making it again
+/// ([`Plan::resume`]): which slots the primary leaves cold, and where its code is. Written
+/// beside that code ([`Plan::encode`]), checksummed.
+pub(crate) struct Plan {
+    /// The file name of the primary's cache entry.
+    pub primary: String,
+    pub cold: Vec<Cold>,
+    pub functions: usize,
+    pub offset: u32,
+}
+
+const PLAN_MAGIC: &[u8; 8] = b"GOJSPLN1";
+
+impl Plan {
+    pub fn of(split: &Split, primary: String) -> Plan {
+        Plan {
+            primary,
+            cold: split.cold.clone(),
+            functions: split.functions,
+            offset: split.offset,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = PLAN_MAGIC.to_vec();
+        out.extend_from_slice(&(self.primary.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.primary.as_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&(self.functions as u64).to_le_bytes());
+        out.extend_from_slice(&(self.cold.len() as u32).to_le_bytes());
+        for c in &self.cold {
+            out.extend_from_slice(&c.slot.to_le_bytes());
+            out.extend_from_slice(&c.ty.to_le_bytes());
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// The plan in `bytes`, or `None` if they aren't one [`Plan::encode`] wrote, whole.
+    pub fn decode(bytes: &[u8]) -> Option<Plan> {
+        let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(blake3::OUT_LEN)?)?;
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let mut at = body.strip_prefix(PLAN_MAGIC)?;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, rest) = at.split_at_checked(n)?;
+            at = rest;
+            Some(head)
+        };
+        let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
+        let name_len = u32_at(take(4)?) as usize;
+        let primary = std::str::from_utf8(take(name_len)?).ok()?.to_owned();
+        let offset = u32_at(take(4)?);
+        let functions = usize::try_from(u64::from_le_bytes(take(8)?.try_into().ok()?)).ok()?;
+        let count = u32_at(take(4)?) as usize;
+        let pairs = take(count.checked_mul(8)?)?;
+        let cold = pairs
+            .chunks_exact(8)
+            .map(|p| Cold {
+                slot: u32_at(&p[..4]),
+                ty: u32_at(&p[4..]),
+            })
+            .collect();
+        at.is_empty().then_some(Plan {
+            primary,
+            cold,
+            functions,
+            offset,
+        })
+    }
+
+    /// The split this plan made of `wasm` again, without the primary's bytes (its code is
+    /// cached): `None` unless the module has the functions, table offset and types the plan
+    /// says, its cold slots in order.
+    pub fn resume(self, wasm: &[u8]) -> Option<Split> {
+        let named = crate::pclntab::with_names(wasm);
+        let shape = parse(named.as_ref())?;
+        let fits = shape.func_types.len() == self.functions
+            && shape.elem_offset == Some(self.offset)
+            && !self.cold.is_empty()
+            && self.cold.windows(2).all(|w| w[0].slot < w[1].slot)
+            && self.cold.iter().all(|c| {
+                c.slot
+                    .checked_sub(self.offset)
+                    .and_then(|i| shape.func_types.get(i as usize))
+                    == Some(&c.ty)
+            });
+        let types = shape.types;
+        fits.then(|| Split {
+            primary: Vec::new(),
+            cold: self.cold,
+            functions: self.functions,
+            types,
+            source: Arc::from(named.as_ref()),
+            offset: self.offset,
+        })
+    }
 }
 
 /// How much code (bytes of function bodies) [`Catalog::expand`] adds to a primary beyond the
@@ -1048,7 +1150,7 @@ impl Secondary {
         Arc::new(Secondary {
             cold: split.cold,
             types: split.types,
-            source: Mutex::new(Some(split.source.into())),
+            source: Mutex::new(Some(split.source)),
             offset: split.offset,
             functions: split.functions,
             code: Mutex::new(None),
@@ -1487,6 +1589,57 @@ mod tests {
                 "gojs:split:global:1"
             ]
         );
+    }
+
+    #[test]
+    fn plans_resume_the_split_they_record_and_nothing_else() {
+        let wasm = go_shaped(false, NAMES);
+        let s = split(&wasm, Pick::Predicted(&|n, _| n == "hot")).expect("split");
+        let bytes = Plan::of(&s, "x.primary-1.cwasm".into()).encode();
+        let plan = Plan::decode(&bytes).expect("decodes");
+        assert_eq!(plan.primary, "x.primary-1.cwasm");
+        let resumed = plan.resume(&wasm).expect("fits its module");
+        assert_eq!(resumed.cold, s.cold);
+        assert_eq!(
+            (resumed.functions, resumed.offset, resumed.types.len()),
+            (s.functions, s.offset, s.types.len())
+        );
+        assert_eq!(resumed.source, s.source);
+        assert!(resumed.primary.is_empty());
+        // Damaged anywhere, or cut short: refused.
+        for i in 0..bytes.len() {
+            assert!(Plan::decode(&bytes[..i]).is_none(), "cut at {i}");
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(Plan::decode(&bad).is_none(), "byte {i} flipped");
+        }
+        // A plan that doesn't fit the module (another number of functions, a slot out of
+        // range or of another type, slots out of order, none): not resumed.
+        let other = go_shaped(true, NAMES);
+        let plan = |cold: Vec<Cold>, functions| Plan {
+            primary: String::new(),
+            cold,
+            functions,
+            offset: s.offset,
+        };
+        assert!(
+            plan(s.cold.clone(), s.functions + 1)
+                .resume(&wasm)
+                .is_none()
+        );
+        let mut wrong_type = s.cold.clone();
+        wrong_type[0].ty = 0;
+        assert!(plan(wrong_type, s.functions).resume(&wasm).is_none());
+        let mut out_of_range = s.cold.clone();
+        out_of_range[1].slot = 1000;
+        assert!(plan(out_of_range, s.functions).resume(&wasm).is_none());
+        let mut reversed = s.cold.clone();
+        reversed.reverse();
+        assert!(plan(reversed, s.functions).resume(&wasm).is_none());
+        assert!(plan(Vec::new(), s.functions).resume(&wasm).is_none());
+        // A module of a shape the split refuses (a start function) isn't resumed either.
+        assert!(split(&other, Pick::Predicted(&|n, _| n == "hot")).is_none());
+        assert!(plan(s.cold.clone(), s.functions).resume(&other).is_none());
     }
 
     #[test]

@@ -206,9 +206,10 @@ fn auto_runs_at_once_and_fills_the_cache_in_the_background() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A split first run caches its primary's code, and the runs that come before the background
-/// filler has cached code for the whole module load it instead of compiling it again; a damaged
-/// one is compiled again; the filler removes it once Cranelift's code is cached.
+/// A split first run caches its primary's code and the split's plan, and the runs that come
+/// before the background filler has cached code for the whole module load them instead of
+/// making the split and compiling it again; a damaged one is made again; the filler removes
+/// them once Cranelift's code is cached.
 #[test]
 fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     use std::os::fd::AsRawFd;
@@ -233,7 +234,27 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     );
     let len = std::fs::metadata(&primary).unwrap().len();
 
-    // The next run loads it (a load marks the entry used) and writes nothing new.
+    // With the split's plan, so that the next runs don't make the split again.
+    let plans = || {
+        files(&dir, "")
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".primary-plan-"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(plans().len(), 1, "no plan");
+    let logged_run = || {
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", &dir)
+            .env("GOJS_LOG", "debug")
+            .env_remove("GOJS_COMPILER")
+            .args(["run", &wasm]);
+        let o = run(cmd, b"");
+        assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+        o.stderr()
+    };
+
+    // The next run loads it (a load marks the entry used), resumes the split and writes
+    // nothing new.
     let old = std::time::SystemTime::now() - Duration::from_secs(3600);
     let age = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     std::fs::File::options()
@@ -242,10 +263,24 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    let o = gojs_in(&dir, &["run", &wasm]);
-    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    let log = logged_run();
+    assert!(log.contains("split: resumed"), "{log}");
     assert_eq!(primaries(), std::slice::from_ref(&primary));
     assert!(age(&primary) > old, "the cached primary was not loaded");
+
+    // A damaged plan: the split is made again, the primary still loaded, the plan rewritten.
+    let plan = plans()[0].clone();
+    let good = std::fs::read(&plan).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 1;
+    std::fs::write(&plan, &bad).unwrap();
+    let log = logged_run();
+    assert!(!log.contains("split: resumed"), "{log}");
+    assert!(
+        log.contains("the first part's code from the cache"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&plan).unwrap(), good);
 
     // A damaged entry is compiled again and replaced.
     let mut bytes = std::fs::read(&primary).unwrap();
@@ -258,7 +293,8 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     assert_eq!(std::fs::metadata(&primary).unwrap().len(), len);
     assert_ne!(std::fs::read(&primary).unwrap(), bytes, "not rewritten");
 
-    // The filler, let go, caches the whole module's code and removes the primary.
+    // The filler, let go, caches the whole module's code and removes the primary. (The
+    // first run's filler, refused the lock, may still be starting: either does the work.)
     drop(lock);
     let queued = pending(&dir);
     assert_eq!(queued.len(), 1, "{queued:?}");
@@ -266,9 +302,11 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     cmd.env("GOJS_FILL_CACHE_FROM", "1").arg(&queued[0]);
     let o = run(cmd, b"");
     assert_eq!(o.code, Some(0), "{}", o.stderr());
+    wait_for_filler(&dir);
     let left = primaries();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(!left[0].to_string_lossy().contains(".primary-"), "{left:?}");
+    assert!(plans().is_empty(), "{:?}", plans());
     let o = gojs_in(&dir, &["run", &wasm]);
     assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
     assert_eq!(primaries(), left);
