@@ -41,9 +41,8 @@
 //! while a block runs, `$PC_B` holds the number of that block or of one before it, never that of
 //! a block later inside a loop that starts here.
 //!
-//! The table can be entered with block 0 (a call), 1 (in `runtime.goexit`, the return address
-//! of every goroutine's first function: `goexit` + `PCQuantum`; in every function of a module
-//! without names), or the block of a return address the function stores (an `i64.const` whose low 16 bits are the block number;
+//! The table can be entered with block 0 (a call), 1 (Go's `goexit` + 1), or the block of a
+//! return address the function stores (an `i64.const` whose low 16 bits are the block number;
 //! every such constant counts, unless the call it is stored for is one of Go's panics, which
 //! never return: [`never_returns`]). A block number nothing enters and whose block moved into a loop
 //! goes where the table's default goes.
@@ -285,8 +284,6 @@ pub(crate) struct Jumps<'a> {
     falls: Vec<bool>,
     /// Functions that never return to their caller ([`never_returns`]).
     no_return: &'a HashSet<u32>,
-    /// See [`Jumps::new`].
-    entered_at_one: bool,
     /// The block number of the last `i64.const` that could be a return address, until the
     /// call it is for shows whether the call can return.
     pending: Option<u32>,
@@ -295,15 +292,7 @@ pub(crate) struct Jumps<'a> {
 }
 
 impl<'a> Jumps<'a> {
-    /// `entered_at_one`: whether the table may enter the function with block number 1 without
-    /// a return address of its own saying so — `runtime.goexit`, which every goroutine's
-    /// first function returns to at `goexit` + `PCQuantum`; for a module whose functions
-    /// aren't named, every function.
-    pub(crate) fn new(
-        dispatch: Dispatch,
-        no_return: &'a HashSet<u32>,
-        entered_at_one: bool,
-    ) -> Jumps<'a> {
+    pub(crate) fn new(dispatch: Dispatch, no_return: &'a HashSet<u32>) -> Jumps<'a> {
         let ends = vec![dispatch.first_end.clone()];
         Jumps {
             dispatch,
@@ -319,7 +308,6 @@ impl<'a> Jumps<'a> {
             falls: Vec::new(),
             ended: false,
             no_return,
-            entered_at_one,
             pending: None,
         }
     }
@@ -498,8 +486,8 @@ struct Plan {
     owner: Vec<Option<usize>>,
     /// `loop_at[k]`: the loop block `k` heads.
     loop_at: Vec<Option<usize>>,
-    /// Block numbers the table is entered with: 0, 1 (if [`Jumps::new`] says so), the return
-    /// addresses', and those of jumps back that stay jumps through the table.
+    /// Block numbers the table is entered with: 0, 1, the return addresses', and those of
+    /// jumps back that stay jumps through the table.
     entered: BTreeSet<i32>,
     /// The blocks in the order their code is written, and each block's place in it.
     order: Vec<u32>,
@@ -526,11 +514,7 @@ impl Plan {
             loops: Vec::new(),
             owner: vec![None; n],
             loop_at: vec![None; n],
-            entered: if j.entered_at_one {
-                BTreeSet::from([0, 1])
-            } else {
-                BTreeSet::from([0])
-            },
+            entered: BTreeSet::from([0, 1]),
             order: (0..d.blocks).collect(),
             place: (0..d.blocks).collect(),
             number,
@@ -685,19 +669,14 @@ impl Plan {
     /// nothing from outside enters its first block (no jump, no table entry, no falling in from
     /// the block before), no loop inside it holds that block, and
     /// after the rotation every jump inside it goes forward or to the start of a loop holding
-    /// it. If its last block runs on into the block after it, that block must exist (it is
-    /// jumped to instead), and no loop inside it may start at that block.
+    /// it. The blocks after its last one must exist (the block falling out of it jumps there),
+    /// and no loop inside it may start at that block.
     fn rotatable(&self, j: &Jumps, entries: &[(Option<u32>, i32, u32)], i: usize) -> Option<u32> {
         let d = &j.dispatch;
         let l = &self.loops[i];
         let mut heads = l.tests.iter().filter_map(|&k| d.target(k));
         let head = heads.next()?;
-        if heads.any(|t| t != head) || head <= l.first {
-            return None;
-        }
-        // A loop ending with the function's last block: that block must not run on past it
-        // (it returns or jumps), since a block of the loop follows it once rotated.
-        if l.last + 1 >= d.blocks && j.falls[l.last as usize] {
+        if heads.any(|t| t != head) || head <= l.first || l.last + 1 >= d.blocks {
             return None;
         }
         let first = l.first;
@@ -1247,19 +1226,9 @@ mod tests {
         shaped_calling(blocks, "main.g")
     }
 
-    /// [`shaped`], the function named `name` (and function 2 `main.g`).
-    fn shaped_named(blocks: &[Vec<Op>], name: &str) -> Vec<u8> {
-        shaped_as(blocks, name, "main.g")
-    }
-
     /// [`shaped`], with a memory, and a function 2 (`(i32) -> i32`, traps) called `callee` in
     /// the name section.
     fn shaped_calling(blocks: &[Vec<Op>], callee: &str) -> Vec<u8> {
-        shaped_as(blocks, "main.f", callee)
-    }
-
-    /// [`shaped_calling`], the function itself named `name`.
-    fn shaped_as(blocks: &[Vec<Op>], name: &str, callee: &str) -> Vec<u8> {
         use enc::Instruction as I;
         let n = blocks.len() as u32;
         let mut m = enc::Module::new();
@@ -1355,7 +1324,7 @@ mod tests {
         m.section(&code);
         let mut names = enc::NameSection::new();
         let mut functions = enc::NameMap::new();
-        functions.append(0, name);
+        functions.append(0, "main.f");
         functions.append(1, "run");
         functions.append(2, callee);
         names.functions(&functions);
@@ -1632,32 +1601,6 @@ mod tests {
         blocks.push(vec![Op::JumpIf(less(i, I::GlobalGet(0)), 1)]);
         blocks.push(vec![Op::I(I::I32Const(0)), Op::I(I::Return)]);
         blocks
-    }
-
-    #[test]
-    fn loops_at_block_one_rotate_unless_the_function_may_be_goexit() {
-        use enc::Instruction as I;
-        // [`nested`] without its return address: its outer loop starts at block 1.
-        let mut blocks = nested();
-        blocks[1] = vec![Op::I(I::I32Const(0)), Op::I(I::LocalSet(2)), Op::Jump(3)];
-        // Without `runtime.goexit` among the names, any function may be it (entered with
-        // block number 1): the outer loop can't start at its condition block, and tests for
-        // it.
-        let unknown = thread(&shaped(&blocks)).expect("rewritten");
-        assert_eq!(tests(&unknown), 1);
-        // Another function is `goexit`: nothing enters block 1 from outside, and both loops
-        // rotate (no tests).
-        let wasm = shaped_calling(&blocks, "runtime.goexit");
-        let looped = thread(&wasm).expect("rewritten");
-        assert!(validate(&looped));
-        assert_eq!((loops(&looped), tests(&looped)), (3, 0));
-        for n in [0, 1, 2, 5, 40] {
-            assert_eq!(run_at(&wasm, n, 0), nested_expected(n), "original, n = {n}");
-            assert_eq!(run_at(&looped, n, 0), nested_expected(n), "n = {n}");
-        }
-        // The function named `goexit` itself keeps block 1 entered.
-        let goexit = thread(&shaped_named(&blocks, "runtime.goexit")).expect("rewritten");
-        assert_eq!(tests(&goexit), tests(&unknown));
     }
 
     #[test]

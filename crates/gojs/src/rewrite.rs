@@ -65,7 +65,7 @@ impl Passes {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
             "jumps-{} fill-{} dispatch-{} data-{} narrow-{}",
-            v(self.jumps, "5"),
+            v(self.jumps, "4"),
             v(self.fill, "4"),
             v(self.dispatch, "1"),
             v(self.data, "1"),
@@ -113,12 +113,12 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
     let named = crate::pclntab::with_names(wasm);
     let wasm = named.as_ref();
     let sections = sections(wasm)?;
-    let go = if passes.jumps {
-        GoFunctions::find(wasm, &sections)
+    let no_return = if passes.jumps {
+        no_return(wasm, &sections)
     } else {
-        GoFunctions::default()
+        HashSet::new()
     };
-    let jumps = passes.jumps.then_some(&go);
+    let jumps = passes.jumps.then_some(&no_return);
     let fill = if passes.fill {
         FillPlan::find(wasm, &sections)
     } else {
@@ -382,88 +382,36 @@ impl FillPlan {
     }
 }
 
-/// What the jumps pass needs to know of Go's functions by name.
-#[derive(Default)]
-pub(crate) struct GoFunctions {
-    /// The functions that never return to their caller: Go's panics
-    /// ([`crate::jumps::never_returns`]). Their callers' return addresses are no resume points.
-    pub no_return: HashSet<u32>,
-    /// `runtime.goexit`'s function index, and how many functions the module imports: `None`
-    /// if either is unknown (then any function may be `goexit`).
-    goexit: Option<u32>,
-    imported: Option<u32>,
-}
-
-impl GoFunctions {
-    fn find(wasm: &[u8], sections: &[Section]) -> GoFunctions {
-        let mut go = GoFunctions {
-            imported: imported_functions(wasm, sections),
-            ..GoFunctions::default()
+/// The functions that never return to their caller, by the name section: Go's panics
+/// ([`crate::jumps::never_returns`]). Their callers' return addresses are no resume points.
+fn no_return(wasm: &[u8], sections: &[Section]) -> HashSet<u32> {
+    let mut found = HashSet::new();
+    for s in sections.iter().filter(|s| s.id == CUSTOM_SECTION) {
+        let Ok(reader) = wasmparser::CustomSectionReader::new(BinaryReader::new(
+            &wasm[s.content.clone()],
+            s.content.start,
+        )) else {
+            continue;
         };
-        for s in sections.iter().filter(|s| s.id == CUSTOM_SECTION) {
-            let Ok(reader) = wasmparser::CustomSectionReader::new(BinaryReader::new(
-                &wasm[s.content.clone()],
-                s.content.start,
-            )) else {
+        if reader.name() != "name" {
+            continue;
+        }
+        let names = wasmparser::NameSectionReader::new(BinaryReader::new(
+            reader.data(),
+            reader.data_offset(),
+        ));
+        for sub in names {
+            let Ok(wasmparser::Name::Function(map)) = sub else {
                 continue;
             };
-            if reader.name() != "name" {
-                continue;
-            }
-            let names = wasmparser::NameSectionReader::new(BinaryReader::new(
-                reader.data(),
-                reader.data_offset(),
-            ));
-            for sub in names {
-                let Ok(wasmparser::Name::Function(map)) = sub else {
-                    continue;
-                };
-                for naming in map.into_iter().flatten() {
-                    if crate::jumps::never_returns(naming.name) {
-                        go.no_return.insert(naming.index);
-                    }
-                    if naming.name == "runtime.goexit" {
-                        go.goexit = Some(naming.index);
-                    }
+            for naming in map.into_iter().flatten() {
+                if crate::jumps::never_returns(naming.name) {
+                    found.insert(naming.index);
                 }
             }
         }
-        go
     }
-
-    /// Whether the `i`-th defined function may be entered with block number 1 without a
-    /// return address of its own ([`crate::jumps::Jumps::new`]): if it is `runtime.goexit`,
-    /// or if that can't be told.
-    fn entered_at_one(&self, i: usize) -> bool {
-        match (self.goexit, self.imported) {
-            (Some(goexit), Some(imported)) => {
-                u32::try_from(i).ok().and_then(|i| i.checked_add(imported)) == Some(goexit)
-            }
-            _ => true,
-        }
-    }
-}
-
-/// How many functions `wasm` imports, if its import section can be read.
-fn imported_functions(wasm: &[u8], sections: &[Section]) -> Option<u32> {
-    let Some(s) = sections.iter().find(|s| s.id == IMPORT_SECTION) else {
-        return Some(0);
-    };
-    let reader = wasmparser::ImportSectionReader::new(BinaryReader::new(
-        &wasm[s.content.clone()],
-        s.content.start,
-    ))
-    .ok()?;
-    let mut n = 0u32;
-    for import in reader.into_imports() {
-        if matches!(
-            import.ok()?.ty,
-            wasmparser::TypeRef::Func(_) | wasmparser::TypeRef::FuncExact(_)
-        ) {
-            n = n.checked_add(1)?;
-        }
-    }
-    Some(n)
+    found
 }
 
 /// The index the name section gives `name`, if any.
@@ -504,7 +452,7 @@ fn assemble(
     wasm: &[u8],
     sections: &[Section],
     passes: Passes,
-    jumps: Option<&GoFunctions>,
+    jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
 ) -> Option<Vec<u8>> {
@@ -661,7 +609,7 @@ fn merge_segments(segments: &[(u64, &[u8])]) -> Option<Vec<u8>> {
 /// than through `call_indirect` while a dispatch plan is followed.
 fn code_section(
     content: &[u8],
-    jumps: Option<&GoFunctions>,
+    jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
     narrow: bool,
@@ -673,7 +621,6 @@ fn code_section(
         .enumerate()
         .map(|(i, &(_, start, end))| {
             let index = imported.map(|n| n + i as u32);
-            let jumps = jumps.map(|go| (go, go.entered_at_one(i)));
             body_patches(&content[start..end], jumps, fill, dispatch, narrow, index)
         })
         .collect();
@@ -762,7 +709,7 @@ impl Edits {
 /// The edits of one function body (function `index` before the shift, when there is one).
 fn body_patches(
     body: &[u8],
-    jumps: Option<(&GoFunctions, bool)>,
+    jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
     narrow: bool,
@@ -777,9 +724,9 @@ fn body_patches(
     let mut patches = Vec::new();
     // Go's prologue holds no calls: after it, every pass reads on together.
     let mut tracker = None;
-    if let Some((go, entered_at_one)) = jumps {
+    if let Some(no_return) = jumps {
         match crate::jumps::Dispatch::read(&mut ops) {
-            Some(d) => tracker = Some(crate::jumps::Jumps::new(d, &go.no_return, entered_at_one)),
+            Some(d) => tracker = Some(crate::jumps::Jumps::new(d, no_return)),
             None => ops = reader()?,
         }
     }
