@@ -678,8 +678,9 @@ pub(crate) fn compile_go(
 /// primary (to test the secondary's path).
 ///
 /// With `winch_entry` (the cache entry of Winch's code for the whole module), the primary's code
-/// is cached beside it ([`primary_entry`]) for the first runs that come before the background
-/// filler has cached the whole module's.
+/// and the split's plan are cached beside it ([`primary_entry`], [`plan_path`]) for the runs
+/// that come before the background filler has cached the whole module's, which resume the
+/// split ([`resume_split`]).
 fn split_for_first_run(
     engine: &wasmtime::Engine,
     wasm: &[u8],
@@ -822,7 +823,11 @@ fn plan_path(winch_entry: &Path) -> PathBuf {
 /// later runs the split they would have skipped.
 fn write_plan(path: &Path, bytes: &[u8]) {
     let Some(dir) = path.parent() else { return };
-    let tmp = dir.join(format!(".tmp-plan-{}", std::process::id()));
+    let tmp = dir.join(format!(
+        ".tmp-plan-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

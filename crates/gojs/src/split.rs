@@ -243,6 +243,7 @@ pub(crate) struct Plan {
 const PLAN_MAGIC: &[u8; 8] = b"GOJSPLN1";
 
 impl Plan {
+    /// The plan of `split`, whose primary's code is cached in the entry named `primary`.
     pub fn of(split: &Split, primary: String) -> Plan {
         Plan {
             primary,
@@ -252,6 +253,7 @@ impl Plan {
         }
     }
 
+    /// The plan as bytes: a magic number, the fields (little-endian), a BLAKE3 checksum.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = PLAN_MAGIC.to_vec();
         out.extend_from_slice(&(self.primary.len() as u32).to_le_bytes());
