@@ -61,6 +61,13 @@
 //! Arguments and results cross as [`Value`]s, converted with [`IntoValue`] and [`FromValue`]:
 //! numbers, `bool`, `String`, `Option`, `Vec`, [`Bytes`] (a `Uint8Array`), maps, and any serde
 //! type through [`Json`].
+//!
+//! # Logging
+//!
+//! gojs emits [`tracing`](https://docs.rs/tracing) events: at `debug`, what each load takes
+//! from the compile cache or compiles and how long each step takes (a first run's split, the
+//! rewrite, the compile, parts, cache writes). It installs no subscriber; an embedder that
+//! wants them installs its own (the `gojs` command does, under `GOJS_LOG`).
 
 mod abi;
 mod cache;
