@@ -486,7 +486,13 @@ impl Engine {
         if self.inner.compiler == Compiler::Auto {
             let baseline = self.baseline()?;
             let winch_entry = key.as_ref().map(|k| k.entry(baseline, Compiler::Winch));
-            if let Some(split) = split_for_first_run(baseline, wasm, winch_entry.as_deref()) {
+            let cranelift_entry = key.as_ref().map(|k| k.entry(primary, Compiler::Cranelift));
+            if let Some(split) = split_for_first_run(
+                baseline,
+                wasm,
+                winch_entry.as_deref(),
+                cranelift_entry.as_deref(),
+            ) {
                 if let Some(key) = key {
                     self.queue_fill(
                         wasm,
@@ -680,11 +686,14 @@ pub(crate) fn compile_go(
 /// With `winch_entry` (the cache entry of Winch's code for the whole module), the primary's code
 /// and the split's plan are cached beside it ([`primary_entry`], [`plan_path`]) for the runs
 /// that come before the background filler has cached the whole module's, which resume the
-/// split ([`resume_split`]).
+/// split ([`resume_split`]). `cranelift_entry`: the entry of Cranelift's code for the whole
+/// module (once it is there, the filler has removed Winch's entry and the primaries, and a
+/// primary written now would only lie there until evicted).
 fn split_for_first_run(
     engine: &wasmtime::Engine,
     wasm: &[u8],
     winch_entry: Option<&Path>,
+    cranelift_entry: Option<&Path>,
 ) -> Option<Compiled> {
     let started = std::time::Instant::now();
     let mode = std::env::var("GOJS_SPLIT");
@@ -735,6 +744,7 @@ fn split_for_first_run(
             if let (Some(entry), Some(whole)) = (entry, winch_entry) {
                 let code = module.clone();
                 let whole = whole.to_owned();
+                let optimized = cranelift_entry.map(Path::to_owned);
                 let plan = default_mode.then(|| {
                     let name = entry.file_name().unwrap_or_default().to_string_lossy();
                     crate::split::Plan::of(&split, name.into_owned())
@@ -743,7 +753,7 @@ fn split_for_first_run(
                 // programs, and the plan. Not once the filler has cached code for the whole
                 // module (which removes the primary's): it would only lie there until evicted.
                 spawn_before_exit(move || {
-                    if !whole.exists() {
+                    if !whole.exists() && !optimized.is_some_and(|o| o.exists()) {
                         crate::cache::store(&code, &entry, false);
                         if let Some(plan) = plan {
                             write_plan(&plan_path(&whole), &plan.encode());
