@@ -99,6 +99,21 @@ fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io:
     let artifact = unsafe {
         std::slice::from_raw_parts(image.start, image.end.offset_from(image.start) as usize)
     };
+    replace(path, durable, |f| {
+        f.write_all(artifact)?;
+        f.write_all(MAGIC)?;
+        f.write_all(blake3::hash(artifact).as_bytes())
+    })
+}
+
+/// Put what `write` writes at `path` atomically: into a temporary file in the same directory
+/// (made if need be), synced if `durable`, renamed over `path`. Readers see the old file or
+/// the whole new one; a failed write leaves no temporary file.
+pub(crate) fn replace(
+    path: &Path,
+    durable: bool,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -111,9 +126,7 @@ fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io:
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(artifact)?;
-        f.write_all(MAGIC)?;
-        f.write_all(blake3::hash(artifact).as_bytes())?;
+        write(&mut f)?;
         if durable {
             f.sync_all()?;
         }

@@ -829,18 +829,10 @@ fn plan_path(winch_entry: &Path) -> PathBuf {
     winch_entry.with_file_name(format!("{stem}.primary-plan-{}", &passes[..16]))
 }
 
-/// Write `bytes` at `path` atomically (a temporary file renamed into place); failures only cost
-/// later runs the split they would have skipped.
+/// Write a plan at `path` as cache entries are written ([`crate::cache::replace`], not synced:
+/// a torn plan fails its checksum); failures only cost later runs the split they would skip.
 fn write_plan(path: &Path, bytes: &[u8]) {
-    let Some(dir) = path.parent() else { return };
-    let tmp = dir.join(format!(
-        ".tmp-plan-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = crate::cache::replace(path, false, |f| std::io::Write::write_all(f, bytes));
 }
 
 /// The cached primaries of the module whose whole-module Winch entry is `winch_entry`

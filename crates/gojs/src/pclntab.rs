@@ -193,18 +193,7 @@ fn named(wasm: &[u8]) -> Option<Vec<u8>> {
 /// directly (`wasmparser` took ~5 ms for 55,000). Any other kind of segment, or bytes after the
 /// last: `None`.
 pub(crate) fn active_segments(data: &[u8]) -> Option<Vec<(u64, &[u8])>> {
-    fn uleb(data: &[u8], at: &mut usize) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *data.get(*at)?;
-            *at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
+    use crate::rewrite::read_uleb as uleb;
     fn sleb32(data: &[u8], at: &mut usize) -> Option<i32> {
         let mut value = 0i64;
         let mut shift = 0;

@@ -1372,6 +1372,22 @@ fn strip_size(encoded: Vec<u8>) -> Option<Vec<u8>> {
 }
 
 /// An unsigned LEB128 number at the start of `bytes`, and how many bytes it took.
+/// The unsigned LEB128 number at `*at` in `bytes` (up to 64 bits), moving `at` past it.
+/// Decoded directly where wasmparser's readers cost too much (Go's tens of thousands of data
+/// segments, every hot body's calls).
+pub(crate) fn read_uleb(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 pub(crate) fn read_u32(bytes: &[u8]) -> Option<(u32, usize)> {
     let mut r = BinaryReader::new(bytes, 0);
     let v = r.read_var_u32().ok()?;

@@ -726,18 +726,7 @@ enum Scan {
 /// conversions and bulk memory), decoded directly: the split reads every hot body, and
 /// wasmparser took ~6 ns a byte (3 ms of hello world's first run on two cores).
 fn scan_calls(body: &[u8]) -> Scan {
-    fn uleb(b: &[u8], at: &mut usize) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *b.get(*at)?;
-            *at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
+    use crate::rewrite::read_uleb as uleb;
     /// Skip a LEB128 number of at most `max` bytes.
     fn skip(b: &[u8], at: &mut usize, max: usize) -> Option<()> {
         for _ in 0..max {
@@ -1168,6 +1157,7 @@ impl Secondary {
     }
 
     fn start(self: &Arc<Self>) {
+        tracing::debug!("split: compiling the whole module in the background");
         let (engine, done) = (self.engine.clone(), self.clone());
         let secondary = self;
         let source = secondary.source();
@@ -1183,7 +1173,6 @@ impl Secondary {
                         .and_then(parse)
                         .map(|shape| secondary_module(&shape))
                         .ok_or("the split module no longer parses")?;
-                    tracing::debug!("split: compiling the whole module in the background");
                     pool.install(|| {
                         crate::engine::compile_go(&engine, &wasm, crate::engine::Code::WinchPart)
                     })

@@ -242,16 +242,7 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
             .collect::<Vec<_>>()
     };
     assert_eq!(plans().len(), 1, "no plan");
-    let logged_run = || {
-        let mut cmd = Command::new(gojs());
-        cmd.env("GOJS_CACHE_DIR", &dir)
-            .env("GOJS_LOG", "debug")
-            .env_remove("GOJS_COMPILER")
-            .args(["run", &wasm]);
-        let o = run(cmd, b"");
-        assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
-        o.stderr()
-    };
+    let logged_run = || hello_logged(&dir, &wasm, Some("debug"));
 
     // The next run loads it (a load marks the entry used), resumes the split and writes
     // nothing new.
@@ -313,25 +304,29 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Run hello world (`wasm`) with the compile cache `cache` and `GOJS_LOG=level` (unset if
+/// `None`); its output checked, its stderr returned.
+fn hello_logged(cache: &Path, wasm: &str, level: Option<&str>) -> String {
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", cache)
+        .env_remove("GOJS_COMPILER")
+        .env_remove("GOJS_LOG")
+        .args(["run", wasm]);
+    if let Some(level) = level {
+        cmd.env("GOJS_LOG", level);
+    }
+    let o = run(cmd, b"");
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    o.stderr()
+}
+
 /// `GOJS_LOG=debug` says what a run loaded or compiled and how long it took; without it the
 /// runtime logs nothing, and a level it doesn't know is named as such.
 #[test]
 fn gojs_log_shows_what_runs_compile_and_load() {
     let wasm = hello();
     let dir = fresh_scratch_dir("log");
-    let logged = |level: Option<&str>| {
-        let mut cmd = Command::new(gojs());
-        cmd.env("GOJS_CACHE_DIR", &dir)
-            .env_remove("GOJS_COMPILER")
-            .env_remove("GOJS_LOG")
-            .args(["run", &wasm]);
-        if let Some(level) = level {
-            cmd.env("GOJS_LOG", level);
-        }
-        let o = run(cmd, b"");
-        assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
-        o.stderr()
-    };
+    let logged = |level| hello_logged(&dir, &wasm, level);
     let first = logged(Some("debug"));
     for line in [
         "not in the cache",
@@ -341,6 +336,18 @@ fn gojs_log_shows_what_runs_compile_and_load() {
     ] {
         assert!(first.contains(line), "no {line:?} in:\n{first}");
     }
+    // Hello world never calls outside its first part, so the rest of the module is never
+    // compiled in the run; a program that does (all of it cold) starts compiling it.
+    const REST: &str = "split: compiling the whole module in the background";
+    assert!(!first.contains(REST), "{first}");
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_LOG", "debug")
+        .env("GOJS_SPLIT", "all-cold")
+        .env_remove("GOJS_COMPILER")
+        .args(["run", "--no-cache", &wasm]);
+    let o = run(cmd, b"");
+    assert_eq!(o.stdout(), HELLO, "{}", o.stderr());
+    assert!(o.stderr().contains(REST), "{}", o.stderr());
     // The first part's code is cached, whatever the filler has done by now: this run loads
     // the whole module's code, or the first part's.
     let second = logged(Some("DEBUG"));
