@@ -254,7 +254,7 @@ impl Engine {
             if tier_up {
                 self.tier_up_later(key, || Source::Bytes(wasm.to_vec()));
             }
-            return Ok(Compiled::whole(m));
+            return Ok(self.whole_from_cache(m, key));
         }
         self.compile_missing(wasm, None, key, || Source::Bytes(wasm.to_vec()))
     }
@@ -355,6 +355,32 @@ impl Engine {
             });
     }
 
+    /// A whole module's code from the cache: with `Auto`, Winch's code moves to Cranelift's
+    /// once that is cached ([`crate::tier`]).
+    fn whole_from_cache(&self, module: wasmtime::Module, key: &Key) -> Compiled {
+        let winch = self.inner.compiler == Compiler::Auto
+            && self
+                .inner
+                .baseline
+                .get()
+                .is_some_and(|b| wasmtime::Engine::same(module.engine(), b));
+        Compiled {
+            upgrade: winch.then(|| self.upgrade(key)).flatten(),
+            ..Compiled::whole(module)
+        }
+    }
+
+    /// Where `Auto` finds Cranelift's plain code for the module behind `key`, for instances of
+    /// Winch's code to move to ([`crate::tier`]); `None` with `GOJS_TIER=off`.
+    fn upgrade(&self, key: &Key) -> Option<crate::tier::Upgrade> {
+        if std::env::var_os("GOJS_TIER").is_some_and(|v| v == "off") {
+            return None;
+        }
+        let engine = self.inner.primary.clone();
+        let entry = key.entry(&engine, Compiler::Cranelift);
+        Some(crate::tier::Upgrade { engine, entry })
+    }
+
     fn primary_compiler(&self) -> Compiler {
         match self.inner.compiler {
             Compiler::Auto => Compiler::Cranelift,
@@ -389,7 +415,7 @@ impl Engine {
             if tier_up {
                 self.tier_up_later(key, || Source::File(path.to_owned()));
             }
-            return Ok(Compiled::whole(m));
+            return Ok(self.whole_from_cache(m, key));
         }
         let wasm = std::fs::read(path).map_err(read_err)?;
         crate::module::classify(&wasm)?;
@@ -516,6 +542,10 @@ impl Engine {
                     key.entry(primary, Compiler::Cranelift),
                     Fill::Plain,
                 );
+                return Ok(Compiled {
+                    upgrade: self.upgrade(&key),
+                    ..Compiled::whole(module)
+                });
             }
             return Ok(Compiled::whole(module));
         }
@@ -601,6 +631,8 @@ impl Engine {
 pub(crate) struct Compiled {
     pub module: wasmtime::Module,
     pub secondary: Option<Arc<crate::split::Secondary>>,
+    /// For Winch's code of a whole module: where Cranelift's will be ([`crate::tier`]).
+    pub upgrade: Option<crate::tier::Upgrade>,
 }
 
 impl Compiled {
@@ -608,6 +640,7 @@ impl Compiled {
         Compiled {
             module,
             secondary: None,
+            upgrade: None,
         }
     }
 }
@@ -767,6 +800,7 @@ fn split_for_first_run(
     Some(Compiled {
         module,
         secondary: Some(crate::split::Secondary::new(engine, split)),
+        upgrade: None,
     })
 }
 
@@ -813,6 +847,7 @@ fn resume_split(engine: &wasmtime::Engine, winch_entry: &Path, wasm: &[u8]) -> O
     Some(Compiled {
         module,
         secondary: Some(crate::split::Secondary::new(engine, split)),
+        upgrade: None,
     })
 }
 
@@ -913,6 +948,8 @@ pub fn rewritten(wasm: &[u8], for_winch: bool) -> Option<Vec<u8>> {
             dispatch: for_winch,
             data: true,
             narrow: !for_winch,
+            tier: true,
+            tier_stop: for_winch,
         },
     )
 }

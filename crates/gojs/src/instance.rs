@@ -417,6 +417,20 @@ pub(crate) struct GuestExports {
     pub getsp: Rc<TypedFunc<(), i32>>,
 }
 
+impl GuestExports {
+    fn of(instance: wasmtime::Instance, s: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(GuestExports {
+            instance,
+            mem: instance
+                .get_memory(&mut *s, "mem")
+                .ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
+            run: Rc::new(instance.get_typed_func(&mut *s, "run")?),
+            resume: Rc::new(instance.get_typed_func(&mut *s, "resume")?),
+            getsp: Rc::new(instance.get_typed_func(&mut *s, "getsp")?),
+        })
+    }
+}
+
 /// The store's data: what imports reach through their `Caller`.
 pub(crate) struct HostState {
     pub host: Rc<Host>,
@@ -453,6 +467,8 @@ struct MemView {
 #[derive(Default)]
 struct Growth {
     memory_grew: bool,
+    /// Told how far memory reaches, for the tier-up watcher ([`crate::tier::Shared::grew`]).
+    tier: Option<std::sync::Arc<crate::tier::Shared>>,
 }
 
 impl wasmtime::ResourceLimiter for Growth {
@@ -464,6 +480,9 @@ impl wasmtime::ResourceLimiter for Growth {
     ) -> wasmtime::Result<bool> {
         // Set even if the growth then fails: a needless re-read is harmless.
         self.memory_grew = true;
+        if let Some(t) = &self.tier {
+            t.grew(_current);
+        }
         Ok(true)
     }
 
@@ -491,6 +510,9 @@ pub(crate) fn memory_and_state<'a>(
             len: bytes.len(),
         };
         state.growth.memory_grew = false;
+        if let Some(t) = &state.growth.tier {
+            t.grew(state.view.len);
+        }
     }
     let state = caller.data_mut();
     // SAFETY: `base` and `len` were read from this store's guest memory (the view lives in the
@@ -558,6 +580,10 @@ pub(crate) struct Guest {
     store: Store<HostState>,
     host: Rc<Host>,
     js: JsEngine,
+    /// Winch's code that moves to Cranelift's once it is cached ([`crate::tier`]).
+    tier: Option<std::sync::Arc<crate::tier::Shared>>,
+    /// The module name of Go's imports (`go` or `gojs`), to link another instance.
+    abi: &'static str,
 }
 
 impl Guest {
@@ -604,6 +630,8 @@ impl Guest {
             rejections: RefCell::default(),
             go_depth: Cell::new(0),
             go_entries: Cell::new(0),
+            tier_flag: Cell::new(0),
+            stop_in_callback: Cell::new(false),
             awaiting: Cell::new(0),
             deferred: RefCell::default(),
             vfs: RefCell::new(vfs),
@@ -655,7 +683,14 @@ impl Guest {
         // The module's own engine: with `Compiler::Auto` it may be Winch's.
         let mut store = Store::new(inner.module.engine(), state);
         store.limiter(|state| &mut state.growth);
-        let mut guest = Guest { store, host, js };
+        let mut guest = Guest {
+            store,
+            host,
+            js,
+            tier: None,
+            abi: inner.abi.module_name(),
+        };
+        let own_imports_only = config.wasm_imports.is_empty();
         clear_on_error.0 = None;
         let mut linker = Linker::new(inner.module.engine());
         crate::imports::link(&mut linker, inner.abi.module_name())
@@ -681,19 +716,25 @@ impl Guest {
                 started.elapsed()
             );
         }
-        let exports = (|| -> wasmtime::Result<GuestExports> {
-            let s = &mut guest.store;
-            Ok(GuestExports {
-                instance,
-                mem: instance
-                    .get_memory(&mut *s, "mem")
-                    .ok_or_else(|| wasmtime::Error::msg("no `mem` export"))?,
-                run: Rc::new(instance.get_typed_func(&mut *s, "run")?),
-                resume: Rc::new(instance.get_typed_func(&mut *s, "resume")?),
-                getsp: Rc::new(instance.get_typed_func(&mut *s, "getsp")?),
-            })
-        })()
-        .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;
+        let exports = GuestExports::of(instance, &mut guest.store)
+            .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;
+        if let Some(upgrade) = inner.upgrade.clone()
+            && own_imports_only
+            && inner.secondary.is_none()
+            && instance
+                .get_export(&mut guest.store, crate::tier::LOOP_EXPORT)
+                .is_some()
+        {
+            let base = exports.mem.data_ptr(&guest.store);
+            let shared = crate::tier::Shared::new(base, exports.mem.data_size(&guest.store));
+            guest
+                .host
+                .tier_flag
+                .set(base as usize + crate::tier::FLAG as usize);
+            guest.store.data_mut().growth.tier = Some(shared.clone());
+            crate::tier::watch(upgrade, shared.clone());
+            guest.tier = Some(shared);
+        }
         let initial = exports.mem.ty(&guest.store).minimum();
         let page = exports.mem.page_size(&guest.store);
         guest.store.data_mut().fresh_from =
@@ -723,9 +764,7 @@ impl Guest {
                 Error::NotGoJs("linear memory is too small for the argument block".into())
             })?;
         dst.copy_from_slice(&block.bytes);
-        let host = self.host.clone();
-        let r = host.in_go(|| g.run.call(&mut self.store, (block.argc, block.argv)));
-        self.settle(r)
+        self.enter(|store| g.run.call(store, (block.argc, block.argv)))
     }
 
     /// Resume Go (a timeout fired, or to report a deadlock).
@@ -736,9 +775,168 @@ impl Guest {
             .guest()
             .cloned()
             .map_err(|e| Error::Host(e.to_string()))?;
+        // Go is paused: the moment to move to Cranelift's code, if it's there.
+        if self.tier_up() {
+            return self.resume();
+        }
+        self.enter(|store| g.resume.call(store, ()))
+    }
+
+    /// Call into Go for the event loop (`run`, `resume`): the loop may stop for a tier-up
+    /// meanwhile, and then goes on in Cranelift's code ([`crate::tier`]).
+    fn enter(
+        &mut self,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<()>,
+    ) -> Result<(), Error> {
         let host = self.host.clone();
-        let r = host.in_go(|| g.resume.call(&mut self.store, ()));
-        self.settle(r)
+        let r = host.in_go(|| host.allowing_stop(|| f(&mut self.store)));
+        self.settle(r)?;
+        self.go_on()
+    }
+
+    /// If Go's loop stopped for a tier-up, move to Cranelift's code (if it is there) and go on
+    /// in the loop until Go pauses, as the call that stopped would have.
+    fn go_on(&mut self) -> Result<(), Error> {
+        let host = self.host.clone();
+        while self.host.exit_code.get().is_none() && self.host.take_stop() {
+            self.tier_up();
+            let g = self
+                .store
+                .data()
+                .guest()
+                .cloned()
+                .map_err(|e| Error::Host(e.to_string()))?;
+            let Some(go_on) = g
+                .instance
+                .get_func(&mut self.store, crate::tier::LOOP_EXPORT)
+            else {
+                return Err(Error::Host("the Go module has no loop to go on in".into()));
+            };
+            let r = host.in_go(|| host.allowing_stop(|| go_on.call(&mut self.store, &[], &mut [])));
+            self.settle(r)?;
+        }
+        Ok(())
+    }
+
+    /// Move the program to Cranelift's code if the watcher found it; whether it moved. Once
+    /// tried, the instance stays where it is then.
+    fn tier_up(&mut self) -> bool {
+        let Some(shared) = self.tier.clone() else {
+            return false;
+        };
+        let Some(module) = shared.take_ready() else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        // The watcher may not write to the memory while it is copied and released.
+        let moved = shared.finish_with(|| self.move_to(&module));
+        self.tier = None;
+        self.host.tier_flag.set(0);
+        match moved {
+            Ok(bytes) => {
+                tracing::debug!(
+                    "tier-up: moved to Cranelift's code, {} MiB of memory copied ({:.1?})",
+                    bytes >> 20,
+                    started.elapsed()
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!("tier-up: staying with Winch's code: {e:#}");
+                false
+            }
+        }
+    }
+
+    /// Instantiate `module` (the same program, compiled by Cranelift), give it this instance's
+    /// memory and Go's globals, and make it the guest: the program goes on where it stopped.
+    /// Returns how many bytes were copied. On an error nothing has changed.
+    fn move_to(&mut self, module: &wasmtime::Module) -> wasmtime::Result<usize> {
+        use crate::tier::{FLAG, GLOBAL_EXPORTS};
+        let old = self.store.data().guest()?.clone();
+        let ctx = self.store.data().ctx.clone();
+        let presets = std::array::from_fn(|_| Value::new_undefined(ctx.clone()));
+        let placeholder = HostState {
+            host: self.host.clone(),
+            values: ValueTable::new(presets),
+            reflect: Reflect::new(&ctx)?,
+            instance_of: crate::realm::InstanceOf::new(&ctx)?,
+            ctx,
+            guest: None,
+            names: foldhash::HashMap::default(),
+            split: crate::split::Loading::Loaded,
+            fresh_from: self.store.data().fresh_from,
+            view: MemView {
+                base: std::ptr::null_mut(),
+                len: 0,
+            },
+            growth: Growth::default(),
+        };
+        let mut store = Store::new(module.engine(), placeholder);
+        store.limiter(|state| &mut state.growth);
+        let mut linker = Linker::new(module.engine());
+        crate::imports::link(&mut linker, self.abi)?;
+        link_wasm_imports(&mut linker, &mut store, module, Vec::new())
+            .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let instance = linker.instantiate(&mut store, module)?;
+        let exports = GuestExports::of(instance, &mut store)?;
+        let (old_len, new_len) = (
+            old.mem.data_size(&self.store),
+            exports.mem.data_size(&store),
+        );
+        if new_len > old_len {
+            wasmtime::bail!("the new instance's memory is larger ({new_len} > {old_len} bytes)");
+        }
+        let page = usize::try_from(exports.mem.page_size(&store))?;
+        exports
+            .mem
+            .grow(&mut store, u64::try_from((old_len - new_len) / page)?)?;
+        let fresh_from = self.store.data().fresh_from.min(old_len);
+        let from = old.mem.data(&self.store);
+        let to = exports.mem.data_mut(&mut store);
+        if to.len() != from.len() {
+            wasmtime::bail!("memory sizes differ after growing");
+        }
+        // All of the module's own memory; beyond it, what isn't zero (the new memory is).
+        to[..fresh_from].copy_from_slice(&from[..fresh_from]);
+        let mut copied = fresh_from;
+        for (t, f) in to[fresh_from..]
+            .chunks_mut(64 << 10)
+            .zip(from[fresh_from..].chunks(64 << 10))
+        {
+            if f.iter().any(|b| *b != 0) {
+                t.copy_from_slice(f);
+                copied += f.len();
+            }
+        }
+        to[FLAG as usize..FLAG as usize + 4].fill(0);
+        for name in GLOBAL_EXPORTS {
+            let missing = || wasmtime::Error::msg(format!("no `{name}` export"));
+            let v = old
+                .instance
+                .get_global(&mut self.store, name)
+                .ok_or_else(missing)?
+                .get(&mut self.store);
+            instance
+                .get_global(&mut store, name)
+                .ok_or_else(missing)?
+                .set(&mut store, v)?;
+        }
+        // Committed: the new store takes the host state, the old one the placeholder.
+        std::mem::swap(self.store.data_mut(), store.data_mut());
+        let state = store.data_mut();
+        state.guest = Some(exports);
+        state.split = crate::split::Loading::Loaded;
+        state.view = MemView {
+            base: std::ptr::null_mut(),
+            len: 0,
+        };
+        state.growth = Growth {
+            memory_grew: true,
+            tier: None,
+        };
+        drop(std::mem::replace(&mut self.store, store));
+        Ok(copied)
     }
 
     /// Turn the outcome of an outermost guest call into ours, picking up a parked stop.
@@ -810,7 +1008,14 @@ impl Guest {
         let Some((callback, args)) = next else {
             return Ok(false);
         };
-        self.call_callback(callback, args)?;
+        // Go's callback for a completed fs call: what it returns goes nowhere, so Go's loop may
+        // stop in it for a tier-up (once Go's function has returned, in practice: it only
+        // sends on a channel) and then goes on from here, before anything else runs.
+        self.host.stop_in_callback.set(true);
+        let called = self.call_callback(callback, args);
+        self.host.stop_in_callback.set(false);
+        called?;
+        self.go_on()?;
         Ok(true)
     }
 
@@ -1010,8 +1215,11 @@ impl Guest {
         let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
         let host = self.host.clone();
         let exited_before = self.exit_code().is_some();
-        let r = host
-            .awaiting_result(|| host.in_go(|| func.call(&mut self.store, &params, &mut results)));
+        let r = host.without_stop(|| {
+            host.awaiting_result(|| {
+                host.in_go(|| func.call(&mut self.store, &params, &mut results))
+            })
+        });
         if exited_before {
             // Go's runtime is gone: a pure function still answers (as under Node), anything
             // else traps, which is the caller's error, not the instance's.
@@ -1054,6 +1262,11 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
+        // The watcher may not write to guest memory once it is gone.
+        if let Some(t) = self.tier.take() {
+            t.finish();
+        }
+        self.host.tier_flag.set(0);
         // Release every JS value Rust holds, so the realm can be freed cleanly after the store.
         self.host.clear();
         self.store.data_mut().values.clear();

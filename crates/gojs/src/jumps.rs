@@ -101,6 +101,8 @@ pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
             dispatch: false,
             data: false,
             narrow: false,
+            tier: false,
+            tier_stop: false,
         },
     )
 }

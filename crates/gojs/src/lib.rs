@@ -89,6 +89,7 @@ mod realm;
 mod reentry;
 mod rewrite;
 mod split;
+mod tier;
 mod values;
 mod vfs;
 

@@ -58,6 +58,8 @@ pub(crate) struct ModuleInner {
     pub module: wasmtime::Module,
     /// A split module's secondary (see `crate::split`).
     pub secondary: Option<Arc<crate::split::Secondary>>,
+    /// Winch's code, whose instances move to Cranelift's once it is cached (`crate::tier`).
+    pub upgrade: Option<crate::tier::Upgrade>,
     pub abi: GoAbi,
 }
 
@@ -85,6 +87,7 @@ impl Module {
             inner: Arc::new(ModuleInner {
                 module: compiled.module,
                 secondary: compiled.secondary,
+                upgrade: compiled.upgrade,
                 abi,
             }),
         })
@@ -96,6 +99,7 @@ impl Module {
             inner: Arc::new(ModuleInner {
                 module: compiled.module,
                 secondary: compiled.secondary,
+                upgrade: compiled.upgrade,
                 abi,
             }),
         })

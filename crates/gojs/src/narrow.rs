@@ -342,6 +342,8 @@ mod tests {
         dispatch: false,
         data: false,
         narrow: true,
+        tier: false,
+        tier_stop: false,
     };
 
     fn narrowed(wasm: &[u8]) -> Vec<u8> {

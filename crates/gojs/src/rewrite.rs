@@ -40,6 +40,12 @@ pub(crate) struct Passes {
     pub data: bool,
     /// Address arithmetic in 32 bits ([`crate::narrow`]): for Cranelift's compiles.
     pub narrow: bool,
+    /// Go's loop and globals exported, so that a running program can move between instances
+    /// ([`crate::tier`]): for whole modules.
+    pub tier: bool,
+    /// The loop stops on request and Go's `g` is recorded ([`crate::tier`]): for Winch's
+    /// whole-module compiles, the code a program moves from.
+    pub tier_stop: bool,
 }
 
 impl Passes {
@@ -56,6 +62,8 @@ impl Passes {
             dispatch: code == Code::WinchWhole && on("GOJS_DISPATCH"),
             data: on("GOJS_DATA"),
             narrow: code == Code::Cranelift && on("GOJS_NARROW"),
+            tier: code != Code::WinchPart && on("GOJS_TIER"),
+            tier_stop: code == Code::WinchWhole && on("GOJS_TIER"),
         }
     }
 
@@ -64,12 +72,14 @@ impl Passes {
     pub(crate) fn version(self) -> String {
         let v = |on: bool, n: &'static str| if on { n } else { "off" };
         format!(
-            "jumps-{} fill-{} dispatch-{} data-{} narrow-{}",
+            "jumps-{} fill-{} dispatch-{} data-{} narrow-{} tier-{} tier-stop-{}",
             v(self.jumps, "4"),
             v(self.fill, "4"),
             v(self.dispatch, "1"),
             v(self.data, "1"),
-            v(self.narrow, "1")
+            v(self.narrow, "1"),
+            v(self.tier, "1"),
+            v(self.tier_stop, "1")
         )
     }
 }
@@ -129,6 +139,11 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
     } else {
         None
     };
+    let tier = if passes.tier {
+        crate::tier::TierPlan::find(wasm)
+    } else {
+        None
+    };
     // A pass that meets something it can't handle (a body it can't read, a table use other
     // than `call_indirect`) is left out, the last one first.
     let attempts = [
@@ -143,7 +158,7 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
             continue;
         }
         tried.push(key);
-        if let Some(out) = assemble(wasm, &sections, passes, jumps, f, d) {
+        if let Some(out) = assemble(wasm, &sections, passes, jumps, f, d, tier.as_ref()) {
             return (out.as_slice() != wasm).then_some(out);
         }
         if !key.0 && !key.1 {
@@ -455,6 +470,7 @@ fn assemble(
     jumps: Option<&HashSet<u32>>,
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
+    tier: Option<&crate::tier::TierPlan>,
 ) -> Option<Vec<u8>> {
     // Segments are numbered only for `memory.init` and `data.drop`, which need a data count
     // section: without one, merging renumbers nothing anyone refers to.
@@ -465,12 +481,25 @@ fn assemble(
     for s in sections {
         let content = &wasm[s.content.clone()];
         let new = match s.id {
-            CODE_SECTION => code_section(content, jumps, fill, dispatch, passes.narrow)?,
+            CODE_SECTION => {
+                let stop = tier.filter(|_| passes.tier_stop);
+                code_section(content, jumps, fill, dispatch, passes.narrow, stop)?
+            }
             TYPE_SECTION => append_types(content, fill, dispatch)?,
             IMPORT_SECTION if fill.is_some() => Some(append_fill_import(content, fill?)?),
             FUNCTION_SECTION if dispatch.is_some() => Some(dispatch?.append_functions(content)?),
-            EXPORT_SECTION if fill.is_some() => {
-                Some(shift_exports(content, s.content.start, fill?)?)
+            EXPORT_SECTION if fill.is_some() || tier.is_some() => {
+                let shifted = match fill {
+                    Some(f) => Some(shift_exports(content, s.content.start, f)?),
+                    None => None,
+                };
+                match tier {
+                    Some(t) => {
+                        let shift = |i| fill.map_or(i, |f| f.shift(i));
+                        Some(t.add_exports(shifted.as_deref().unwrap_or(content), shift)?)
+                    }
+                    None => shifted,
+                }
             }
             START_SECTION if fill.is_some() => {
                 let (index, n) = read_u32(content)?;
@@ -613,6 +642,7 @@ fn code_section(
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
     narrow: bool,
+    stop: Option<&crate::tier::TierPlan>,
 ) -> Option<Option<Vec<u8>>> {
     let entries = code_entries(content)?;
     let imported = fill.map(|f| f.import).or(dispatch.map(|d| d.imported));
@@ -621,7 +651,9 @@ fn code_section(
         .enumerate()
         .map(|(i, &(_, start, end))| {
             let index = imported.map(|n| n + i as u32);
-            body_patches(&content[start..end], jumps, fill, dispatch, narrow, index)
+            let stop = stop.map(|t| t.imported + i as u32 == t.loop_fn);
+            let body = &content[start..end];
+            body_patches(body, jumps, fill, dispatch, narrow, index, stop)
         })
         .collect();
     if (fill.is_some() || dispatch.is_some()) && patches.iter().any(Option::is_none) {
@@ -714,6 +746,7 @@ fn body_patches(
     dispatch: Option<&DispatchPlan>,
     narrow: bool,
     index: Option<u32>,
+    stop: Option<bool>,
 ) -> Option<Edits> {
     let reader = || {
         FunctionBody::new(BinaryReader::new(body, 0))
@@ -730,8 +763,12 @@ fn body_patches(
             None => ops = reader()?,
         }
     }
-    if tracker.is_none() && fill.is_none() && dispatch.is_none() && !narrow {
+    if tracker.is_none() && fill.is_none() && dispatch.is_none() && !narrow && stop.is_none() {
         return Some(Edits::default());
+    }
+    // The tier pass: the loop stops on request, and `g` is recorded wherever Go sets it.
+    if stop == Some(true) {
+        patches.extend(crate::tier::loop_patches(body)?);
     }
     let mut narrowing = narrow.then(crate::narrow::Narrow::default);
     let is_memclr = fill.is_some_and(|f| Some(f.memclr) == index);
@@ -754,6 +791,13 @@ fn body_patches(
         }
         if let Some(n) = &mut narrowing {
             n.step(&op, start, end);
+        }
+        if stop.is_some() && crate::tier::sets_g(&op) {
+            patches.push(Patch {
+                start,
+                end,
+                with: With::Bytes(crate::tier::shadow_set()),
+            });
         }
         if let Some(d) = dispatch {
             match op {
@@ -1635,6 +1679,8 @@ pub(crate) mod tests {
             dispatch: false,
             data: false,
             narrow: false,
+            tier: false,
+            tier_stop: false,
         };
         let rewritten = prepare(&wasm, all).expect("rewritten");
         wasmparser::Validator::new()
@@ -1680,6 +1726,8 @@ pub(crate) mod tests {
             dispatch: false,
             data: false,
             narrow: false,
+            tier: false,
+            tier_stop: false,
         };
         assert!(prepare(&wasm, none).is_none());
         let renamed = {
@@ -1701,6 +1749,8 @@ pub(crate) mod tests {
                 dispatch: true,
                 data: false,
                 narrow: false,
+                tier: false,
+                tier_stop: false,
             };
             let rewritten = prepare(&wasm, passes).expect("rewritten");
             wasmparser::Validator::new()
@@ -1797,6 +1847,8 @@ pub(crate) mod tests {
             dispatch: true,
             data: false,
             narrow: false,
+            tier: false,
+            tier_stop: false,
         };
         // Slot 2 holds `inc`; 3 a function of another type; 0, 7, 8 and -1 nothing.
         for slot in [2, 3, 0, 7, 8, -1] {
@@ -2121,6 +2173,8 @@ pub(crate) mod tests {
                 dispatch,
                 data: false,
                 narrow: false,
+                tier: false,
+                tier_stop: false,
             };
             let rewritten = prepare(&wasm, passes).expect("rewritten");
             wasmparser::Validator::new()
@@ -2212,6 +2266,8 @@ pub(crate) mod tests {
             dispatch: false,
             data: true,
             narrow: false,
+            tier: false,
+            tier_stop: false,
         };
         // 100 and 110 merge (7 bytes apart); 200 is too far; 20 comes after 200 in the
         // section; 203 follows 20, not 200. At 0x8000 + 32 the gap is just short enough.
@@ -2278,6 +2334,8 @@ pub(crate) mod tests {
                     dispatch,
                     data: true,
                     narrow,
+                    tier: true,
+                    tier_stop: dispatch,
                 },
             );
         }

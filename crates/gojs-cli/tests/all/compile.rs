@@ -304,6 +304,89 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A program running Winch's code moves to Cranelift's once that is in the cache: the `tierup`
+/// fixture waits for a line on stdin while the test puts Cranelift's code in place, then works
+/// with goroutines, timers, the heap and JS values, and must print what it prints under Node.
+/// A run with `GOJS_TIER=off` stays with Winch's code.
+#[test]
+fn a_running_program_moves_to_cranelift_s_code() {
+    use std::io::{BufRead, Write};
+    let wasm = Go::path().build("tierup").to_string_lossy().into_owned();
+    let want =
+        std::fs::read_to_string(crate::harness::fixtures_dir().join("tierup/want.stdout")).unwrap();
+    let dir = fresh_scratch_dir("move");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Only the runs write to the cache: the background compile waits for this lock.
+    let lock = lock_filler(&dir);
+    // Cranelift's code for the module, set aside.
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &dir)
+        .env("GOJS_INLINE", "off")
+        .env_remove("GOJS_COMPILER")
+        .args(["run", "--compiler=cranelift", &wasm]);
+    let o = run(cmd, b"go\n");
+    assert_eq!(o.stdout(), want, "{}", o.stderr());
+    let cached = files(&dir, ".cwasm");
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let entry = cached[0].clone();
+    let aside = dir.join("aside");
+    std::fs::rename(&entry, &aside).unwrap();
+
+    let moving_run = |tier: Option<&str>| {
+        let mut child = Command::new(gojs())
+            .env("GOJS_CACHE_DIR", &dir)
+            .env("GOJS_SPLIT", "off")
+            .env("GOJS_LOG", "debug")
+            .env_remove("GOJS_COMPILER")
+            .envs(tier.map(|t| ("GOJS_TIER", t)))
+            .args(["run", &wasm])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert_eq!(first, "ready\n");
+        // Winch's code runs; Cranelift's arrives (as the filler would write it).
+        std::fs::copy(&aside, dir.join("landing")).unwrap();
+        std::fs::rename(dir.join("landing"), &entry).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(first + &rest, want, "{stderr}");
+        std::fs::remove_file(&entry).unwrap();
+        stderr
+    };
+    let log = moving_run(None);
+    assert!(log.contains("compiled WinchWhole"), "{log}");
+    assert!(
+        log.contains(&format!("waiting for {}", entry.display())),
+        "{entry:?} {log}"
+    );
+    assert!(log.contains("tier-up: moved to Cranelift's code"), "{log}");
+    // (Compiled again: the rewrite differs without the tier pass.)
+    let log = moving_run(Some("off"));
+    assert!(log.contains("compiled WinchWhole"), "{log}");
+    assert!(!log.contains("tier-up"), "{log}");
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Hold the background compile's lock in the cache directory `dir` (it waits meanwhile).
+fn lock_filler(dir: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    lock
+}
+
 /// Run hello world (`wasm`) with the compile cache `cache` and `GOJS_LOG=level` (unset if
 /// `None`); its output checked, its stderr returned.
 fn hello_logged(cache: &Path, wasm: &str, level: Option<&str>) -> String {
@@ -718,6 +801,45 @@ fn first_runs_of_hello_world_are_split() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// In a module rewritten for tiering up (crates/gojs/src/tier.rs): how many of its exports are
+/// the tier pass's, how often it sets Go's `g` (global 2), how often it records `g` at 0xf08
+/// right after, and how often it reads the stop flag at 0xf00.
+fn tier_pass_report(wasm: &[u8]) -> (usize, usize, usize, usize) {
+    use wasmparser::{Operator, Payload};
+    let (mut exports, mut sets, mut records, mut reads) = (0, 0, 0, 0);
+    for p in wasmparser::Parser::new(0).parse_all(wasm) {
+        match p.unwrap() {
+            Payload::ExportSection(r) => {
+                for e in r {
+                    exports += usize::from(e.unwrap().name.starts_with("gojs."));
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                let mut ops = body.get_operators_reader().unwrap();
+                let mut last_set = false;
+                let mut seen = Vec::new();
+                while !ops.eof() {
+                    let op = ops.read().unwrap();
+                    match &op {
+                        Operator::GlobalSet { global_index: 2 } => sets += 1,
+                        Operator::I64Store { memarg } if memarg.offset == 0xf08 => {
+                            records += usize::from(last_set)
+                        }
+                        Operator::I32Load { memarg } if memarg.offset == 0xf00 => reads += 1,
+                        _ => {}
+                    }
+                    seen.push(matches!(op, Operator::GlobalSet { global_index: 2 }));
+                    // `global.set g; i32.const 0; global.get g; i64.store`: the store comes
+                    // three operators after the set.
+                    last_set = seen.len() >= 3 && seen[seen.len() - 3];
+                }
+            }
+            _ => {}
+        }
+    }
+    (exports, sets, records, reads)
+}
+
 /// `wasm` without its name section, as `go test` and `go run` link it (`-ldflags=-s`).
 fn without_names(wasm: &[u8]) -> Vec<u8> {
     let mut out = wasm[..8].to_vec();
@@ -822,6 +944,19 @@ fn go_binaries_are_rewritten() {
         wasmparser::Validator::new()
             .validate_all(&winch)
             .unwrap_or_else(|e| panic!("{go:?}: the module for Winch is invalid: {e}"));
+        // Both export Go's loop and globals, so that a run can move from Winch's code to
+        // Cranelift's; Winch's loop stops on request and every `global.set g` records `g`.
+        for (m, stops) in [(&all, false), (&winch, true)] {
+            let (exports, sets, records, flag_reads) = tier_pass_report(m);
+            assert_eq!(exports, 9, "{go:?}: tier exports");
+            assert!(sets > 3, "{go:?}: {sets} sets of g");
+            assert_eq!(
+                records,
+                if stops { sets } else { 0 },
+                "{go:?}: records of g"
+            );
+            assert_eq!(flag_reads, usize::from(stops), "{go:?}: reads of the flag");
+        }
         let segments = wasmparser::Parser::new(0)
             .parse_all(&winch)
             .filter(|p| matches!(p, Ok(wasmparser::Payload::ElementSection(_))))

@@ -225,11 +225,19 @@ pub(crate) fn resume(ctx: &JsCtx, host: &Host) -> rquickjs::Result<()> {
     let outcome = reentry::with_active(|store| {
         let resume = store.data().guest().map(|g| g.resume.clone())?;
         // Called from Go (through JS), the caller needs the answer before it can go on.
-        if host.go_depth.get() > 0 {
-            host.awaiting_result(|| host.in_go(|| resume.call(store, ())))
-        } else {
-            host.in_go(|| resume.call(store, ()))
+        // A completed fs call's callback, called by the loop itself, may stop for a tier-up;
+        // any other call's caller waits for Go's answer.
+        let outermost = host.go_depth.get() == 0 && host.event_depth.get() == 1;
+        if host.stop_in_callback.replace(false) && outermost {
+            return host.allowing_stop(|| host.in_go(|| resume.call(store, ())));
         }
+        host.without_stop(|| {
+            if host.go_depth.get() > 0 {
+                host.awaiting_result(|| host.in_go(|| resume.call(store, ())))
+            } else {
+                host.in_go(|| resume.call(store, ()))
+            }
+        })
     });
     match outcome {
         None => Err(Exception::throw_internal(

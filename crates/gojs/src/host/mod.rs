@@ -107,6 +107,12 @@ pub(crate) struct Host {
     /// How many times Go has been entered (run, resume, exports): an import that sees it
     /// unchanged after running JS knows Go's stack didn't move.
     pub go_entries: Cell<u64>,
+    /// The address of the tier-up word in guest memory (`crate::tier::FLAG`), or 0 when the
+    /// instance can't move: calls whose caller waits for Go's answer clear its `ALLOWED` bit.
+    pub tier_flag: Cell<usize>,
+    /// Set while the loop calls a completed fs call's callback: the `js.FuncOf` it calls first
+    /// may stop for a tier-up (see `Guest::run_deferred`).
+    pub stop_in_callback: Cell<bool>,
     /// How many calls into Go whose caller waits for the result are active: a `js.FuncOf`
     /// callback called from Go (through JS), or a call the embedder made.
     pub awaiting: Cell<u32>,
@@ -149,6 +155,57 @@ impl Host {
     pub fn in_go<R>(&self, f: impl FnOnce() -> R) -> R {
         self.go_entries.set(self.go_entries.get() + 1);
         counted(&self.go_depth, f)
+    }
+
+    /// Run `f`, an entry into Go whose caller waits for its answer (a callback, an export),
+    /// with the loop not allowed to stop for a tier-up ([`crate::tier`]) meanwhile.
+    pub fn without_stop<R>(&self, f: impl FnOnce() -> R) -> R {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let Some(word) = self.tier_word() else {
+            return f();
+        };
+        let was = word.fetch_and(!crate::tier::ALLOWED, Ordering::SeqCst) & crate::tier::ALLOWED;
+        struct Restore<'a>(&'a AtomicU32, u32);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_or(self.1, Ordering::SeqCst);
+            }
+        }
+        let _restore = Restore(word, was);
+        f()
+    }
+
+    /// Run `f`, an entry into Go for the event loop, with the loop allowed to stop for a
+    /// tier-up ([`crate::tier`]).
+    pub fn allowing_stop<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(word) = self.tier_word() else {
+            return f();
+        };
+        word.fetch_or(crate::tier::ALLOWED, std::sync::atomic::Ordering::SeqCst);
+        let r = f();
+        if let Some(word) = self.tier_word() {
+            word.fetch_and(!crate::tier::ALLOWED, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Whether the loop stopped for a tier-up (clearing the word: the instance then moves or
+    /// goes on where it is).
+    pub fn take_stop(&self) -> bool {
+        let Some(word) = self.tier_word() else {
+            return false;
+        };
+        let was = word.fetch_and(
+            !(crate::tier::STOPPED | crate::tier::REQUESTED),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        was & crate::tier::STOPPED != 0
+    }
+
+    fn tier_word(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        let at = self.tier_flag.get();
+        // SAFETY: see `without_stop`.
+        (at != 0).then(|| unsafe { std::sync::atomic::AtomicU32::from_ptr(at as *mut u32) })
     }
 
     /// Run `f` while a caller waits for Go's answer (see [`Host::awaiting`]).

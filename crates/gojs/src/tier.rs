@@ -1,0 +1,407 @@
+//! Tiering up within a run: moving a running Go program from Winch's code to Cranelift's once
+//! Cranelift's code for its module is in the cache (RATIONALE.md, "Why move a running program to
+//! Cranelift's code?").
+//!
+//! Everything a Go js/wasm program is lives in its linear memory and eight globals (`SP`, `CTXT`,
+//! `g`, `RET0`–`RET3`, `PAUSE`, numbered so by Go's linker); the wasm stack holds nothing that
+//! matters whenever control is back in `wasm_pc_f_loop`, Go's trampoline: it calls the function
+//! whose PC is stored at `SP-8` until `PAUSE` is set, and every goroutine switch unwinds the wasm
+//! stack back to it. So a program stopped in that loop continues in another instance of the same
+//! program, compiled by another compiler, once memory and globals are copied over.
+//!
+//! The rewrite ([`TierPlan`]) exports the globals and the loop from every whole module, and in
+//! Winch's code also makes the loop stop on a request ([`FLAG`]) and records the current `g` at
+//! [`SHADOW`], whenever Go sets it. A watcher thread of the instance waits for Cranelift's code,
+//! then requests the stop and preempts the running goroutine the way Go's own scheduler does
+//! (`g.stackguard0 = stackPreempt`), so that its next call switches goroutines and so returns
+//! to the loop. The instance then continues in Cranelift's code ([`crate::instance`]).
+//!
+//! Both words lie below 4096, where no Go data is (Go's linker starts data at 4096 + 8192, the
+//! argument block comes at 4096) and which Go never reads: it checks nil pointers itself.
+
+use wasmparser::{BinaryReader, Operator};
+
+use crate::rewrite::{Patch, With, read_u32, write_u32};
+
+/// The word the loop reads: [`REQUESTED`] | [`ALLOWED`] makes it stop; it then writes
+/// [`STOPPED`].
+pub(crate) const FLAG: u32 = 0xf00;
+/// Where Go's current `g` is recorded (an i64) whenever Go sets it.
+pub(crate) const SHADOW: u32 = 0xf08;
+/// Set by the watcher: Cranelift's code is ready, stop in the loop.
+pub(crate) const REQUESTED: u32 = 1;
+/// Set by the host while it runs Go from the event loop (`run`, or `resume` for a timeout), not
+/// for a callback or an export whose caller waits for Go's answer.
+pub(crate) const ALLOWED: u32 = 2;
+/// Written by the loop when it stopped on request.
+pub(crate) const STOPPED: u32 = 4;
+
+/// The names of the exports the rewrite adds: the loop, and the globals in Go's order.
+pub(crate) const LOOP_EXPORT: &str = "gojs.loop";
+pub(crate) const GLOBAL_EXPORTS: [&str; 8] = [
+    "gojs.sp",
+    "gojs.ctxt",
+    "gojs.g",
+    "gojs.ret0",
+    "gojs.ret1",
+    "gojs.ret2",
+    "gojs.ret3",
+    "gojs.pause",
+];
+
+/// Go's globals.
+const G: u32 = 2;
+const PAUSE: u32 = 7;
+
+/// What the rewrite adds for tiering up.
+pub(crate) struct TierPlan {
+    /// `wasm_pc_f_loop`'s function index (before any shift).
+    pub loop_fn: u32,
+    /// How many functions the module imports (the first body's index).
+    pub imported: u32,
+}
+
+impl TierPlan {
+    /// The plan for a module shaped as Go's linker makes them: eight mutable globals of Go's
+    /// types and no imported ones, a `resume` export whose last call is the loop, and none of
+    /// the names the plan exports. `None` otherwise (the module then can't tier up).
+    pub(crate) fn find(wasm: &[u8]) -> Option<TierPlan> {
+        use wasmparser::{Parser, Payload, ValType};
+        let mut imported = 0u32;
+        let mut resume = None;
+        let mut globals = Vec::new();
+        let mut bodies = Vec::new();
+        for payload in Parser::new(0).parse_all(wasm) {
+            match payload.ok()? {
+                Payload::ImportSection(r) => {
+                    for imp in r.into_imports() {
+                        match imp.ok()?.ty {
+                            wasmparser::TypeRef::Func(_) => imported += 1,
+                            wasmparser::TypeRef::Global(_) => return None,
+                            _ => {}
+                        }
+                    }
+                }
+                Payload::GlobalSection(r) => {
+                    for g in r.into_iter().take(8) {
+                        let g = g.ok()?.ty;
+                        globals.push((g.content_type, g.mutable));
+                    }
+                }
+                Payload::ExportSection(r) => {
+                    for e in r {
+                        let e = e.ok()?;
+                        if e.name == LOOP_EXPORT || GLOBAL_EXPORTS.contains(&e.name) {
+                            return None;
+                        }
+                        if e.name == "resume" && e.kind == wasmparser::ExternalKind::Func {
+                            resume = Some(e.index);
+                        }
+                    }
+                }
+                Payload::CodeSectionEntry(body) => bodies.push(body),
+                _ => {}
+            }
+        }
+        let (i32, i64) = (ValType::I32, ValType::I64);
+        let expected = [i32, i64, i64, i64, i64, i64, i64, i32];
+        if globals.len() != 8 || globals.iter().zip(expected).any(|(g, t)| *g != (t, true)) {
+            return None;
+        }
+        let resume = bodies.get(resume?.checked_sub(imported)? as usize)?;
+        let mut last_call = None;
+        let mut ops = resume.get_operators_reader().ok()?;
+        while !ops.eof() {
+            if let Operator::Call { function_index } = ops.read().ok()? {
+                last_call = Some(function_index);
+            }
+        }
+        let loop_fn = last_call?;
+        let body = bodies.get(loop_fn.checked_sub(imported)? as usize)?;
+        loop_patches(body.as_bytes())?;
+        Some(TierPlan { loop_fn, imported })
+    }
+
+    /// The export section's contents (already shifted, if the fill pass shifted functions) with
+    /// the plan's exports added; `shift` maps a function index to its new one.
+    pub(crate) fn add_exports(
+        &self,
+        content: &[u8],
+        shift: impl Fn(u32) -> u32,
+    ) -> Option<Vec<u8>> {
+        let (count, n) = read_u32(content)?;
+        let mut out = Vec::with_capacity(content.len() + 128);
+        write_u32(
+            &mut out,
+            count.checked_add(1 + GLOBAL_EXPORTS.len() as u32)?,
+        );
+        out.extend_from_slice(&content[n..]);
+        let mut export = |name: &str, kind: u8, index: u32| {
+            write_u32(&mut out, name.len() as u32);
+            out.extend_from_slice(name.as_bytes());
+            out.push(kind);
+            write_u32(&mut out, index);
+        };
+        export(LOOP_EXPORT, 0x00, shift(self.loop_fn));
+        for (i, name) in GLOBAL_EXPORTS.iter().enumerate() {
+            export(name, 0x03, i as u32);
+        }
+        Some(out)
+    }
+}
+
+/// The loop's patches for Winch's code: `global.get PAUSE; i32.eqz; br_if 0` at the loop's end
+/// also asks that [`FLAG`] is not exactly [`REQUESTED`] | [`ALLOWED`], and the exit (`i32.const
+/// 0; global.set PAUSE`) first writes [`STOPPED`] if `PAUSE` is clear (the loop stopped on
+/// request: Go pauses and exits with `PAUSE` set). `None` unless the body has each exactly once.
+pub(crate) fn loop_patches(body: &[u8]) -> Option<Vec<Patch>> {
+    let mut ops = wasmparser::FunctionBody::new(BinaryReader::new(body, 0))
+        .get_operators_reader()
+        .ok()?;
+    let mut seen: Vec<(Operator<'_>, usize, usize)> = Vec::new();
+    let (mut test, mut exit) = (None, None);
+    while !ops.eof() {
+        let start = ops.original_position();
+        let op = ops.read().ok()?;
+        seen.push((op, start, ops.original_position()));
+        let n = seen.len();
+        if n >= 3
+            && matches!(
+                seen[n - 3].0,
+                Operator::GlobalGet {
+                    global_index: PAUSE
+                }
+            )
+            && matches!(seen[n - 2].0, Operator::I32Eqz)
+            && matches!(seen[n - 1].0, Operator::BrIf { relative_depth: 0 })
+        {
+            test.is_none().then_some(())?;
+            test = Some((seen[n - 3].1, seen[n - 1].2));
+        }
+        if n >= 2
+            && matches!(seen[n - 2].0, Operator::I32Const { value: 0 })
+            && matches!(
+                seen[n - 1].0,
+                Operator::GlobalSet {
+                    global_index: PAUSE
+                }
+            )
+        {
+            (test.is_some() && exit.is_none()).then_some(())?;
+            exit = Some((seen[n - 2].1, seen[n - 1].2));
+        }
+    }
+    let ((t0, t1), (e0, e1)) = (test?, exit?);
+    let mut flag = Vec::new();
+    write_u32(&mut flag, FLAG);
+    let mut new_test = vec![0x23, PAUSE as u8, 0x45, 0x41, 0x00, 0x28, 0x02];
+    new_test.extend_from_slice(&flag);
+    new_test.extend_from_slice(&[0x41, (REQUESTED | ALLOWED) as u8, 0x47, 0x71, 0x0d, 0x00]);
+    let mut new_exit = vec![0x23, PAUSE as u8, 0x45, 0x04, 0x40, 0x41, 0x00];
+    new_exit.extend_from_slice(&[0x41, STOPPED as u8, 0x36, 0x02]);
+    new_exit.extend_from_slice(&flag);
+    new_exit.extend_from_slice(&[0x0b, 0x41, 0x00, 0x24, PAUSE as u8]);
+    Some(vec![
+        Patch {
+            start: t0,
+            end: t1,
+            with: With::Bytes(new_test),
+        },
+        Patch {
+            start: e0,
+            end: e1,
+            with: With::Bytes(new_exit),
+        },
+    ])
+}
+
+/// What replaces `global.set g` in Winch's code: the same, then `g` stored at [`SHADOW`].
+pub(crate) fn shadow_set() -> Vec<u8> {
+    let mut out = vec![0x24, G as u8, 0x41, 0x00, 0x23, G as u8, 0x37, 0x03];
+    write_u32(&mut out, SHADOW);
+    out
+}
+
+/// Whether `op` sets Go's `g`.
+pub(crate) fn sets_g(op: &Operator<'_>) -> bool {
+    matches!(op, Operator::GlobalSet { global_index: G })
+}
+
+/// Where a module's Cranelift code will be: the engine it loads into and its cache entry.
+#[derive(Clone)]
+pub(crate) struct Upgrade {
+    pub engine: wasmtime::Engine,
+    pub entry: std::path::PathBuf,
+}
+
+/// How often the watcher looks for Cranelift's code in the cache.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often it asks again for a stop once the code is there (until the instance has moved).
+const NUDGE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Go's `stackPreempt` (`uintptrMask & -1314`): set as a goroutine's `stackguard0`, its next
+/// call's stack check fails and `newstack` makes it yield.
+const STACK_PREEMPT: u64 = 0xffff_ffff_ffff_fade;
+/// Offsets in Go's `g` (`stack.lo`, `stack.hi`, `stackguard0`, `stackguard1`, `_panic`,
+/// `_defer`, `m`: unchanged since Go 1.4) and in its `m` (`g0` first).
+const G_STACKGUARD0: usize = 16;
+const G_M: usize = 48;
+
+/// What an instance and its watcher thread share.
+pub(crate) struct Shared {
+    /// The guest memory the watcher may write to; held while it writes, and by the instance
+    /// while it moves (a base of 0: nothing to write to any more).
+    target: std::sync::Mutex<Target>,
+    /// Cranelift's code, once the watcher found it.
+    ready: std::sync::Mutex<Option<wasmtime::Module>>,
+    /// The instance moved, gave up moving, or is gone: the watcher ends.
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+struct Target {
+    base: usize,
+    /// Bytes known to be accessible from `base` (memory only grows).
+    len: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(base: *mut u8, len: usize) -> std::sync::Arc<Shared> {
+        std::sync::Arc::new(Shared {
+            target: std::sync::Mutex::new(Target {
+                base: base as usize,
+                len,
+            }),
+            ready: std::sync::Mutex::new(None),
+            done: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn target(&self) -> std::sync::MutexGuard<'_, Target> {
+        self.target
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Guest memory grew to at least `len` bytes (at `base`, which never moves).
+    pub(crate) fn grew(&self, len: usize) {
+        let mut t = self.target();
+        if t.base != 0 {
+            t.len = t.len.max(len);
+        }
+    }
+
+    /// Cranelift's code, if the watcher has found it (taken: one move per instance).
+    pub(crate) fn take_ready(&self) -> Option<wasmtime::Module> {
+        self.ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Stop the watcher: it writes to guest memory no more.
+    pub(crate) fn finish(&self) {
+        self.finish_with(|| ());
+    }
+
+    /// Run `f` (which moves the program, releasing the memory the watcher writes to) with that
+    /// memory locked, then stop the watcher before letting go of the lock.
+    pub(crate) fn finish_with<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut t = self.target();
+        let r = f();
+        *t = Target { base: 0, len: 0 };
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    }
+
+    /// Ask the loop to stop and the running goroutine to yield (the watcher, with
+    /// Cranelift's code ready).
+    fn request(&self) {
+        use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+        let t = self.target();
+        if t.base == 0 || t.len < 4096 {
+            return;
+        }
+        let base = t.base as *mut u8;
+        let word = |at: usize| -> Option<&AtomicU64> {
+            (at.is_multiple_of(8) && at >= 4096 && at.checked_add(8)? <= t.len)
+                // SAFETY: `at..at + 8` lies in guest memory's accessible bytes (its length
+                // only grows, and the instance holds the lock while it moves or drops the
+                // memory), aligned for an `AtomicU64`. Go's code may access the same bytes
+                // meanwhile, as it may in a shared memory: the accesses are plain loads and
+                // stores of whole words, which race but can't tear our view of memory.
+                .then(|| unsafe { AtomicU64::from_ptr(base.add(at).cast()) })
+        };
+        // SAFETY: as above; FLAG and SHADOW lie in the first 4096 bytes, which are there.
+        let (flag, shadow) = unsafe {
+            (
+                AtomicU32::from_ptr(base.add(FLAG as usize).cast()),
+                AtomicU64::from_ptr(base.add(SHADOW as usize).cast()),
+            )
+        };
+        let was = flag.fetch_or(REQUESTED, Ordering::SeqCst);
+        tracing::trace!(
+            "tier-up: request (flag {was}, g {:#x})",
+            shadow.load(Ordering::SeqCst)
+        );
+        // The running goroutine, unless it is its thread's `g0` (the scheduler's, which must
+        // never be asked to grow its stack). Any other `g` it finds — a goroutine that has
+        // just stopped running — only yields at its next call, as Go's own preemption does.
+        let Ok(g) = usize::try_from(shadow.load(Ordering::SeqCst)) else {
+            return;
+        };
+        let Some(m) = g
+            .checked_add(G_M)
+            .and_then(word)
+            .and_then(|m| usize::try_from(m.load(Ordering::SeqCst)).ok())
+        else {
+            return;
+        };
+        let Some(g0) = word(m).map(|g0| g0.load(Ordering::SeqCst)) else {
+            return;
+        };
+        if g0 as usize != g
+            && let Some(guard) = g.checked_add(G_STACKGUARD0).and_then(word)
+        {
+            guard.store(STACK_PREEMPT, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Watch for `upgrade`'s code on a thread of its own: once it is in the cache, load it and
+/// ask the program to stop in its loop until the instance has moved ([`Shared::finish`]).
+pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
+    use std::sync::atomic::Ordering;
+    let _ = std::thread::Builder::new()
+        .name("gojs-tier-watch".into())
+        .spawn(move || {
+            tracing::debug!("tier-up: waiting for {}", upgrade.entry.display());
+            let mut found = false;
+            while !shared.done.load(Ordering::SeqCst) {
+                if !found {
+                    std::thread::sleep(POLL);
+                    if !upgrade.entry.exists() {
+                        continue;
+                    }
+                    let started = std::time::Instant::now();
+                    let Some(module) = crate::cache::load(&upgrade.engine, &upgrade.entry) else {
+                        continue;
+                    };
+                    if module.get_export(LOOP_EXPORT).is_none() {
+                        return;
+                    }
+                    tracing::debug!(
+                        "tier-up: Cranelift's code from the cache ({:.1?})",
+                        started.elapsed()
+                    );
+                    *shared
+                        .ready
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
+                    found = true;
+                }
+                shared.request();
+                std::thread::sleep(NUDGE);
+            }
+        });
+}
