@@ -76,8 +76,11 @@ pub enum Compiler {
     /// them (`GOJS_SPLIT=off` compiles it whole). Meanwhile the cache is filled with Winch's and
     /// then Cranelift's code in the background (a low-priority thread, or the command given to
     /// [`Engine::fill_cache_with`]) for later loads; the process's exit waits for a cache write
-    /// or the start of that command still under way. Without a cache this is Winch, split. The
-    /// default of `gojs run` and `go_js_wasm_exec`.
+    /// or the start of that command still under way. An instance running Winch's code moves
+    /// to Cranelift's as soon as that is cached, where it stands (at a goroutine switch or
+    /// while Go waits for an event; not while an embedder's call into Go is under way, nor for
+    /// a module given wasm imports of the embedder's; `GOJS_TIER=off` never moves). Without a
+    /// cache this is Winch, split. The default of `gojs run` and `go_js_wasm_exec`.
     Auto,
 }
 
@@ -526,6 +529,10 @@ impl Engine {
                         key.entry(primary, Compiler::Cranelift),
                         Fill::Plain,
                     );
+                    return Ok(Compiled {
+                        upgrade: self.upgrade(&key),
+                        ..split
+                    });
                 }
                 return Ok(split);
             }

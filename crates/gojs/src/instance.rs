@@ -720,7 +720,7 @@ impl Guest {
             .map_err(|e| Error::NotGoJs(format!("unexpected exports: {e:#}")))?;
         if let Some(upgrade) = inner.upgrade.clone()
             && own_imports_only
-            && inner.secondary.is_none()
+            && exports.mem.data_size(&guest.store) >= 4096
             && instance
                 .get_export(&mut guest.store, crate::tier::LOOP_EXPORT)
                 .is_some()

@@ -41,10 +41,11 @@ pub(crate) struct Passes {
     /// Address arithmetic in 32 bits ([`crate::narrow`]): for Cranelift's compiles.
     pub narrow: bool,
     /// Go's loop and globals exported, so that a running program can move between instances
-    /// ([`crate::tier`]): for whole modules.
+    /// ([`crate::tier`]) (by a module that has them: a split module's primary, not its other
+    /// parts).
     pub tier: bool,
     /// The loop stops on request and Go's `g` is recorded ([`crate::tier`]): for Winch's
-    /// whole-module compiles, the code a program moves from.
+    /// compiles, the code a program moves from.
     pub tier_stop: bool,
 }
 
@@ -62,8 +63,8 @@ impl Passes {
             dispatch: code == Code::WinchWhole && on("GOJS_DISPATCH"),
             data: on("GOJS_DATA"),
             narrow: code == Code::Cranelift && on("GOJS_NARROW"),
-            tier: code != Code::WinchPart && on("GOJS_TIER"),
-            tier_stop: code == Code::WinchWhole && on("GOJS_TIER"),
+            tier: on("GOJS_TIER"),
+            tier_stop: code != Code::Cranelift && on("GOJS_TIER"),
         }
     }
 
@@ -482,7 +483,10 @@ fn assemble(
         let content = &wasm[s.content.clone()];
         let new = match s.id {
             CODE_SECTION => {
-                let stop = tier.filter(|_| passes.tier_stop);
+                // Which body is the loop, when `g` is recorded.
+                let stop = passes
+                    .tier_stop
+                    .then(|| tier.map(|t| (t.loop_fn - t.imported) as usize));
                 code_section(content, jumps, fill, dispatch, passes.narrow, stop)?
             }
             TYPE_SECTION => append_types(content, fill, dispatch)?,
@@ -642,7 +646,7 @@ fn code_section(
     fill: Option<&FillPlan>,
     dispatch: Option<&DispatchPlan>,
     narrow: bool,
-    stop: Option<&crate::tier::TierPlan>,
+    stop: Option<Option<usize>>,
 ) -> Option<Option<Vec<u8>>> {
     let entries = code_entries(content)?;
     let imported = fill.map(|f| f.import).or(dispatch.map(|d| d.imported));
@@ -651,7 +655,7 @@ fn code_section(
         .enumerate()
         .map(|(i, &(_, start, end))| {
             let index = imported.map(|n| n + i as u32);
-            let stop = stop.map(|t| t.imported + i as u32 == t.loop_fn);
+            let stop = stop.map(|loop_body| loop_body == Some(i));
             let body = &content[start..end];
             body_patches(body, jumps, fill, dispatch, narrow, index, stop)
         })

@@ -57,14 +57,15 @@ const PAUSE: u32 = 7;
 pub(crate) struct TierPlan {
     /// `wasm_pc_f_loop`'s function index (before any shift).
     pub loop_fn: u32,
-    /// How many functions the module imports (the first body's index).
+    /// How many functions the module imports (the first body's index; at most `loop_fn`).
     pub imported: u32,
 }
 
 impl TierPlan {
-    /// The plan for a module shaped as Go's linker makes them: eight mutable globals of Go's
-    /// types and no imported ones, a `resume` export whose last call is the loop, and none of
-    /// the names the plan exports. `None` otherwise (the module then can't tier up).
+    /// The plan for a module shaped as Go's linker makes them (or a split module's primary):
+    /// eight mutable globals of Go's types and no imported ones, a `resume` export whose last
+    /// call is the loop, and none of the names the plan exports. `None` otherwise (the module
+    /// then can't tier up; a split module's other parts import their globals).
     pub(crate) fn find(wasm: &[u8]) -> Option<TierPlan> {
         use wasmparser::{Parser, Payload, ValType};
         let mut imported = 0u32;

@@ -304,8 +304,8 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A program running Winch's code moves to Cranelift's once that is in the cache: the `tierup`
-/// fixture waits for a line on stdin while the test puts Cranelift's code in place, then works
+/// A program running Winch's code (for the whole module, or split) moves to Cranelift's once
+/// that is in the cache: the `tierup` fixture waits for a line on stdin while the test puts Cranelift's code in place, then works
 /// with goroutines, timers, the heap and JS values, and must print what it prints under Node.
 /// A run with `GOJS_TIER=off` stays with Winch's code.
 #[test]
@@ -332,10 +332,10 @@ fn a_running_program_moves_to_cranelift_s_code() {
     let aside = dir.join("aside");
     std::fs::rename(&entry, &aside).unwrap();
 
-    let moving_run = |tier: Option<&str>| {
+    let moving_run = |split: &str, tier: Option<&str>| {
         let mut child = Command::new(gojs())
             .env("GOJS_CACHE_DIR", &dir)
-            .env("GOJS_SPLIT", "off")
+            .env("GOJS_SPLIT", split)
             .env("GOJS_LOG", "debug")
             .env_remove("GOJS_COMPILER")
             .envs(tier.map(|t| ("GOJS_TIER", t)))
@@ -349,29 +349,55 @@ fn a_running_program_moves_to_cranelift_s_code() {
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
         assert_eq!(first, "ready\n");
-        // Winch's code runs; Cranelift's arrives (as the filler would write it).
+        // The log, line by line, as the run writes it.
+        let (lines, log) = std::sync::mpsc::channel();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let _ = lines.send(line.unwrap());
+            }
+        });
+        let mut stderr = String::new();
+        // Winch's code runs; Cranelift's arrives (as the filler would write it). Once the run
+        // has loaded it (or, not tiering up, a moment later), the program goes on.
         std::fs::copy(&aside, dir.join("landing")).unwrap();
         std::fs::rename(dir.join("landing"), &entry).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        let deadline = Instant::now() + Duration::from_secs(if tier.is_some() { 1 } else { 60 });
+        while let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            stderr += &line;
+            stderr += "\n";
+            if line.contains("Cranelift's code from the cache") {
+                break;
+            }
+        }
         child.stdin.take().unwrap().write_all(b"go\n").unwrap();
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        stderr.extend(log.try_iter().map(|l| l + "\n"));
+        assert_eq!(status.code(), Some(0), "{stderr}");
         assert_eq!(first + &rest, want, "{stderr}");
         std::fs::remove_file(&entry).unwrap();
         stderr
     };
-    let log = moving_run(None);
+    let log = moving_run("off", None);
     assert!(log.contains("compiled WinchWhole"), "{log}");
     assert!(
         log.contains(&format!("waiting for {}", entry.display())),
         "{entry:?} {log}"
     );
     assert!(log.contains("tier-up: moved to Cranelift's code"), "{log}");
+    // From a split module (its other functions' code compiling, or compiled, on a thread):
+    // without Winch's code for the whole module, which the first run cached.
+    for f in files(&dir, ".cwasm") {
+        std::fs::remove_file(f).unwrap();
+    }
+    let log = moving_run("on", None);
+    assert!(log.contains("functions first"), "{log}");
+    assert!(log.contains("tier-up: moved to Cranelift's code"), "{log}");
     // (Compiled again: the rewrite differs without the tier pass.)
-    let log = moving_run(Some("off"));
+    let log = moving_run("off", Some("off"));
     assert!(log.contains("compiled WinchWhole"), "{log}");
     assert!(!log.contains("tier-up"), "{log}");
     drop(lock);
