@@ -815,6 +815,13 @@ impl Guest {
             let r = host.in_go(|| host.allowing_stop(|| go_on.call(&mut self.store, &[], &mut [])));
             self.settle(r)?;
         }
+        // Go is gone (its exports stay callable): nothing left to move.
+        if self.host.exit_code.get().is_some()
+            && let Some(t) = self.tier.take()
+        {
+            t.finish();
+            self.host.tier_flag.set(0);
+        }
         Ok(())
     }
 

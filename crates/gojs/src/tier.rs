@@ -237,7 +237,8 @@ pub(crate) struct Upgrade {
 
 /// How often the watcher looks for Cranelift's code in the cache.
 const POLL: std::time::Duration = std::time::Duration::from_millis(20);
-/// How often it asks again for a stop once the code is there (until the instance has moved).
+/// How often it asks again for a stop once the code is there, while Go runs where it may stop
+/// (until the instance has moved; otherwise every [`POLL`]).
 const NUDGE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Go's `stackPreempt` (`uintptrMask & -1314`): set as a goroutine's `stackguard0`, its next
@@ -316,12 +317,13 @@ impl Shared {
     }
 
     /// Ask the loop to stop and the running goroutine to yield (the watcher, with
-    /// Cranelift's code ready).
-    fn request(&self) {
+    /// Cranelift's code ready); whether Go runs where it may stop (else the instance moves
+    /// when Go resumes, or Go runs for a caller that waits: no need to ask again soon).
+    fn request(&self) -> bool {
         use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
         let t = self.target();
         if t.base == 0 || t.len < 4096 {
-            return;
+            return false;
         }
         let base = t.base as *mut u8;
         let word = |at: usize| -> Option<&AtomicU64> {
@@ -345,27 +347,31 @@ impl Shared {
             "tier-up: request (flag {was}, g {:#x})",
             shadow.load(Ordering::SeqCst)
         );
+        if was & ALLOWED == 0 {
+            return false;
+        }
         // The running goroutine, unless it is its thread's `g0` (the scheduler's, which must
         // never be asked to grow its stack). Any other `g` it finds — a goroutine that has
         // just stopped running — only yields at its next call, as Go's own preemption does.
         let Ok(g) = usize::try_from(shadow.load(Ordering::SeqCst)) else {
-            return;
+            return true;
         };
         let Some(m) = g
             .checked_add(G_M)
             .and_then(word)
             .and_then(|m| usize::try_from(m.load(Ordering::SeqCst)).ok())
         else {
-            return;
+            return true;
         };
         let Some(g0) = word(m).map(|g0| g0.load(Ordering::SeqCst)) else {
-            return;
+            return true;
         };
         if g0 as usize != g
             && let Some(guard) = g.checked_add(G_STACKGUARD0).and_then(word)
         {
             guard.store(STACK_PREEMPT, Ordering::SeqCst);
         }
+        true
     }
 }
 
@@ -401,8 +407,8 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
                     found = true;
                 }
-                shared.request();
-                std::thread::sleep(NUDGE);
+                let running = shared.request();
+                std::thread::sleep(if running { NUDGE } else { POLL });
             }
         });
 }
