@@ -474,14 +474,14 @@ struct Growth {
 impl wasmtime::ResourceLimiter for Growth {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         _desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // Set even if the growth then fails: a needless re-read is harmless.
         self.memory_grew = true;
         if let Some(t) = &self.tier {
-            t.grew(_current);
+            t.grew(current);
         }
         Ok(true)
     }

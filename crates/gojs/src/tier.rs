@@ -343,10 +343,6 @@ impl Shared {
             )
         };
         let was = flag.fetch_or(REQUESTED, Ordering::SeqCst);
-        tracing::trace!(
-            "tier-up: request (flag {was}, g {:#x})",
-            shadow.load(Ordering::SeqCst)
-        );
         if was & ALLOWED == 0 {
             return false;
         }
@@ -411,4 +407,108 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
                 std::thread::sleep(if running { NUDGE } else { POLL });
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake guest memory of `len` bytes (8-aligned).
+    struct Memory(Vec<u64>);
+
+    impl Memory {
+        fn new(len: usize) -> Memory {
+            Memory(vec![0; len / 8])
+        }
+        fn base(&mut self) -> *mut u8 {
+            self.0.as_mut_ptr().cast()
+        }
+        fn len(&self) -> usize {
+            self.0.len() * 8
+        }
+        fn get(&self, at: usize) -> u64 {
+            self.0[at / 8]
+        }
+        fn set(&mut self, at: usize, v: u64) {
+            self.0[at / 8] = v;
+        }
+        fn flag(&self) -> u32 {
+            self.get(FLAG as usize) as u32
+        }
+    }
+
+    #[test]
+    fn requests_preempt_only_the_running_goroutine_and_only_within_memory() {
+        let (g, g0, m) = (0x8000usize, 0x9000usize, 0xa000usize);
+        let mut mem = Memory::new(0x10000);
+        mem.set(g + G_M, m as u64);
+        mem.set(m, g0 as u64);
+        mem.set(g0 + G_M, m as u64);
+        let shared = Shared::new(mem.base(), mem.len());
+
+        // Go doesn't run where it may stop: only the request is noted.
+        mem.set(SHADOW as usize, g as u64);
+        assert!(!shared.request());
+        assert_eq!(mem.flag(), REQUESTED);
+        assert_eq!(mem.get(g + G_STACKGUARD0), 0);
+
+        mem.set(FLAG as usize, u64::from(ALLOWED));
+        assert!(shared.request());
+        assert_eq!(mem.flag(), REQUESTED | ALLOWED);
+        assert_eq!(mem.get(g + G_STACKGUARD0), STACK_PREEMPT);
+
+        // Never the scheduler's g0.
+        mem.set(SHADOW as usize, g0 as u64);
+        assert!(shared.request());
+        assert_eq!(mem.get(g0 + G_STACKGUARD0), 0);
+
+        // Wild values in guest memory: nothing is written outside it (nor misaligned, nor
+        // into the first 4096 bytes).
+        let before = mem.0.clone();
+        for wild in [
+            0,
+            8,
+            4095,
+            g as u64 + 1,
+            mem.len() as u64 - 8,
+            mem.len() as u64,
+            u64::MAX,
+            u64::MAX - 40,
+        ] {
+            mem.set(SHADOW as usize, wild);
+            assert!(shared.request());
+            mem.set(SHADOW as usize, g as u64);
+            mem.set(g + G_M, wild);
+            assert!(shared.request());
+            mem.set(g + G_M, m as u64);
+        }
+        mem.set(SHADOW as usize, before[SHADOW as usize / 8]);
+        assert_eq!(mem.0, before);
+
+        // Finished (the instance moved or is gone): nothing is written at all.
+        mem.set(g + G_STACKGUARD0, 0);
+        mem.set(FLAG as usize, u64::from(ALLOWED));
+        shared.finish();
+        assert!(!shared.request());
+        assert_eq!(mem.flag(), ALLOWED);
+        assert_eq!(mem.get(g + G_STACKGUARD0), 0);
+    }
+
+    #[test]
+    fn memory_known_to_the_watcher_only_grows() {
+        let mut mem = Memory::new(0x2000);
+        let shared = Shared::new(mem.base(), 0x1000);
+        let g = 0x1800usize;
+        mem.set(SHADOW as usize, g as u64);
+        mem.set(FLAG as usize, u64::from(ALLOWED));
+        // `g` lies beyond what the watcher knows of: left alone.
+        shared.request();
+        assert_eq!(mem.get(g + G_STACKGUARD0), 0);
+        shared.grew(0x2000);
+        shared.grew(0x1000);
+        mem.set(g + G_M, 0x1f00);
+        mem.set(0x1f00, 0x1f80);
+        shared.request();
+        assert_eq!(mem.get(g + G_STACKGUARD0), STACK_PREEMPT);
+    }
 }
