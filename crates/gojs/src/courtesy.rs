@@ -31,6 +31,56 @@ fn lock_file() -> PathBuf {
     std::env::temp_dir().join(format!("gojs-runs-{uid}.lock"))
 }
 
+/// The file in which runs of Winch's code say whose Cranelift code they wait for, to move to
+/// it ([`want`]): one byte per module, whatever the process.
+fn want_file() -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("gojs-wanted-{uid}.lock"))
+}
+
+/// Say, while the returned file is open, that this process runs Winch's code for module `id`
+/// ([`module_id`]) and would move to Cranelift's as soon as it is cached (`crate::tier`): the
+/// background compile takes that module next ([`wanted`]). `None` where locks aren't to be had.
+pub(crate) fn want(id: u32) -> Option<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        let file = linux::open(&want_file())?;
+        linux::set(&file, libc::F_RDLCK, i64::from(id)).then_some(file)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = id;
+        None
+    }
+}
+
+/// In a background filler: whether any run [`want`]s a module now.
+pub(crate) fn any_wanted() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::open(&want_file()).is_some_and(|file| linux::holder_in(&file, 0, 0).is_some())
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// In a background filler: of the modules `ids` (in queue order), the first that a run
+/// [`want`]s; `None` if no run wants any.
+pub(crate) fn wanted(ids: impl IntoIterator<Item = u32>) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let file = linux::open(&want_file())?;
+        ids.into_iter()
+            .find(|&id| linux::holder_in(&file, i64::from(id), 1).is_some())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = ids;
+        None
+    }
+}
+
 /// Which background compile a run can wait for: the module with content hash `content` in the
 /// cache directory `dir` (in 1..2^31; 0 is "none").
 pub(crate) fn module_id(dir: &Path, content: &blake3::Hash) -> u32 {
@@ -176,7 +226,7 @@ mod linux {
     }
 
     /// The offset of a lock held in `file` within `len` bytes from `start` (0: to the end).
-    fn holder_in(file: &File, start: i64, len: i64) -> Option<i64> {
+    pub(super) fn holder_in(file: &File, start: i64, len: i64) -> Option<i64> {
         let mut fl = lock_range(libc::F_WRLCK, start, len);
         // SAFETY: F_OFD_GETLK reads and writes `fl`, a valid flock, for an open descriptor.
         let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };

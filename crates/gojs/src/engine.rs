@@ -381,7 +381,11 @@ impl Engine {
         }
         let engine = self.inner.primary.clone();
         let entry = key.entry(&engine, Compiler::Cranelift);
-        Some(crate::tier::Upgrade { engine, entry })
+        Some(crate::tier::Upgrade {
+            engine,
+            entry,
+            module: key.module_id(),
+        })
     }
 
     fn primary_compiler(&self) -> Compiler {
@@ -1028,8 +1032,15 @@ fn spawn_before_exit(f: impl FnOnce() + Send + 'static) {
 
 /// The oldest module queued for a background compile in `dir`.
 fn oldest_pending(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
+    pending_in(dir).into_iter().next()
+}
+
+/// The queued modules in `dir`, oldest first.
+fn pending_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut queued: Vec<_> = entries
         .filter_map(|e| {
             let e = e.ok()?;
             let name = e.file_name();
@@ -1039,8 +1050,50 @@ fn oldest_pending(dir: &Path) -> Option<PathBuf> {
             }
             Some((queued_at(&e.metadata().ok()?), e.path()))
         })
-        .min()
-        .map(|(_, p)| p)
+        .collect();
+    queued.sort();
+    queued.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The module to compile next: Cranelift's plain code for one that a run of Winch's code is
+/// waiting for, to move to ([`crate::courtesy::want`]), else the oldest queued. `ids`: the
+/// queued files' module ids, as far as this filler has read them.
+fn next_pending(dir: &Path, ids: &mut std::collections::HashMap<PathBuf, u32>) -> Option<PathBuf> {
+    let queued = pending_in(dir);
+    let plain = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str()?.strip_prefix(".pending-"))
+            .is_some_and(|n| !n.starts_with(INLINED_PREFIX))
+    };
+    let first = queued.first()?.clone();
+    // Only read and hash the queue when some run waits (Linux; elsewhere none is seen).
+    if !crate::courtesy::any_wanted() {
+        return Some(first);
+    }
+    let mut of = Vec::new();
+    for p in queued.iter().filter(|p| plain(p)) {
+        let id = match ids.get(p) {
+            Some(id) => *id,
+            None => {
+                let Ok(mut f) = std::fs::File::open(p) else {
+                    continue;
+                };
+                let Ok((content, _)) = content_hash(&mut f) else {
+                    continue;
+                };
+                let id = crate::courtesy::module_id(dir, &content);
+                ids.insert(p.clone(), id);
+                id
+            }
+        };
+        of.push((id, p));
+    }
+    let wanted = crate::courtesy::wanted(of.iter().map(|(id, _)| *id));
+    Some(
+        of.iter()
+            .find(|(id, _)| Some(*id) == wanted)
+            .map_or(first, |(_, p)| (*p).clone()),
+    )
 }
 
 /// When a module was queued: its queue entry's last status change (a hard link made to queue
@@ -1129,11 +1182,12 @@ fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
     let inlining = new_engine(&inlining_config(parallel))?;
     let winch = new_engine(&config(Compiler::Winch, parallel))?;
     let mut seen = std::collections::HashSet::new();
+    let mut ids = std::collections::HashMap::new();
     loop {
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Ok(());
         }
-        while let Some(next) = oldest_pending(dir) {
+        while let Some(next) = next_pending(dir, &mut ids) {
             // A queued file we can't remove must not keep us here forever.
             if !seen.insert(next.clone()) {
                 break;
@@ -1419,6 +1473,36 @@ mod tests {
         assert!(super::claim(&copied, wasm, Some(&dir.join("gone.wasm"))));
         assert_eq!(std::fs::read(&copied).unwrap(), wasm);
         assert_ne!(std::fs::metadata(&copied).unwrap().ino(), m.ino());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The background compile takes a module a run of Winch's code waits for (to move to
+    /// Cranelift's code) before older ones; with nobody waiting, the oldest.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_queue_serves_a_waiting_run_first() {
+        let dir = std::env::temp_dir().join(format!("gojs-want-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut queued = Vec::new();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let p = dir.join(format!(".pending-{name}.wasm"));
+            std::fs::write(&p, [b"\0asm\x01\0\0\0".as_slice(), &[i as u8; 3]].concat()).unwrap();
+            queued.push(p);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let id_of = |p: &std::path::Path| {
+            let (content, _) = super::content_hash(&mut std::fs::File::open(p).unwrap()).unwrap();
+            crate::courtesy::module_id(&dir, &content)
+        };
+        let mut ids = std::collections::HashMap::new();
+        // Other runs on the machine may want other modules: never these.
+        let oldest = super::next_pending(&dir, &mut ids).unwrap();
+        assert_eq!(oldest, queued[0]);
+        let wanted = crate::courtesy::want(id_of(&queued[1])).expect("a lock");
+        assert_eq!(super::next_pending(&dir, &mut ids).unwrap(), queued[1]);
+        drop(wanted);
+        assert_eq!(super::next_pending(&dir, &mut ids).unwrap(), queued[0]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -233,6 +233,8 @@ pub(crate) fn sets_g(op: &Operator<'_>) -> bool {
 pub(crate) struct Upgrade {
     pub engine: wasmtime::Engine,
     pub entry: std::path::PathBuf,
+    /// The module's id for the background compile ([`crate::courtesy::want`]).
+    pub module: u32,
 }
 
 /// How often the watcher looks for Cranelift's code in the cache.
@@ -379,6 +381,8 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
         .name("gojs-tier-watch".into())
         .spawn(move || {
             tracing::debug!("tier-up: waiting for {}", upgrade.entry.display());
+            // The background compile takes this module next while the file is open.
+            let mut wanted = crate::courtesy::want(upgrade.module);
             let mut found = false;
             while !shared.done.load(Ordering::SeqCst) {
                 if !found {
@@ -402,6 +406,7 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
                     found = true;
+                    drop(wanted.take());
                 }
                 let running = shared.request();
                 std::thread::sleep(if running { NUDGE } else { POLL });
