@@ -1151,6 +1151,14 @@ fn fill_from(pending: &Path, give_way: bool) -> Result<(), Error> {
         .parent()
         .ok_or_else(|| Error::Host("compile cache: no directory".into()))?;
     if give_way {
+        // The module it was started for first: the run that queued it (a split first run, or
+        // one waiting to move to its Cranelift code) doesn't pause it, even before it has
+        // read the module to compile it.
+        if let Ok(mut f) = std::fs::File::open(pending)
+            && let Ok((content, _)) = content_hash(&mut f)
+        {
+            crate::courtesy::compiling(crate::courtesy::module_id(dir, &content));
+        }
         // Its watcher keeps this thread's priority, to notice a run at once.
         crate::courtesy::give_way();
         crate::courtesy::register_this_thread();
@@ -1228,8 +1236,12 @@ fn fill_queue(dir: &Path, parallel: bool) -> Result<(), Error> {
                 }
                 let entry = plain_entry;
                 // A split first run caches nothing: Winch's code for the whole module
-                // first (~4× faster to compile), for runs before Cranelift's is ready.
-                if !entry.exists()
+                // first (~4× faster to compile), for runs before Cranelift's is ready —
+                // unless a run waits for Cranelift's code to move to: then that first, and
+                // Winch's, superseded by it, not at all.
+                let waited_for = crate::courtesy::wanted([key.module_id()]).is_some();
+                if !waited_for
+                    && !entry.exists()
                     && !winch_entry.exists()
                     && let Ok(module) = compile_go(&winch, &wasm, Code::WinchWhole)
                 {
