@@ -9,12 +9,14 @@
 //! stack back to it. So a program stopped in that loop continues in another instance of the same
 //! program, compiled by another compiler, once memory and globals are copied over.
 //!
-//! The rewrite ([`TierPlan`]) exports the globals and the loop from every whole module, and in
-//! Winch's code also makes the loop stop on a request ([`FLAG`]) and records the current `g` at
-//! [`SHADOW`], whenever Go sets it. A watcher thread of the instance waits for Cranelift's code,
-//! then requests the stop and preempts the running goroutine the way Go's own scheduler does
+//! The rewrite ([`TierPlan`]) exports the globals and the loop from every module Go's linker
+//! made (from a split module's first part), and in Winch's code also makes the loop stop on a
+//! request ([`FLAG`]) and records the current `g` at [`SHADOW`] whenever Go sets it (in every
+//! part). A watcher thread of the instance waits for Cranelift's code (and, meanwhile, asks
+//! the background compile to take its module next: [`crate::courtesy::want`]), then requests
+//! the stop and preempts the running goroutine the way Go's own scheduler does
 //! (`g.stackguard0 = stackPreempt`), so that its next call switches goroutines and so returns
-//! to the loop. The instance then continues in Cranelift's code ([`crate::instance`]).
+//! to the loop. The instance then continues in Cranelift's code (`Guest::move_to`).
 //!
 //! Both words lie below 4096, where no Go data is (Go's linker starts data at 4096 + 8192, the
 //! argument block comes at 4096) and which Go never reads: it checks nil pointers itself.
@@ -30,8 +32,9 @@ pub(crate) const FLAG: u32 = 0xf00;
 pub(crate) const SHADOW: u32 = 0xf08;
 /// Set by the watcher: Cranelift's code is ready, stop in the loop.
 pub(crate) const REQUESTED: u32 = 1;
-/// Set by the host while it runs Go from the event loop (`run`, or `resume` for a timeout), not
-/// for a callback or an export whose caller waits for Go's answer.
+/// Set by the host while it runs Go for the event loop (`run`, `resume` for a timeout, a
+/// completed fs call's callback), not for a callback or an export whose caller waits for Go's
+/// answer.
 pub(crate) const ALLOWED: u32 = 2;
 /// Written by the loop when it stopped on request.
 pub(crate) const STOPPED: u32 = 4;
