@@ -147,6 +147,21 @@ impl Engine {
         Engine::with(cache.then(default_cache_dir).flatten(), compiler)
     }
 
+    /// An engine with a chosen compiler whose compile cache is the directory `dir` (created
+    /// when first written), rather than `$GOJS_CACHE_DIR` or the platform's.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join("my-app-gojs-cache");
+    /// let engine = gojs::Engine::with_cache_dir(gojs::Compiler::Auto, dir)?;
+    /// # Ok::<(), gojs::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Engine::new`].
+    pub fn with_cache_dir(compiler: Compiler, dir: impl Into<PathBuf>) -> Result<Engine, Error> {
+        Engine::with(Some(dir.into()), compiler)
+    }
+
     /// An engine that compiles every module from scratch.
     ///
     /// # Errors

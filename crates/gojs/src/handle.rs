@@ -178,6 +178,13 @@ impl Handle {
         self.call_with(name, args, instance::Guest::call_export)
     }
 
+    /// Once Go is idle: whether the program has moved from Winch's code to Cranelift's
+    /// ([`crate::Compiler::Auto`]). For tests.
+    #[doc(hidden)]
+    pub fn moved_to_cranelift(&self) -> Result<bool, Error> {
+        self.request(true, |guest| Ok(Ok(guest.moved())))
+    }
+
     /// Wait until Go is idle (nothing but posted work can wake it): `run_until_idle`, where
     /// [`Running::wait`] is `run_to_exit`.
     ///

@@ -584,6 +584,8 @@ pub(crate) struct Guest {
     tier: Option<std::sync::Arc<crate::tier::Shared>>,
     /// The module name of Go's imports (`go` or `gojs`), to link another instance.
     abi: &'static str,
+    /// Whether the program has moved to Cranelift's code.
+    moved: bool,
 }
 
 impl Guest {
@@ -689,6 +691,7 @@ impl Guest {
             js,
             tier: None,
             abi: inner.abi.module_name(),
+            moved: false,
         };
         let own_imports_only = config.wasm_imports.is_empty();
         clear_on_error.0 = None;
@@ -742,6 +745,11 @@ impl Guest {
         guest.store.data_mut().guest = Some(exports);
         let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         Ok((guest, config.args, env))
+    }
+
+    /// Whether the program has moved from Winch's code to Cranelift's ([`crate::tier`]).
+    pub fn moved(&self) -> bool {
+        self.moved
     }
 
     pub fn exit_code(&self) -> Option<i32> {
@@ -825,6 +833,13 @@ impl Guest {
         Ok(())
     }
 
+    /// An embedder's call into Go, which can't stop for a tier-up: move first if Go is paused.
+    fn tier_up_while_paused(&mut self) {
+        if self.host.go_depth.get() == 0 {
+            self.tier_up();
+        }
+    }
+
     /// Move the program to Cranelift's code if the watcher found it; whether it moved. Once
     /// tried, the instance stays where it is then.
     fn tier_up(&mut self) -> bool {
@@ -841,6 +856,7 @@ impl Guest {
         self.host.tier_flag.set(0);
         match moved {
             Ok(bytes) => {
+                self.moved = true;
                 tracing::debug!(
                     "tier-up: moved to Cranelift's code, {} MiB of memory copied ({:.1?})",
                     bytes >> 20,
@@ -1143,6 +1159,7 @@ impl Guest {
         f: JsValue,
         args: Vec<crate::Value>,
     ) -> Result<Result<crate::Value, Error>, Error> {
+        self.tier_up_while_paused();
         let host = self.host.clone();
         let outcome = host.awaiting_result(|| {
             self.run_js(|ctx| -> Result<crate::Value, Error> {
@@ -1172,6 +1189,7 @@ impl Guest {
         args: Vec<crate::Value>,
     ) -> Result<Result<crate::Value, Error>, Error> {
         use wasmtime::{Val, ValType};
+        self.tier_up_while_paused();
         let g = self
             .store
             .data()

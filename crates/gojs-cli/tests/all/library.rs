@@ -133,6 +133,62 @@ fn handle_calls_a_go_function_once_go_is_idle() {
     );
 }
 
+/// A program running Winch's code that an embedder only calls into (Go idle in between, no
+/// timer, no fs) moves to Cranelift's code at the next call once that is cached.
+#[test]
+fn an_embedder_s_call_moves_an_idle_program_to_cranelift_s_code() {
+    use std::os::fd::AsRawFd;
+    let dir = crate::harness::fresh_scratch_dir("embedder-move");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The background compile waits for this lock: only what the test puts there is cached.
+    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let wasm = Go::path().build("greeter");
+    let cranelift = gojs::Engine::with_cache_dir(gojs::Compiler::Cranelift, &dir).unwrap();
+    drop(gojs::Module::from_file(&cranelift, &wasm).unwrap());
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let aside = dir.join("aside");
+    std::fs::rename(&entries[0], &aside).unwrap();
+
+    let auto = gojs::Engine::with_cache_dir(gojs::Compiler::Auto, &dir).unwrap();
+    let module = gojs::Module::from_file(&auto, &wasm).unwrap();
+    let out = Buffer::default();
+    let config = gojs::Config::new()
+        .stdout(gojs::Output::Writer(Box::new(out.clone())))
+        .stderr(gojs::Output::Null);
+    let running = module.spawn(config).unwrap();
+    let handle = running.handle();
+    let greet = |who: &str| handle.call::<String>("greeter", (who,)).unwrap();
+    assert_eq!(greet("winch"), "winch");
+    assert!(!handle.moved_to_cranelift().unwrap());
+    std::fs::rename(&aside, &entries[0]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut calls = 0;
+    while !handle.moved_to_cranelift().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never moved");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(greet("waiting"), "waiting");
+        calls += 1;
+    }
+    assert_eq!(greet("cranelift"), "cranelift");
+    drop(handle);
+    assert_eq!(running.wait().unwrap(), 2);
+    let printed = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+    let want = format!(
+        "greeter published\nHello winch\n{}Hello cranelift\n",
+        "Hello waiting\n".repeat(calls)
+    );
+    assert_eq!(printed, want);
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_panicking_callback_is_an_error_with_the_panic_message() {
     let (running, _out) = spawn_greeter();
