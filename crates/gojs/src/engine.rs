@@ -195,14 +195,15 @@ impl Engine {
 
     /// Compile a module queued by [`Compiler::Auto`] (`pending`, a file in the cache directory)
     /// into the compile cache — with Winch first unless its code or Cranelift's is already
-    /// cached, then with Cranelift; or, queued by a tier-up (a run that kept a module of up to
-    /// 6 MiB for 200 ms), with Cranelift and inlining — the other half of
-    /// [`Engine::fill_cache_with`].
+    /// cached or a run of Winch's code waits to move to Cranelift's, then with Cranelift; or,
+    /// queued by a tier-up (a run that kept a module of up to 6 MiB for 200 ms), with
+    /// Cranelift and inlining — the other half of [`Engine::fill_cache_with`].
     ///
     /// Runs at idle CPU priority on Linux, so it only uses otherwise idle cores. One process
     /// at a time compiles for a cache directory (an advisory lock): whoever holds the lock
-    /// works through every queued module, oldest first, and removes each; a call that finds
-    /// the lock taken returns at once, its module being left to the holder.
+    /// works through every queued module — one a running instance waits for first, otherwise
+    /// oldest first — and removes each; a call that finds the lock taken returns at once, its
+    /// module being left to the holder.
     ///
     /// It also pauses while a run compiles and runs another module (or the same one with
     /// another cache directory), for up to a second each: for that it installs a handler for

@@ -463,6 +463,16 @@ struct MemView {
     len: usize,
 }
 
+impl MemView {
+    /// Not read yet: the next import reads the memory's address and size.
+    fn unset() -> MemView {
+        MemView {
+            base: std::ptr::null_mut(),
+            len: 0,
+        }
+    }
+}
+
 /// The store's [`wasmtime::ResourceLimiter`]: it grants every growth and notes memory growth.
 #[derive(Default)]
 struct Growth {
@@ -526,6 +536,35 @@ pub(crate) fn memory_and_state<'a>(
 }
 
 impl HostState {
+    /// The state of a store not instantiated yet: the value table holding `presets`.
+    fn new(
+        host: Rc<Host>,
+        ctx: JsCtx,
+        presets: [JsValue; crate::values::PRESET_IDS as usize],
+        fresh_from: usize,
+    ) -> rquickjs::Result<HostState> {
+        Ok(HostState {
+            host,
+            values: ValueTable::new(presets),
+            reflect: Reflect::new(&ctx)?,
+            instance_of: crate::realm::InstanceOf::new(&ctx)?,
+            ctx,
+            guest: None,
+            names: foldhash::HashMap::default(),
+            split: crate::split::Loading::Loaded,
+            fresh_from,
+            view: MemView::unset(),
+            growth: Growth::default(),
+        })
+    }
+
+    /// A store of `engine`'s holding `state`, its limiter noting memory growth.
+    fn store(engine: &wasmtime::Engine, state: HostState) -> Store<HostState> {
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.growth);
+        store
+    }
+
     /// The guest's exports (cheap to clone).
     pub fn guest(&self) -> wasmtime::Result<&GuestExports> {
         self.guest
@@ -665,26 +704,10 @@ impl Guest {
             ctx.globals().into_value(),
             go.into_value(),
         ];
-        let state = HostState {
-            host: host.clone(),
-            values: ValueTable::new(presets),
-            reflect: Reflect::new(&ctx)?,
-            instance_of: crate::realm::InstanceOf::new(&ctx)?,
-            ctx,
-            guest: None,
-            names: foldhash::HashMap::default(),
-            split: crate::split::Loading::Loaded,
-            fresh_from: usize::MAX,
-            view: MemView {
-                base: std::ptr::null_mut(),
-                len: 0,
-            },
-            growth: Growth::default(),
-        };
+        let state = HostState::new(host.clone(), ctx, presets, usize::MAX)?;
         let inner = &module.inner;
         // The module's own engine: with `Compiler::Auto` it may be Winch's.
-        let mut store = Store::new(inner.module.engine(), state);
-        store.limiter(|state| &mut state.growth);
+        let store = HostState::store(inner.module.engine(), state);
         let mut guest = Guest {
             store,
             host,
@@ -879,24 +902,9 @@ impl Guest {
         let old = self.store.data().guest()?.clone();
         let ctx = self.store.data().ctx.clone();
         let presets = std::array::from_fn(|_| Value::new_undefined(ctx.clone()));
-        let placeholder = HostState {
-            host: self.host.clone(),
-            values: ValueTable::new(presets),
-            reflect: Reflect::new(&ctx)?,
-            instance_of: crate::realm::InstanceOf::new(&ctx)?,
-            ctx,
-            guest: None,
-            names: foldhash::HashMap::default(),
-            split: crate::split::Loading::Loaded,
-            fresh_from: self.store.data().fresh_from,
-            view: MemView {
-                base: std::ptr::null_mut(),
-                len: 0,
-            },
-            growth: Growth::default(),
-        };
-        let mut store = Store::new(module.engine(), placeholder);
-        store.limiter(|state| &mut state.growth);
+        let fresh_from = self.store.data().fresh_from;
+        let placeholder = HostState::new(self.host.clone(), ctx, presets, fresh_from)?;
+        let mut store = HostState::store(module.engine(), placeholder);
         let mut linker = Linker::new(module.engine());
         crate::imports::link(&mut linker, self.abi)?;
         link_wasm_imports(&mut linker, &mut store, module, Vec::new())
@@ -950,14 +958,8 @@ impl Guest {
         let state = store.data_mut();
         state.guest = Some(exports);
         state.split = crate::split::Loading::Loaded;
-        state.view = MemView {
-            base: std::ptr::null_mut(),
-            len: 0,
-        };
-        state.growth = Growth {
-            memory_grew: true,
-            tier: None,
-        };
+        state.view = MemView::unset();
+        state.growth = Growth::default();
         drop(std::mem::replace(&mut self.store, store));
         Ok(copied)
     }

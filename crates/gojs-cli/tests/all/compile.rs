@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Go, fresh_scratch_dir, gojs, run};
+use crate::harness::{Go, fresh_scratch_dir, gojs, lock_filler, run};
 
 /// `gojs ARGS…` with its own compile cache directory, and the compiler and inlining settings
 /// left at their defaults whatever the environment running the tests says.
@@ -212,15 +212,12 @@ fn auto_runs_at_once_and_fills_the_cache_in_the_background() {
 /// them once Cranelift's code is cached.
 #[test]
 fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
-    use std::os::fd::AsRawFd;
     let wasm = hello();
     let dir = fresh_scratch_dir("primary");
     std::fs::create_dir_all(&dir).unwrap();
     // Holding the filler's lock keeps the background compile from starting: only what the
     // runs themselves write appears.
-    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
-    // SAFETY: flock on a file descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let lock = lock_filler(&dir);
     let primaries = || files(&dir, ".cwasm");
 
     let o = gojs_in(&dir, &["run", &wasm]);
@@ -402,15 +399,6 @@ fn a_running_program_moves_to_cranelift_s_code() {
     assert!(!log.contains("tier-up"), "{log}");
     drop(lock);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Hold the background compile's lock in the cache directory `dir` (it waits meanwhile).
-fn lock_filler(dir: &Path) -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
-    // SAFETY: flock on a file descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    lock
 }
 
 /// Run hello world (`wasm`) with the compile cache `cache` and `GOJS_LOG=level` (unset if

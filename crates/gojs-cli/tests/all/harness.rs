@@ -247,6 +247,16 @@ pub fn fresh_scratch_dir(name: &str) -> PathBuf {
     dir.canonicalize().unwrap()
 }
 
+/// Hold the background compile's lock in the cache directory `dir`: a filler started for it
+/// waits meanwhile, so only what a test's runs write appears there.
+pub fn lock_filler(dir: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    lock
+}
+
 pub fn gojs() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gojs"))
 }

@@ -137,13 +137,10 @@ fn handle_calls_a_go_function_once_go_is_idle() {
 /// timer, no fs) moves to Cranelift's code at the next call once that is cached.
 #[test]
 fn an_embedder_s_call_moves_an_idle_program_to_cranelift_s_code() {
-    use std::os::fd::AsRawFd;
     let dir = crate::harness::fresh_scratch_dir("embedder-move");
     std::fs::create_dir_all(&dir).unwrap();
     // The background compile waits for this lock: only what the test puts there is cached.
-    let lock = std::fs::File::create(dir.join(".fill.lock")).unwrap();
-    // SAFETY: flock on a file descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let lock = crate::harness::lock_filler(&dir);
     let wasm = Go::path().build("greeter");
     let cranelift = gojs::Engine::with_cache_dir(gojs::Compiler::Cranelift, &dir).unwrap();
     drop(gojs::Module::from_file(&cranelift, &wasm).unwrap());
