@@ -270,8 +270,17 @@ pub(crate) fn run(
             continue;
         }
         let wait = next.map(|d| d.saturating_duration_since(now));
+        if guest.move_while_idle(wait) {
+            continue;
+        }
         match (&inbox, wait) {
             (Some(rx), wait) => {
+                // The watcher's wake-up can't end a wait on the channel: look again soon.
+                let wait = match wait {
+                    _ if !guest.may_move() => wait,
+                    Some(w) => Some(w.min(crate::tier::POLL)),
+                    None => Some(crate::tier::POLL),
+                };
                 let got = match wait {
                     Some(wait) => rx.recv_timeout(wait),
                     None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -283,7 +292,8 @@ pub(crate) fn run(
                     Err(RecvTimeoutError::Disconnected) => inbox = None,
                 }
             }
-            (None, Some(wait)) if alive => std::thread::sleep(wait),
+            // Woken early by the tier-up watcher (or spuriously), the loop just looks again.
+            (None, Some(wait)) if alive => std::thread::park_timeout(wait),
             (None, _) => {
                 guest.report_deadlock()?;
                 guest.drain_microtasks()?;

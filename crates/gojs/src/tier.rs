@@ -241,10 +241,21 @@ pub(crate) struct Upgrade {
 }
 
 /// How often the watcher looks for Cranelift's code in the cache.
-const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// How often it asks again for a stop once the code is there, while Go runs where it may stop
 /// (until the instance has moved; otherwise every [`POLL`]).
 const NUDGE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How long Go runs, resumed for a timer, before it is asked to stop for a move.
+pub(crate) const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// About how long moving a program whose memory is `len` bytes takes: the loop moves a
+/// paused program only if no timer is due sooner (measured 2026-12-01 on the 2-core machine,
+/// with pages made present before the copy: RATIONALE.md, "Why move a running program…").
+pub(crate) fn move_time(len: usize) -> std::time::Duration {
+    // 2.5 MiB: 2.4–3.0 ms; 19 MiB: ~15 ms (and the new code's first pages fault in after).
+    std::time::Duration::from_micros(1500 + (len >> 20) as u64 * 1000)
+}
 
 /// Go's `stackPreempt` (`uintptrMask & -1314`): set as a goroutine's `stackguard0`, its next
 /// call's stack check fails and `newstack` makes it yield.
@@ -263,6 +274,9 @@ pub(crate) struct Shared {
     ready: std::sync::Mutex<Option<wasmtime::Module>>,
     /// The instance moved, gave up moving, or is gone: the watcher ends.
     done: std::sync::atomic::AtomicBool,
+    /// The event loop's thread while it waits with Go paused: woken when the code is ready,
+    /// so that the program moves while it has nothing else to do.
+    waiter: std::sync::Mutex<Option<std::thread::Thread>>,
 }
 
 #[derive(Clone, Copy)]
@@ -270,6 +284,8 @@ struct Target {
     base: usize,
     /// Bytes known to be accessible from `base` (memory only grows).
     len: usize,
+    /// No stop is asked for before then ([`Shared::hold`]).
+    hold: Option<std::time::Instant>,
 }
 
 impl Shared {
@@ -278,10 +294,29 @@ impl Shared {
             target: std::sync::Mutex::new(Target {
                 base: base as usize,
                 len,
+                hold: None,
             }),
             ready: std::sync::Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
+            waiter: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Whether the watcher has Cranelift's code; if not, the calling thread (the event loop,
+    /// about to wait) is woken when it has.
+    pub(crate) fn is_ready_or_wake_me(&self) -> bool {
+        let ready = self
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ready.is_some() {
+            return true;
+        }
+        *self
+            .waiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::thread::current());
+        false
     }
 
     fn target(&self) -> std::sync::MutexGuard<'_, Target> {
@@ -316,9 +351,30 @@ impl Shared {
     pub(crate) fn finish_with<R>(&self, f: impl FnOnce() -> R) -> R {
         let mut t = self.target();
         let r = f();
-        *t = Target { base: 0, len: 0 };
+        *t = Target {
+            base: 0,
+            len: 0,
+            hold: None,
+        };
         self.done.store(true, std::sync::atomic::Ordering::SeqCst);
         r
+    }
+
+    /// Ask for no stop during the next `d`, and withdraw a request made before: the loop
+    /// resumes Go for a timer, and what the timer starts runs first. If Go pauses meanwhile
+    /// the program moves while the loop waits (`Guest::move_while_idle`); if it runs on, it
+    /// stops after `d`.
+    pub(crate) fn hold(&self, d: std::time::Duration) {
+        let mut t = self.target();
+        if t.base == 0 || t.len < 4096 {
+            return;
+        }
+        t.hold = Some(std::time::Instant::now() + d);
+        // SAFETY: FLAG lies in the first 4096 bytes of the memory, there while `t` is held.
+        let flag = unsafe {
+            std::sync::atomic::AtomicU32::from_ptr((t.base as *mut u8).add(FLAG as usize).cast())
+        };
+        flag.fetch_and(!REQUESTED, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Ask the loop to stop and the running goroutine to yield (the watcher, with
@@ -329,6 +385,9 @@ impl Shared {
         let t = self.target();
         if t.base == 0 || t.len < 4096 {
             return false;
+        }
+        if t.hold.is_some_and(|h| std::time::Instant::now() < h) {
+            return true;
         }
         let base = t.base as *mut u8;
         let word = |at: usize| -> Option<&AtomicU64> {
@@ -400,6 +459,18 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
                     if module.get_export(LOOP_EXPORT).is_none() {
                         return;
                     }
+                    // Its pages present now, on this thread: after the move, the program's
+                    // first steps in the new code (a timer's callback) don't wait for them.
+                    let image = module.image_range();
+                    // SAFETY: the module's own mapping, alive while `module` is; populating
+                    // page tables for reading changes nothing in it.
+                    let _ = unsafe {
+                        rustix::mm::madvise(
+                            image.start.cast_mut().cast(),
+                            image.end as usize - image.start as usize,
+                            rustix::mm::Advice::LinuxPopulateRead,
+                        )
+                    };
                     tracing::debug!(
                         "tier-up: Cranelift's code from the cache ({:.1?})",
                         started.elapsed()
@@ -408,6 +479,14 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
                         .ready
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
+                    if let Some(waiter) = shared
+                        .waiter
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                    {
+                        waiter.unpark();
+                    }
                     found = true;
                     drop(wanted.take());
                 }
@@ -500,6 +579,33 @@ mod tests {
         assert!(!shared.request());
         assert_eq!(mem.flag(), ALLOWED);
         assert_eq!(mem.get(g + G_STACKGUARD0), 0);
+    }
+
+    #[test]
+    fn a_hold_withdraws_the_request_and_defers_the_next() {
+        let (g, g0, m) = (0x8000usize, 0x9000usize, 0xa000usize);
+        let mut mem = Memory::new(0x10000);
+        mem.set(g + G_M, m as u64);
+        mem.set(m, g0 as u64);
+        mem.set(SHADOW as usize, g as u64);
+        mem.set(FLAG as usize, u64::from(REQUESTED | ALLOWED));
+        let shared = Shared::new(mem.base(), mem.len());
+        shared.hold(std::time::Duration::from_secs(60));
+        assert_eq!(mem.flag(), ALLOWED);
+        // Held: the watcher looks again soon, and writes nothing.
+        assert!(shared.request());
+        assert_eq!(mem.flag(), ALLOWED);
+        assert_eq!(mem.get(g + G_STACKGUARD0), 0);
+        // Once the hold is over, it asks as before.
+        shared.hold(std::time::Duration::ZERO);
+        assert!(shared.request());
+        assert_eq!(mem.flag(), REQUESTED | ALLOWED);
+        assert_eq!(mem.get(g + G_STACKGUARD0), STACK_PREEMPT);
+        // Finished: a hold writes nothing either.
+        shared.finish();
+        mem.set(FLAG as usize, u64::from(REQUESTED));
+        shared.hold(std::time::Duration::from_secs(60));
+        assert_eq!(mem.flag(), REQUESTED);
     }
 
     #[test]

@@ -401,6 +401,159 @@ fn a_running_program_moves_to_cranelift_s_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A program that sleeps moves while the event loop waits for its timer, not when the timer
+/// fires (which would make it late by as long as the move takes): Cranelift's code lands in the
+/// cache while `tieridle` sleeps for 2 s, and the move must come long before the sleep ends.
+#[test]
+fn a_sleeping_program_moves_while_it_sleeps() {
+    use std::io::BufRead;
+    let wasm = Go::path().build("tieridle").to_string_lossy().into_owned();
+    let want = std::fs::read_to_string(crate::harness::fixtures_dir().join("tieridle/want.stdout"))
+        .unwrap();
+    let dir = fresh_scratch_dir("move-idle");
+    // Only the runs write to the cache: the background compile waits for this lock.
+    let lock = lock_filler(&dir);
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &dir)
+        .env("GOJS_INLINE", "off")
+        .env_remove("GOJS_COMPILER")
+        .args(["run", "--compiler=cranelift", &wasm]);
+    let o = run(cmd, b"");
+    assert_eq!(o.stdout(), want, "{}", o.stderr());
+    let cached = files(&dir, ".cwasm");
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let aside = dir.join("aside");
+    std::fs::rename(&cached[0], &aside).unwrap();
+
+    let mut child = Command::new(gojs())
+        .env("GOJS_CACHE_DIR", &dir)
+        .env("GOJS_LOG", "debug")
+        .env_remove("GOJS_COMPILER")
+        .env_remove("GOJS_TIER")
+        .args(["run", &wasm])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    let mut seen = String::new();
+    let mut placed = None;
+    let mut moved = None;
+    while let Ok(line) = log.recv_timeout(Duration::from_secs(10)) {
+        seen += &line;
+        seen += "\n";
+        if let Some(entry) = line.split("waiting for ").nth(1) {
+            std::fs::copy(&aside, dir.join("landing")).unwrap();
+            std::fs::rename(dir.join("landing"), entry).unwrap();
+            placed = Some(Instant::now());
+        }
+        if line.contains("tier-up: moved to Cranelift's code") {
+            moved = placed.map(|p| p.elapsed());
+            break;
+        }
+    }
+    let moved = moved.unwrap_or_else(|| panic!("no move:\n{seen}"));
+    // Moving at the timer would take the rest of the 2 s sleep.
+    assert!(
+        moved < Duration::from_millis(1500),
+        "moved after {moved:?}:\n{seen}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}");
+    assert_eq!(first + &rest, want, "{seen}");
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A big real program moves midway and still works: `archive/tar`'s tests (an 8 MB test
+/// binary: files, goroutines, timers, the garbage collector) run under `go_js_wasm_exec` from
+/// Winch's code, Cranelift's code lands in the cache as soon as the run says it waits for it,
+/// and every test must still pass.
+#[test]
+fn std_tests_pass_after_moving_to_cranelift_s_code_midway() {
+    use std::io::BufRead;
+    let dir = fresh_scratch_dir("move-std");
+    let bin = std_test_binary(&dir, "archive/tar");
+    let bin = bin.to_string_lossy().into_owned();
+    let package = Go::path().goroot.join("src/archive/tar");
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // Only the runs write to the cache: the background compile waits for this lock.
+    let lock = lock_filler(&cache);
+    // Cranelift's code for the module, set aside (a test binary never inlines).
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &cache)
+        .env_remove("GOJS_COMPILER")
+        .env_remove("GOJS_INLINE")
+        .current_dir(&package)
+        .args([
+            "run",
+            "--allow-all",
+            "--compiler=cranelift",
+            &bin,
+            "-test.run=^$",
+        ]);
+    let o = run(cmd, b"");
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout(), o.stderr());
+    let cached = files(&cache, ".cwasm");
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let aside = dir.join("aside");
+    std::fs::rename(&cached[0], &aside).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_go_js_wasm_exec"))
+        .env("GOJS_CACHE_DIR", &cache)
+        .env("GOJS_LOG", "debug")
+        .env_remove("GOJS_COMPILER")
+        .env_remove("GOJS_TIER")
+        .current_dir(&package)
+        .args([&bin, "-test.short", "-test.v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let mut log = String::new();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log += &line;
+        if let Some(entry) = line.trim_end().split("waiting for ").nth(1) {
+            std::fs::copy(&aside, dir.join("landing")).unwrap();
+            std::fs::rename(dir.join("landing"), entry).unwrap();
+        }
+        line.clear();
+    }
+    let status = child.wait().unwrap();
+    let out = out.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{out}\n{log}");
+    assert!(log.contains("compiled WinchWhole"), "{log}");
+    assert!(log.contains("tier-up: moved to Cranelift's code"), "{log}");
+    assert_eq!(out.lines().last(), Some("PASS"), "{out}");
+    assert!(!out.contains("--- FAIL"), "{out}");
+    // The whole run, not a truncated one.
+    assert!(out.matches("--- PASS").count() > 20, "{out}");
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Run hello world (`wasm`) with the compile cache `cache` and `GOJS_LOG=level` (unset if
 /// `None`); its output checked, its stderr returned.
 fn hello_logged(cache: &Path, wasm: &str, level: Option<&str>) -> String {
