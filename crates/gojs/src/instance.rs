@@ -1346,9 +1346,6 @@ impl Drop for Guest {
 pub(crate) const INLINED_NOTE: &str =
     "\n    (functions inlined into others have no frame here; GOJS_INLINE=off keeps them)";
 
-/// A trap as one line (the innermost cause first) plus the wasm backtrace with Go's function
-/// names (from the module's name section). Code from `engine` with inlining has no frames for
-/// the functions inlined into others: the backtrace says so.
 /// Make `bytes` (page-aligned guest memory about to be written whole) present in one call
 /// instead of one page fault per page. Only a hint: without `MADV_POPULATE_WRITE` (Linux
 /// 5.14) the copy faults the pages in as before.
@@ -1367,6 +1364,9 @@ fn populate(bytes: &mut [u8]) {
     };
 }
 
+/// A trap as one line (the innermost cause first) plus the wasm backtrace with Go's function
+/// names (from the module's name section). Code from `engine` with inlining has no frames for
+/// the functions inlined into others: the backtrace says so.
 fn trap_error(e: wasmtime::Error, engine: &wasmtime::Engine) -> Error {
     let backtrace = e
         .downcast_ref::<wasmtime::WasmBacktrace>()
