@@ -301,42 +301,55 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A program running Winch's code (for the whole module, or split) moves to Cranelift's once
-/// that is in the cache: the `tierup` fixture waits for a line on stdin while the test puts Cranelift's code in place, then works
-/// with goroutines, timers, the heap and JS values, and must print what it prints under Node.
-/// A run with `GOJS_TIER=off` stays with Winch's code.
-#[test]
-fn a_running_program_moves_to_cranelift_s_code() {
-    use std::io::{BufRead, Write};
-    let wasm = Go::path().build("tierup").to_string_lossy().into_owned();
-    let want =
-        std::fs::read_to_string(crate::harness::fixtures_dir().join("tierup/want.stdout")).unwrap();
-    let dir = fresh_scratch_dir("move");
-    std::fs::create_dir_all(&dir).unwrap();
-    // Only the runs write to the cache: the background compile waits for this lock.
-    let lock = lock_filler(&dir);
-    // Cranelift's code for the module, set aside.
-    let mut cmd = Command::new(gojs());
-    cmd.env("GOJS_CACHE_DIR", &dir)
-        .env("GOJS_INLINE", "off")
-        .env_remove("GOJS_COMPILER")
-        .args(["run", "--compiler=cranelift", &wasm]);
-    let o = run(cmd, b"go\n");
-    assert_eq!(o.stdout(), want, "{}", o.stderr());
-    let cached = files(&dir, ".cwasm");
-    assert_eq!(cached.len(), 1, "{cached:?}");
-    let entry = cached[0].clone();
-    let aside = dir.join("aside");
-    std::fs::rename(&entry, &aside).unwrap();
+/// Runs of the `tierup` fixture (`wasm`) that move to Cranelift's code midway, with the
+/// compile cache `dir` (whose background compile the caller holds off).
+struct Mover {
+    dir: PathBuf,
+    wasm: String,
+    want: String,
+    /// Where a run looks for Cranelift's code, and the code, set aside.
+    entry: PathBuf,
+    aside: PathBuf,
+}
 
-    let moving_run = |split: &str, tier: Option<&str>| {
+impl Mover {
+    /// Compile the module with Cranelift into the cache, and set the code aside.
+    fn new(dir: &Path, wasm: &str) -> Mover {
+        let want =
+            std::fs::read_to_string(crate::harness::fixtures_dir().join("tierup/want.stdout"))
+                .unwrap();
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", dir)
+            .env("GOJS_INLINE", "off")
+            .env_remove("GOJS_COMPILER")
+            .args(["run", "--compiler=cranelift", wasm]);
+        let o = run(cmd, b"go\n");
+        assert_eq!(o.stdout(), want, "{}", o.stderr());
+        let cached = files(dir, ".cwasm");
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        let entry = cached[0].clone();
+        let aside = dir.join("aside");
+        std::fs::rename(&entry, &aside).unwrap();
+        Mover {
+            dir: dir.to_path_buf(),
+            wasm: wasm.to_string(),
+            want,
+            entry,
+            aside,
+        }
+    }
+
+    /// A run (`GOJS_SPLIT=split`, `GOJS_TIER=tier`) during which Cranelift's code lands in
+    /// the cache while the program waits on stdin; its output checked, its log returned.
+    fn run(&self, split: &str, tier: Option<&str>) -> String {
+        use std::io::{BufRead, Write};
         let mut child = Command::new(gojs())
-            .env("GOJS_CACHE_DIR", &dir)
+            .env("GOJS_CACHE_DIR", &self.dir)
             .env("GOJS_SPLIT", split)
             .env("GOJS_LOG", "debug")
             .env_remove("GOJS_COMPILER")
             .envs(tier.map(|t| ("GOJS_TIER", t)))
-            .args(["run", &wasm])
+            .args(["run", &self.wasm])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -357,8 +370,8 @@ fn a_running_program_moves_to_cranelift_s_code() {
         let mut stderr = String::new();
         // Winch's code runs; Cranelift's arrives (as the filler would write it). Once the run
         // has loaded it (or, not tiering up, a moment later), the program goes on.
-        std::fs::copy(&aside, dir.join("landing")).unwrap();
-        std::fs::rename(dir.join("landing"), &entry).unwrap();
+        std::fs::copy(&self.aside, self.dir.join("landing")).unwrap();
+        std::fs::rename(self.dir.join("landing"), &self.entry).unwrap();
         let deadline = Instant::now() + Duration::from_secs(if tier.is_some() { 1 } else { 60 });
         while let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             stderr += &line;
@@ -374,15 +387,30 @@ fn a_running_program_moves_to_cranelift_s_code() {
         reader.join().unwrap();
         stderr.extend(log.try_iter().map(|l| l + "\n"));
         assert_eq!(status.code(), Some(0), "{stderr}");
-        assert_eq!(first + &rest, want, "{stderr}");
-        std::fs::remove_file(&entry).unwrap();
+        assert_eq!(first + &rest, self.want, "{stderr}");
+        std::fs::remove_file(&self.entry).unwrap();
         stderr
-    };
+    }
+}
+
+/// A program running Winch's code (for the whole module, or split) moves to Cranelift's once
+/// that is in the cache: the `tierup` fixture waits for a line on stdin while the test puts Cranelift's code in place, then works
+/// with goroutines, timers, the heap and JS values, and must print what it prints under Node.
+/// A run with `GOJS_TIER=off` stays with Winch's code.
+#[test]
+fn a_running_program_moves_to_cranelift_s_code() {
+    let wasm = Go::path().build("tierup").to_string_lossy().into_owned();
+    let dir = fresh_scratch_dir("move");
+    // Only the runs write to the cache: the background compile waits for this lock.
+    let lock = lock_filler(&dir);
+    let mover = Mover::new(&dir, &wasm);
+    let moving_run = |split: &str, tier: Option<&str>| mover.run(split, tier);
     let log = moving_run("off", None);
     assert!(log.contains("compiled WinchWhole"), "{log}");
     assert!(
-        log.contains(&format!("waiting for {}", entry.display())),
-        "{entry:?} {log}"
+        log.contains(&format!("waiting for {}", mover.entry.display())),
+        "{:?} {log}",
+        mover.entry
     );
     assert!(log.contains("tier-up: moved to Cranelift's code"), "{log}");
     // From a split module (its other functions' code compiling, or compiled, on a thread):
@@ -399,6 +427,33 @@ fn a_running_program_moves_to_cranelift_s_code() {
     assert!(!log.contains("tier-up"), "{log}");
     drop(lock);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The move relies on Go's own layout (the running `g`, its `stackguard0` and `m`, the loop
+/// and its globals): binaries of Go 1.19 (module `go`) and 1.21 (the first with module `gojs`)
+/// move as the Go on PATH's do, from a whole module's code and from a split one's.
+#[test]
+fn programs_of_older_go_move_too() {
+    for go in [Go::debian(19), Go::debian(21)] {
+        let wasm = go.build("tierup").to_string_lossy().into_owned();
+        let dir = fresh_scratch_dir("move-older-go");
+        let lock = lock_filler(&dir);
+        let mover = Mover::new(&dir, &wasm);
+        for split in ["off", "on"] {
+            // Nothing but the code set aside: the run compiles (whole or split) with Winch.
+            for f in files(&dir, ".cwasm") {
+                std::fs::remove_file(f).unwrap();
+            }
+            let log = mover.run(split, None);
+            assert!(
+                log.contains("tier-up: moved to Cranelift's code"),
+                "Go {}, GOJS_SPLIT={split}: {log}",
+                go.version
+            );
+        }
+        drop(lock);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// A program that sleeps moves while the event loop waits for its timer, not when the timer
