@@ -75,7 +75,7 @@ impl Passes {
         format!(
             "jumps-{} fill-{} dispatch-{} data-{} narrow-{} tier-{} tier-stop-{}",
             v(self.jumps, "4"),
-            v(self.fill, "4"),
+            v(self.fill, "5"),
             v(self.dispatch, "1"),
             v(self.data, "1"),
             v(self.narrow, "1"),
@@ -382,18 +382,49 @@ impl FillPlan {
     }
 
     /// The body that replaces one of Go's helpers (function `index`, before the shift), if it
-    /// is one: its parameters passed on to the host's version.
-    fn host_body(&self, index: Option<u32>) -> Option<Vec<u8>> {
+    /// is one: from [`crate::fill::HOST_FROM`] bytes on, its parameters passed on to the host's
+    /// version; below, Go's own loop (`body`, the helper's body as the other passes left it),
+    /// which is faster than a call into the host for a few bytes.
+    fn host_body(&self, index: Option<u32>, body: &[u8]) -> Option<Vec<u8>> {
         let index = index?;
         let j = self.calls.iter().position(|c| c.func == index)?;
-        let mut body = enc::Function::new([]);
-        let mut ins = body.instructions();
+        let (name, wide) = crate::fill::HOST_CALLS[j];
+        let from = crate::fill::host_from(name);
+        let locals_end = FunctionBody::new(BinaryReader::new(body, 0))
+            .get_locals_reader()
+            .ok()
+            .and_then(|mut locals| {
+                for _ in 0..locals.get_count() {
+                    locals.read().ok()?;
+                }
+                Some(locals.original_position())
+            })?;
+        let mut prefix = enc::Function::new([]);
+        let mut ins = prefix.instructions();
+        ins.local_get(HOST_CALL_PARAMS - 1);
+        if wide {
+            ins.i64_const(from as i64).i64_ge_u();
+        } else {
+            ins.i32_const(from as i32).i32_ge_u();
+        }
+        ins.if_(enc::BlockType::Empty);
         for p in 0..HOST_CALL_PARAMS {
             ins.local_get(p);
         }
-        ins.call(self.import + 1 + j as u32).end();
-        let mut out = Vec::new();
-        enc::Encode::encode(&body, &mut out);
+        ins.call(self.import + 1 + j as u32).return_().end();
+        // The prefix's instructions (its encoding less the size and the empty locals vector),
+        // between Go's locals and Go's code.
+        let mut encoded = Vec::new();
+        enc::Encode::encode(&prefix, &mut encoded);
+        let (_, size_len) = read_u32(&encoded)?;
+        let code = &encoded[size_len + 1..];
+        let mut joined = Vec::with_capacity(body.len() + code.len());
+        joined.extend_from_slice(&body[..locals_end]);
+        joined.extend_from_slice(code);
+        joined.extend_from_slice(&body[locals_end..]);
+        let mut out = Vec::with_capacity(joined.len() + 5);
+        write_u32(&mut out, u32::try_from(joined.len()).ok()?);
+        out.extend_from_slice(&joined);
         Some(out)
     }
 }
@@ -675,8 +706,16 @@ fn code_section(
         Vec::with_capacity(content.len() + 16 + extra.iter().map(Vec::len).sum::<usize>());
     write_u32(&mut out, u32::try_from(entries.len() + extra.len()).ok()?);
     for (i, (&(entry, start, end), patches)) in entries.iter().zip(&patches).enumerate() {
-        if let Some(body) = fill.and_then(|f| f.host_body(imported.map(|n| n + i as u32))) {
-            out.extend_from_slice(&body);
+        if let Some(f) = fill
+            && f.calls
+                .iter()
+                .any(|c| Some(c.func) == imported.map(|n| n + i as u32))
+        {
+            let go_s = match patches {
+                Some(edits) if !edits.is_empty() => edits.apply(&content[start..end]),
+                _ => content[start..end].to_vec(),
+            };
+            out.extend_from_slice(&f.host_body(imported.map(|n| n + i as u32), &go_s)?);
             continue;
         }
         match patches {
@@ -2086,7 +2125,11 @@ pub(crate) mod tests {
     fn fill_pass_gives_go_s_byte_loops_to_the_host() {
         let wasm = helpers_module();
         wasmparser::Validator::new().validate_all(&wasm).unwrap();
+        // Calls of the host's versions.
+        static HOST_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let host_calls = || HOST_CALLS.load(std::sync::atomic::Ordering::SeqCst);
         fn link(linker: &mut wasmtime::Linker<()>) {
+            let count = || HOST_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             type C<'a> = wasmtime::Caller<'a, ()>;
             fn mem<'a>(c: &'a mut C<'_>) -> &'a [u8] {
                 let m = c.get_export("mem").unwrap().into_memory().unwrap();
@@ -2100,6 +2143,7 @@ pub(crate) mod tests {
                 .unwrap();
             linker
                 .func_wrap(m, "memchr", move |mut c: C<'_>, s: i32, ch: i32, n: i32| {
+                    count();
                     crate::fill::memchr(mem(&mut c), s as u32, ch as u32, n as u32)
                         .map(|at| at as i32)
                         .ok_or_else(trap)
@@ -2107,6 +2151,7 @@ pub(crate) mod tests {
                 .unwrap();
             linker
                 .func_wrap(m, "memcmp", move |mut c: C<'_>, a: i32, b: i32, n: i32| {
+                    count();
                     crate::fill::memcmp(mem(&mut c), a as u32, b as u32, n as u32).ok_or_else(trap)
                 })
                 .unwrap();
@@ -2115,6 +2160,7 @@ pub(crate) mod tests {
                     m,
                     "memeqbody",
                     move |mut c: C<'_>, a: i64, b: i64, n: i64| {
+                        count();
                         crate::fill::memeqbody(mem(&mut c), a as u64, b as u64, n as u64)
                             .ok_or_else(trap)
                     },
@@ -2219,6 +2265,16 @@ pub(crate) mod tests {
             assert_eq!(call64(&rewritten, (100, 200, 6)), Some(1));
             assert_eq!(call64(&rewritten, (100, 200, 11)), Some(0));
             assert_eq!(call64(&rewritten, (7, 7, -1)), Some(1));
+            // A few bytes stay in Go's loop; from `host_from` on, the host answers.
+            let before = host_calls();
+            assert_eq!(call32(&rewritten, "find", (100, c(b'o'), 11)), Some(104));
+            assert_eq!(call32(&rewritten, "cmp", (100, 200, 11)), Some(3));
+            assert_eq!(call64(&rewritten, (100, 200, 11)), Some(0));
+            assert_eq!(host_calls(), before);
+            assert_eq!(call32(&rewritten, "find", (100, c(b'o'), 80)), Some(104));
+            assert_eq!(call32(&rewritten, "cmp", (100, 200, 64)), Some(3));
+            assert_eq!(call64(&rewritten, (100, 200, 20)), Some(0));
+            assert_eq!(host_calls(), before + 3);
         }
     }
 
