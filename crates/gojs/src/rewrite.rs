@@ -4,7 +4,7 @@
 //!   make wasm loops;
 //! - **fill** ([`crate::fill`]): Go's `runtime.memclrNoHeapPointers` calls an import of ours,
 //!   `gojs:host.fill`, in place of its `memory.fill` for large clears, and Go's byte loops `memchr`, `memcmp`
-//!   and `memeqbody` become calls of the host's. The imports are added after Go's, so every function defined by the
+//!   and `memeqbody` call the host's for long operands. The imports are added after Go's, so every function defined by the
 //!   module moves up: calls, `ref.func`, the element segments, exports, the start function and
 //!   the function names follow.
 //!
@@ -212,8 +212,8 @@ struct FillPlan {
     memclr_params: u32,
     /// Go's byte-loop helpers found in the module (`memchr`, `memcmp`, `memeqbody` of
     /// `internal/bytealg`), each with its function index (before the shift) and type. Each body
-    /// becomes a call of the host's version, imported after `fill` in this order
-    /// ([`crate::fill::HOST_CALLS`]).
+    /// calls the host's version for long operands ([`FillPlan::host_body`]), imported after
+    /// `fill` in this order ([`crate::fill::HOST_CALLS`]).
     calls: Vec<HostCall>,
 }
 
