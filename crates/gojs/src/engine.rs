@@ -973,6 +973,7 @@ pub fn rewritten(wasm: &[u8], for_winch: bool) -> Option<Vec<u8>> {
             jumps: true,
             fill: true,
             dispatch: for_winch,
+            winch: for_winch,
             data: true,
             narrow: !for_winch,
             tier: true,

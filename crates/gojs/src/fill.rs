@@ -21,16 +21,21 @@ pub(crate) const NAME: &str = "fill";
 pub(crate) const HOST_CALLS: [(&str, bool); 3] =
     [("memchr", false), ("memcmp", false), ("memeqbody", true)];
 
-/// From how many bytes a helper calls the host's version: below, Go's own loop is faster than
-/// the call (measured 2026-12-01, Cranelift's code: a string `==` of 16 bytes 10.7 ns in Go's
-/// loop against 11.8 ns through the host, of 24 bytes 15.8 against 12.1; `bytes.Compare`
-/// equal at 48–64 bytes; `bytes.IndexByte` 11.1 against 13.7 ns at 64 bytes, 15.2 against
-/// 13.6 at 96).
-pub(crate) fn host_from(name: &str) -> u64 {
-    match name {
-        "memeqbody" => 20,
-        "memcmp" => 64,
-        _ => 80,
+/// From how many bytes a helper calls the host's version, in Cranelift's code or (`winch`)
+/// Winch's: below, Go's own loop is faster than the call. Measured 2026-12-01, best of 9: with
+/// Cranelift, a string `==` of 16 bytes 10.7 ns in Go's loop against 11.8 ns through the host
+/// and of 24 bytes 15.8 against 12.1, `bytes.Compare` equal at 48–64 bytes, `bytes.IndexByte`
+/// 11.1 against 13.7 ns at 64 bytes and 15.2 against 13.6 at 96; with Winch (slower loops,
+/// the same call) `==` 20 against 22–28 ns at 8 bytes and 30 at 16, `Compare` 21 against 34–43
+/// ns at 4 bytes and 38 at 8, `IndexByte` 21 against 23–27 ns at 24 bytes and 29 at 48.
+pub(crate) fn host_from(name: &str, winch: bool) -> u64 {
+    match (name, winch) {
+        ("memeqbody", false) => 20,
+        ("memeqbody", true) => 12,
+        ("memcmp", false) => 64,
+        ("memcmp", true) => 8,
+        (_, false) => 80,
+        (_, true) => 32,
     }
 }
 

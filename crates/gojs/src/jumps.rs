@@ -99,6 +99,7 @@ pub(crate) fn thread(wasm: &[u8]) -> Option<Vec<u8>> {
             jumps: true,
             fill: false,
             dispatch: false,
+            winch: false,
             data: false,
             narrow: false,
             tier: false,

@@ -340,6 +340,7 @@ mod tests {
         jumps: false,
         fill: false,
         dispatch: false,
+        winch: false,
         data: false,
         narrow: true,
         tier: false,

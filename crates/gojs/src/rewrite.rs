@@ -33,6 +33,9 @@ use wasmparser::{BinaryReader, FunctionBody, Operator, ValType};
 pub(crate) struct Passes {
     pub jumps: bool,
     pub fill: bool,
+    /// The code is Winch's: the fill pass's byte loops call the host from fewer bytes on
+    /// ([`crate::fill::host_from`]).
+    pub winch: bool,
     /// `call_indirect` through dispatch functions instead of the table ([`DispatchPlan`]): for
     /// Winch's whole-module compiles only.
     pub dispatch: bool,
@@ -61,6 +64,7 @@ impl Passes {
             jumps: on("GOJS_JUMPS"),
             fill: on("GOJS_FILL"),
             dispatch: code == Code::WinchWhole && on("GOJS_DISPATCH"),
+            winch: code != Code::Cranelift,
             data: on("GOJS_DATA"),
             narrow: code == Code::Cranelift && on("GOJS_NARROW"),
             tier: on("GOJS_TIER"),
@@ -75,7 +79,7 @@ impl Passes {
         format!(
             "jumps-{} fill-{} dispatch-{} data-{} narrow-{} tier-{} tier-stop-{}",
             v(self.jumps, "4"),
-            v(self.fill, "5"),
+            v(self.fill, "6"),
             v(self.dispatch, "1"),
             v(self.data, "1"),
             v(self.narrow, "1"),
@@ -131,7 +135,10 @@ pub(crate) fn prepare(wasm: &[u8], passes: Passes) -> Option<Vec<u8>> {
     };
     let jumps = passes.jumps.then_some(&no_return);
     let fill = if passes.fill {
-        FillPlan::find(wasm, &sections)
+        FillPlan::find(wasm, &sections).map(|f| FillPlan {
+            winch: passes.winch,
+            ..f
+        })
     } else {
         None
     };
@@ -206,6 +213,8 @@ struct FillPlan {
     /// The type of `fill` (`[i32 i32 i32] -> []`), and whether it must be added to the types.
     ty: u32,
     add_type: bool,
+    /// For Winch's code, whose loops are slower ([`crate::fill::host_from`]).
+    winch: bool,
     /// `runtime.memclrNoHeapPointers`'s function index (before the shift), and how many
     /// parameters it has (its locals are numbered after them).
     memclr: u32,
@@ -361,6 +370,7 @@ impl FillPlan {
             import,
             ty: fill_type.unwrap_or(types),
             add_type: fill_type.is_none(),
+            winch: false,
             memclr,
             memclr_params,
             calls,
@@ -389,7 +399,7 @@ impl FillPlan {
         let index = index?;
         let j = self.calls.iter().position(|c| c.func == index)?;
         let (name, wide) = crate::fill::HOST_CALLS[j];
-        let from = crate::fill::host_from(name);
+        let from = crate::fill::host_from(name, self.winch);
         let locals_end = FunctionBody::new(BinaryReader::new(body, 0))
             .get_locals_reader()
             .ok()
@@ -1720,6 +1730,7 @@ pub(crate) mod tests {
             jumps: true,
             fill: true,
             dispatch: false,
+            winch: false,
             data: false,
             narrow: false,
             tier: false,
@@ -1767,6 +1778,7 @@ pub(crate) mod tests {
             jumps: true,
             fill: false,
             dispatch: false,
+            winch: false,
             data: false,
             narrow: false,
             tier: false,
@@ -1789,6 +1801,7 @@ pub(crate) mod tests {
             let passes = Passes {
                 jumps: true,
                 fill,
+                winch: true,
                 dispatch: true,
                 data: false,
                 narrow: false,
@@ -1888,6 +1901,7 @@ pub(crate) mod tests {
             jumps: false,
             fill: false,
             dispatch: true,
+            winch: false,
             data: false,
             narrow: false,
             tier: false,
@@ -2220,6 +2234,7 @@ pub(crate) mod tests {
             let passes = Passes {
                 jumps: false,
                 fill: true,
+                winch: dispatch,
                 dispatch,
                 data: false,
                 narrow: false,
@@ -2265,15 +2280,20 @@ pub(crate) mod tests {
             assert_eq!(call64(&rewritten, (100, 200, 6)), Some(1));
             assert_eq!(call64(&rewritten, (100, 200, 11)), Some(0));
             assert_eq!(call64(&rewritten, (7, 7, -1)), Some(1));
-            // A few bytes stay in Go's loop; from `host_from` on, the host answers.
+            // A few bytes stay in Go's loop; from `host_from` on (Winch's thresholds with the
+            // dispatch pass, Cranelift's without), the host answers.
+            let from = |name| crate::fill::host_from(name, dispatch) as i32;
             let before = host_calls();
-            assert_eq!(call32(&rewritten, "find", (100, c(b'o'), 11)), Some(104));
-            assert_eq!(call32(&rewritten, "cmp", (100, 200, 11)), Some(3));
-            assert_eq!(call64(&rewritten, (100, 200, 11)), Some(0));
+            let find = |n| call32(&rewritten, "find", (100, c(b'o'), n));
+            let cmp = |n| call32(&rewritten, "cmp", (100, 200, n));
+            let eq = |n: i32| call64(&rewritten, (100, 200, i64::from(n)));
+            assert_eq!(find(from("memchr") - 1), Some(104));
+            assert_eq!(cmp(from("memcmp") - 1), Some(3));
+            assert_eq!(eq(from("memeqbody") - 1), Some(0));
             assert_eq!(host_calls(), before);
-            assert_eq!(call32(&rewritten, "find", (100, c(b'o'), 80)), Some(104));
-            assert_eq!(call32(&rewritten, "cmp", (100, 200, 64)), Some(3));
-            assert_eq!(call64(&rewritten, (100, 200, 20)), Some(0));
+            assert_eq!(find(from("memchr")), Some(104));
+            assert_eq!(cmp(from("memcmp")), Some(3));
+            assert_eq!(eq(from("memeqbody")), Some(0));
             assert_eq!(host_calls(), before + 3);
         }
     }
@@ -2324,6 +2344,7 @@ pub(crate) mod tests {
             jumps: false,
             fill: false,
             dispatch: false,
+            winch: false,
             data: true,
             narrow: false,
             tier: false,
@@ -2391,6 +2412,7 @@ pub(crate) mod tests {
                 Passes {
                     jumps: true,
                     fill: true,
+                    winch: dispatch,
                     dispatch,
                     data: true,
                     narrow,
