@@ -780,15 +780,20 @@ impl Guest {
         self.host.exit_code.get()
     }
 
-    /// Call `run(argc, argv)` with the argv/env block in place.
-    pub fn start(&mut self, args: &[String], env: &[String]) -> Result<(), Error> {
-        let block = crate::abi::argv_block(args, env)?;
-        let g = self
-            .store
+    /// The guest's exports (memory, `run`, `resume`, the instance), as of now: a move to
+    /// Cranelift's code replaces them.
+    fn exports(&self) -> Result<GuestExports, Error> {
+        self.store
             .data()
             .guest()
             .cloned()
-            .map_err(|e| Error::Host(e.to_string()))?;
+            .map_err(|e| Error::Host(e.to_string()))
+    }
+
+    /// Call `run(argc, argv)` with the argv/env block in place.
+    pub fn start(&mut self, args: &[String], env: &[String]) -> Result<(), Error> {
+        let block = crate::abi::argv_block(args, env)?;
+        let g = self.exports()?;
         let mem = g.mem.data_mut(&mut self.store);
         let dst = mem
             .get_mut(crate::abi::ARGV_START..crate::abi::ARGV_START + block.bytes.len())
@@ -801,12 +806,7 @@ impl Guest {
 
     /// Resume Go (a timeout fired, or to report a deadlock).
     pub fn resume(&mut self) -> Result<(), Error> {
-        let g = self
-            .store
-            .data()
-            .guest()
-            .cloned()
-            .map_err(|e| Error::Host(e.to_string()))?;
+        let g = self.exports()?;
         // A timer fired: what it starts runs before any move ([`Guest::move_while_idle`]).
         if let Some(t) = &self.tier {
             t.hold(crate::tier::HOLD);
@@ -832,12 +832,7 @@ impl Guest {
         let host = self.host.clone();
         while self.host.exit_code.get().is_none() && self.host.take_stop() {
             self.tier_up();
-            let g = self
-                .store
-                .data()
-                .guest()
-                .cloned()
-                .map_err(|e| Error::Host(e.to_string()))?;
+            let g = self.exports()?;
             let Some(go_on) = g
                 .instance
                 .get_func(&mut self.store, crate::tier::LOOP_EXPORT)
@@ -1231,12 +1226,7 @@ impl Guest {
     ) -> Result<Result<crate::Value, Error>, Error> {
         use wasmtime::{Val, ValType};
         self.tier_up_while_paused();
-        let g = self
-            .store
-            .data()
-            .guest()
-            .cloned()
-            .map_err(|e| Error::Host(e.to_string()))?;
+        let g = self.exports()?;
         // The runtime's own entry points are not the embedder's to call.
         let internal = ["run", "resume", "getsp"].contains(&name);
         let Some(func) = g

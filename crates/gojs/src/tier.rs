@@ -524,13 +524,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn requests_preempt_only_the_running_goroutine_and_only_within_memory() {
+    /// A memory with goroutine `g`, its `m` and the `m`'s `g0` (as Go lays them out).
+    fn goroutines() -> (Memory, usize, usize, usize) {
         let (g, g0, m) = (0x8000usize, 0x9000usize, 0xa000usize);
         let mut mem = Memory::new(0x10000);
         mem.set(g + G_M, m as u64);
         mem.set(m, g0 as u64);
         mem.set(g0 + G_M, m as u64);
+        (mem, g, g0, m)
+    }
+
+    #[test]
+    fn requests_preempt_only_the_running_goroutine_and_only_within_memory() {
+        let (mut mem, g, g0, m) = goroutines();
         let shared = Shared::new(mem.base(), mem.len());
 
         // Go doesn't run where it may stop: only the request is noted.
@@ -583,10 +589,7 @@ mod tests {
 
     #[test]
     fn a_hold_withdraws_the_request_and_defers_the_next() {
-        let (g, g0, m) = (0x8000usize, 0x9000usize, 0xa000usize);
-        let mut mem = Memory::new(0x10000);
-        mem.set(g + G_M, m as u64);
-        mem.set(m, g0 as u64);
+        let (mut mem, g, _, _) = goroutines();
         mem.set(SHADOW as usize, g as u64);
         mem.set(FLAG as usize, u64::from(REQUESTED | ALLOWED));
         let shared = Shared::new(mem.base(), mem.len());

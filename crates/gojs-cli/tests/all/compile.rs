@@ -301,6 +301,40 @@ fn split_runs_cache_their_primary_until_the_whole_module_is_compiled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The one entry a run with `--compiler=cranelift` left in `cache`, moved to `aside` (the test
+/// puts it back when it likes); returns where it was.
+fn set_aside(cache: &Path, aside: &Path) -> PathBuf {
+    let cached = files(cache, ".cwasm");
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    std::fs::rename(&cached[0], aside).unwrap();
+    cached[0].clone()
+}
+
+/// Put the code set aside at `entry` whole, as the background compile writes it (a rename).
+fn land(aside: &Path, entry: &Path) {
+    let landing = aside.with_extension("landing");
+    std::fs::copy(aside, &landing).unwrap();
+    std::fs::rename(&landing, entry).unwrap();
+}
+
+/// `child`'s stderr, line by line, as it writes it (and the thread reading it).
+fn log_lines(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    (log, reader)
+}
+
 /// Runs of the `tierup` fixture (`wasm`) that move to Cranelift's code midway, with the
 /// compile cache `dir` (whose background compile the caller holds off).
 struct Mover {
@@ -325,11 +359,8 @@ impl Mover {
             .args(["run", "--compiler=cranelift", wasm]);
         let o = run(cmd, b"go\n");
         assert_eq!(o.stdout(), want, "{}", o.stderr());
-        let cached = files(dir, ".cwasm");
-        assert_eq!(cached.len(), 1, "{cached:?}");
-        let entry = cached[0].clone();
         let aside = dir.join("aside");
-        std::fs::rename(&entry, &aside).unwrap();
+        let entry = set_aside(dir, &aside);
         Mover {
             dir: dir.to_path_buf(),
             wasm: wasm.to_string(),
@@ -359,19 +390,11 @@ impl Mover {
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
         assert_eq!(first, "ready\n");
-        // The log, line by line, as the run writes it.
-        let (lines, log) = std::sync::mpsc::channel();
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let reader = std::thread::spawn(move || {
-            for line in stderr.lines() {
-                let _ = lines.send(line.unwrap());
-            }
-        });
+        let (log, reader) = log_lines(&mut child);
         let mut stderr = String::new();
         // Winch's code runs; Cranelift's arrives (as the filler would write it). Once the run
         // has loaded it (or, not tiering up, a moment later), the program goes on.
-        std::fs::copy(&self.aside, self.dir.join("landing")).unwrap();
-        std::fs::rename(self.dir.join("landing"), &self.entry).unwrap();
+        land(&self.aside, &self.entry);
         let deadline = Instant::now() + Duration::from_secs(if tier.is_some() { 1 } else { 60 });
         while let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             stderr += &line;
@@ -475,10 +498,8 @@ fn a_sleeping_program_moves_while_it_sleeps() {
         .args(["run", "--compiler=cranelift", &wasm]);
     let o = run(cmd, b"");
     assert_eq!(o.stdout(), want, "{}", o.stderr());
-    let cached = files(&dir, ".cwasm");
-    assert_eq!(cached.len(), 1, "{cached:?}");
     let aside = dir.join("aside");
-    std::fs::rename(&cached[0], &aside).unwrap();
+    set_aside(&dir, &aside);
 
     let mut child = Command::new(gojs())
         .env("GOJS_CACHE_DIR", &dir)
@@ -494,13 +515,7 @@ fn a_sleeping_program_moves_while_it_sleeps() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert_eq!(first, "ready\n");
-    let (lines, log) = std::sync::mpsc::channel();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        for line in stderr.lines() {
-            let _ = lines.send(line.unwrap());
-        }
-    });
+    let (log, reader) = log_lines(&mut child);
     let mut seen = String::new();
     let mut placed = None;
     let mut moved = None;
@@ -508,8 +523,7 @@ fn a_sleeping_program_moves_while_it_sleeps() {
         seen += &line;
         seen += "\n";
         if let Some(entry) = line.split("waiting for ").nth(1) {
-            std::fs::copy(&aside, dir.join("landing")).unwrap();
-            std::fs::rename(dir.join("landing"), entry).unwrap();
+            land(&aside, Path::new(entry));
             placed = Some(Instant::now());
         }
         if line.contains("tier-up: moved to Cranelift's code") {
@@ -539,7 +553,6 @@ fn a_sleeping_program_moves_while_it_sleeps() {
 /// and every test must still pass.
 #[test]
 fn std_tests_pass_after_moving_to_cranelift_s_code_midway() {
-    use std::io::BufRead;
     let dir = fresh_scratch_dir("move-std");
     let bin = std_test_binary(&dir, "archive/tar");
     let bin = bin.to_string_lossy().into_owned();
@@ -563,10 +576,8 @@ fn std_tests_pass_after_moving_to_cranelift_s_code_midway() {
         ]);
     let o = run(cmd, b"");
     assert_eq!(o.code, Some(0), "{}\n{}", o.stdout(), o.stderr());
-    let cached = files(&cache, ".cwasm");
-    assert_eq!(cached.len(), 1, "{cached:?}");
     let aside = dir.join("aside");
-    std::fs::rename(&cached[0], &aside).unwrap();
+    set_aside(&cache, &aside);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_go_js_wasm_exec"))
         .env("GOJS_CACHE_DIR", &cache)
@@ -585,17 +596,16 @@ fn std_tests_pass_after_moving_to_cranelift_s_code_midway() {
         std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
         s
     });
+    let (lines, reader) = log_lines(&mut child);
     let mut log = String::new();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        log += &line;
-        if let Some(entry) = line.trim_end().split("waiting for ").nth(1) {
-            std::fs::copy(&aside, dir.join("landing")).unwrap();
-            std::fs::rename(dir.join("landing"), entry).unwrap();
+    for line in lines {
+        if let Some(entry) = line.split("waiting for ").nth(1) {
+            land(&aside, Path::new(entry));
         }
-        line.clear();
+        log += &line;
+        log += "\n";
     }
+    reader.join().unwrap();
     let status = child.wait().unwrap();
     let out = out.join().unwrap();
     assert_eq!(status.code(), Some(0), "{out}\n{log}");
