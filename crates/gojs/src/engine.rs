@@ -757,7 +757,7 @@ fn split_for_first_run(
 ) -> Option<Compiled> {
     let started = std::time::Instant::now();
     let mode = std::env::var("GOJS_SPLIT");
-    let split = match mode.as_deref() {
+    let mut split = match mode.as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
         // A test binary is compiled whole (RATIONALE.md), named or not: `go test` strips the
@@ -775,6 +775,7 @@ fn split_for_first_run(
             default_split(wasm)?
         }
     };
+    split.start_hot(engine);
     let default_mode = mode.is_err();
     tracing::debug!(
         "split: {} of {} functions first ({:.1?})",
@@ -870,7 +871,8 @@ fn resume_split(engine: &wasmtime::Engine, winch_entry: &Path, wasm: &[u8]) -> O
         return None;
     }
     let module = crate::cache::load(engine, &winch_entry.with_file_name(&plan.primary))?;
-    let split = plan.resume(wasm)?;
+    let mut split = plan.resume(wasm)?;
+    split.start_hot(engine);
     Some(Compiled {
         module,
         secondary: Some(crate::split::Secondary::new(engine, split)),
@@ -1297,6 +1299,22 @@ fn lower_priority() {
         // SAFETY: sched_setscheduler reads `param`; pid 0 is the calling thread.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     }
+}
+
+/// Cranelift compiling with Winch's calling convention, and Winch's engine's tunables and wasm
+/// features (our wasmtime patch, `vendor/wasmtime-winch-abi.patch`): its code loads into that
+/// engine and runs beside Winch's in one store ([`crate::split::Hot`]). On the calling thread
+/// only: the first part's compile has the cores meanwhile.
+pub(crate) fn cranelift_for_winch() -> Option<&'static wasmtime::Engine> {
+    static ENGINE: OnceLock<Option<wasmtime::Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut c = config(Compiler::Cranelift, false);
+            c.cranelift_winch_abi(true);
+            c.generate_address_map(false);
+            wasmtime::Engine::new(&c).ok()
+        })
+        .as_ref()
 }
 
 fn new_engine(config: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {

@@ -444,6 +444,12 @@ pub(crate) struct HostState {
     pub names: foldhash::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
     /// A split module's secondary, for this instance.
     pub split: crate::split::Loading,
+    /// A split module's cold side and the linker its parts instantiate with, for Cranelift's
+    /// code of the program's own functions.
+    pub hot_linker: Option<(
+        std::sync::Arc<crate::split::Secondary>,
+        Box<Linker<HostState>>,
+    )>,
     /// Where the guest memory beyond the module's initial size begins: the memory there is
     /// anonymous, never mapped from the module's data ([`crate::fill`]).
     pub fresh_from: usize,
@@ -553,6 +559,7 @@ impl HostState {
             guest: None,
             names: foldhash::HashMap::default(),
             split: crate::split::Loading::Loaded,
+            hot_linker: None,
             fresh_from,
             view: MemView::unset(),
             growth: Growth::default(),
@@ -738,6 +745,11 @@ impl Guest {
             let loading = crate::split::install(&mut guest.store, linker, instance, secondary)
                 .map_err(|e| Error::Host(format!("split module: {e:#}")))?;
             guest.store.data_mut().split = loading;
+            // Cranelift's code for the program's own functions, if small: in place before
+            // `main.main` is called (through the table), so that it runs there from the start.
+            if secondary.small_hot() {
+                guest.install_hot(true);
+            }
             tracing::debug!(
                 "split: the other functions' slots filled ({:.1?})",
                 started.elapsed()
@@ -759,7 +771,7 @@ impl Guest {
                 .tier_flag
                 .set(base as usize + crate::tier::FLAG as usize);
             guest.store.data_mut().growth.tier = Some(shared.clone());
-            crate::tier::watch(upgrade, shared.clone());
+            crate::tier::watch(upgrade, shared.clone(), inner.secondary.clone());
             guest.tier = Some(shared);
         }
         let initial = exports.mem.ty(&guest.store).minimum();
@@ -831,6 +843,7 @@ impl Guest {
     fn go_on(&mut self) -> Result<(), Error> {
         let host = self.host.clone();
         while self.host.exit_code.get().is_none() && self.host.take_stop() {
+            self.install_hot(false);
             self.tier_up();
             let g = self.exports()?;
             let Some(go_on) = g
@@ -850,6 +863,32 @@ impl Guest {
             self.host.tier_flag.set(0);
         }
         Ok(())
+    }
+
+    /// Instantiate Cranelift's code for the program's own functions if it is ready: their
+    /// table slots then lead to it, and so does every frame Go resumes through the table.
+    fn install_hot(&mut self, wait: bool) -> bool {
+        let Some((first, linker)) = self.store.data_mut().hot_linker.take() else {
+            return false;
+        };
+        let Some(module) = first.take_hot(wait) else {
+            self.store.data_mut().hot_linker = Some((first, linker));
+            return false;
+        };
+        let started = std::time::Instant::now();
+        match linker.instantiate(&mut self.store, &module) {
+            Ok(_) => {
+                tracing::debug!(
+                    "split: Cranelift's code for the program's own functions in place ({:.1?})",
+                    started.elapsed()
+                );
+                true
+            }
+            Err(e) => {
+                tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}");
+                false
+            }
+        }
     }
 
     /// An embedder's call into Go, which can't stop for a tier-up: move first if Go is paused.
@@ -976,6 +1015,9 @@ impl Guest {
     /// or pause). Returns whether the program moved. If the code isn't there yet, the watcher
     /// wakes this thread when it is (a wait in [`std::thread::park_timeout`] ends).
     pub fn move_while_idle(&mut self, wait: Option<Duration>) -> bool {
+        if self.host.go_depth.get() == 0 && self.install_hot(false) {
+            return true;
+        }
         let Some(shared) = &self.tier else {
             return false;
         };

@@ -54,6 +54,17 @@ pub(crate) struct Split {
     pub source: Arc<[u8]>,
     /// The table slot of the first defined function.
     pub offset: u32,
+    /// The program's own functions (package `main`), for Cranelift to compile first.
+    pub own: Vec<bool>,
+    /// Their code, once [`Split::start_hot`] has started its compile.
+    pub hot: Option<Arc<Hot>>,
+}
+
+impl Split {
+    /// Start compiling the program's own functions with Cranelift for `winch`'s store ([`Hot`]).
+    pub fn start_hot(&mut self, winch: &wasmtime::Engine) {
+        self.hot = Hot::start(winch, self);
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +153,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
     let defined = shape.func_types.len();
     let imported = shape.imported_funcs as usize;
     let mut is_hot = vec![false; defined];
+    let mut own_code = vec![false; defined];
     for &(_, kind, index) in &shape.exports {
         if matches!(kind, ExternalKind::Func | ExternalKind::FuncExact)
             && let Some(i) = (index as usize).checked_sub(imported)
@@ -161,6 +173,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
             .iter()
             .map(|n| n.starts_with("main."))
             .collect();
+        own_code.clone_from(&own);
         let mut goroutines = false;
         for i in (0..defined).filter(|&i| own[i]) {
             for (_, _, callee) in calls(shape.bodies[i])? {
@@ -226,6 +239,8 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         types: shape.types,
         source: Arc::from(wasm),
         offset,
+        own: own_code,
+        hot: None,
     })
 }
 
@@ -320,6 +335,16 @@ impl Plan {
                     .and_then(|i| shape.func_types.get(i as usize))
                     == Some(&c.ty)
             });
+        let mut own = vec![false; shape.func_types.len()];
+        let imported = shape.imported_funcs as usize;
+        for &(index, name) in &shape.names {
+            if let Some(o) = (index as usize)
+                .checked_sub(imported)
+                .and_then(|i| own.get_mut(i))
+            {
+                *o = name.starts_with("main.");
+            }
+        }
         let types = shape.types;
         fits.then(|| Split {
             primary: Vec::new(),
@@ -328,6 +353,8 @@ impl Plan {
             types,
             source: Arc::from(named.as_ref()),
             offset: self.offset,
+            own,
+            hot: None,
         })
     }
 }
@@ -1131,6 +1158,8 @@ pub(crate) struct Secondary {
     /// cold function ([`Secondary::ensure_started`]).
     engine: wasmtime::Engine,
     started: std::sync::Once,
+    /// Cranelift's code for the program's own functions ([`Hot`]).
+    hot: Option<Arc<Hot>>,
 }
 
 impl Secondary {
@@ -1148,7 +1177,24 @@ impl Secondary {
             ready: Condvar::new(),
             engine: engine.clone(),
             started: std::sync::Once::new(),
+            hot: split.hot,
         })
+    }
+
+    /// Cranelift's code for the program's own functions, once (taken); with `wait`, waiting
+    /// for its compile (if it is small).
+    pub fn take_hot(&self, wait: bool) -> Option<wasmtime::Module> {
+        self.hot.as_ref()?.take(wait)
+    }
+
+    /// Whether Cranelift's code for the program's own functions is small enough to wait for.
+    pub fn small_hot(&self) -> bool {
+        self.hot.as_ref().is_some_and(|h| h.small)
+    }
+
+    /// Whether Cranelift's code for the program's own functions waits to be taken.
+    pub fn hot_ready(&self) -> bool {
+        self.hot.as_ref().is_some_and(|h| h.is_ready())
     }
 
     /// Start compiling the secondary on a background thread, unless that has started already.
@@ -1247,6 +1293,101 @@ impl Secondary {
     }
 }
 
+/// Cranelift's code for a split program's own functions (package `main`), compiled with
+/// Winch's calling convention so that it runs beside Winch's code in the same store: a part,
+/// instantiated before Go starts if it is small, else at the program's first stop.
+pub(crate) struct Hot {
+    code: Mutex<HotCode>,
+    ready: Condvar,
+    /// Small enough to wait for before Go starts.
+    pub small: bool,
+}
+
+enum HotCode {
+    Compiling,
+    Ready(wasmtime::Module),
+    Gone,
+}
+
+/// Own code up to this many bytes is waited for before Go starts (Cranelift: ~1 ms a KB).
+const HOT_WAIT_MAX: usize = 48 << 10;
+
+impl Hot {
+    /// Start compiling `split`'s own functions for `winch` (the engine of the primary).
+    fn start(winch: &wasmtime::Engine, split: &Split) -> Option<Arc<Hot>> {
+        if std::env::var_os("GOJS_HOT").is_some_and(|v| v == "off") || !split.own.iter().any(|&o| o)
+        {
+            return None;
+        }
+        let shape = parse(&split.source)?;
+        if shape.bodies.len() != split.own.len() {
+            return None;
+        }
+        let size: usize = (0..split.own.len())
+            .filter(|&i| split.own[i])
+            .map(|i| shape.bodies[i].len())
+            .sum();
+        let wasm = part(&shape, &split.own, split.offset)?;
+        let hot = Arc::new(Hot {
+            code: Mutex::new(HotCode::Compiling),
+            ready: Condvar::new(),
+            small: size <= HOT_WAIT_MAX,
+        });
+        let (me, winch) = (hot.clone(), winch.clone());
+        let compile = move || {
+            let started = std::time::Instant::now();
+            let code = crate::engine::cranelift_for_winch()
+                .and_then(|cranelift| {
+                    crate::engine::compile_go(cranelift, &wasm, crate::engine::Code::Cranelift).ok()
+                })
+                .and_then(|m| m.serialize().ok())
+                // SAFETY: bytes this process just serialized from a module it compiled.
+                .and_then(|bytes| unsafe { wasmtime::Module::deserialize(&winch, bytes) }.ok());
+            tracing::debug!(
+                "split: Cranelift's code for the program's own functions, {size} bytes ({:.1?}{})",
+                started.elapsed(),
+                if code.is_some() { "" } else { ", failed" }
+            );
+            *me.code.lock().unwrap_or_else(PoisonError::into_inner) =
+                code.map_or(HotCode::Gone, HotCode::Ready);
+            me.ready.notify_all();
+        };
+        if std::thread::Builder::new()
+            .name("gojs-compile-hot".into())
+            .spawn(compile)
+            .is_err()
+        {
+            return None;
+        }
+        Some(hot)
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(
+            *self.code.lock().unwrap_or_else(PoisonError::into_inner),
+            HotCode::Ready(_)
+        )
+    }
+
+    fn take(&self, wait: bool) -> Option<wasmtime::Module> {
+        let mut code = self.code.lock().unwrap_or_else(PoisonError::into_inner);
+        while wait && matches!(*code, HotCode::Compiling) {
+            code = self
+                .ready
+                .wait(code)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        match std::mem::replace(&mut *code, HotCode::Gone) {
+            HotCode::Ready(m) => Some(m),
+            HotCode::Compiling => {
+                *code = HotCode::Compiling;
+                None
+            }
+            HotCode::Gone => None,
+        }
+    }
+}
+
 /// The threads that compile secondaries (one per core), made on first use.
 fn compile_pool() -> Result<&'static rayon::ThreadPool, String> {
     static POOL: OnceLock<Result<rayon::ThreadPool, String>> = OnceLock::new();
@@ -1321,6 +1462,9 @@ pub(crate) fn install(
         if let Some(i) = cold.slot.checked_sub(secondary.offset) {
             loaded[i as usize] = false;
         }
+    }
+    if secondary.hot.is_some() {
+        store.data_mut().hot_linker = Some((secondary.clone(), Box::new(linker.clone())));
     }
     Ok(Loading::Pending(
         secondary.clone(),

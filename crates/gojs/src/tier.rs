@@ -437,7 +437,13 @@ impl Shared {
 
 /// Watch for `upgrade`'s code on a thread of its own: once it is in the cache, load it and
 /// ask the program to stop in its loop until the instance has moved ([`Shared::finish`]).
-pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
+/// For a split first run (`first`, its cold side), also ask for a stop while Cranelift's code
+/// for the program's own functions waits to be put in place (`Guest::install_hot`).
+pub(crate) fn watch(
+    upgrade: Upgrade,
+    shared: std::sync::Arc<Shared>,
+    first: Option<std::sync::Arc<crate::split::Secondary>>,
+) {
     use std::sync::atomic::Ordering;
     let _ = std::thread::Builder::new()
         .name("gojs-tier-watch".into())
@@ -447,53 +453,69 @@ pub(crate) fn watch(upgrade: Upgrade, shared: std::sync::Arc<Shared>) {
             let mut wanted = crate::courtesy::want(upgrade.module);
             let mut found = false;
             while !shared.done.load(Ordering::SeqCst) {
+                // Cranelift's code for the program's own functions, ready: it is put in place
+                // at the next stop (or while Go is paused), as a move would be.
+                let hot = first.as_ref().is_some_and(|f| f.hot_ready());
                 if !found {
-                    std::thread::sleep(POLL);
-                    if !upgrade.entry.exists() {
-                        continue;
+                    if !hot {
+                        std::thread::sleep(POLL);
                     }
-                    let started = std::time::Instant::now();
-                    let Some(module) = crate::cache::load(&upgrade.engine, &upgrade.entry) else {
-                        continue;
-                    };
-                    if module.get_export(LOOP_EXPORT).is_none() {
-                        return;
+                    match look(&upgrade, &shared) {
+                        None => return,
+                        Some(true) => {
+                            found = true;
+                            drop(wanted.take());
+                        }
+                        Some(false) if !hot => continue,
+                        Some(false) => {}
                     }
-                    // Its pages present now, on this thread: after the move, the program's
-                    // first steps in the new code (a timer's callback) don't wait for them.
-                    let image = module.image_range();
-                    // SAFETY: the module's own mapping, alive while `module` is; populating
-                    // page tables for reading changes nothing in it.
-                    let _ = unsafe {
-                        rustix::mm::madvise(
-                            image.start.cast_mut().cast(),
-                            image.end as usize - image.start as usize,
-                            rustix::mm::Advice::LinuxPopulateRead,
-                        )
-                    };
-                    tracing::debug!(
-                        "tier-up: Cranelift's code from the cache ({:.1?})",
-                        started.elapsed()
-                    );
-                    *shared
-                        .ready
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
-                    if let Some(waiter) = shared
-                        .waiter
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take()
-                    {
-                        waiter.unpark();
-                    }
-                    found = true;
-                    drop(wanted.take());
                 }
                 let running = shared.request();
                 std::thread::sleep(if running { NUDGE } else { POLL });
             }
         });
+}
+
+/// Whether `upgrade`'s code is in the cache: if so, load it for the instance and wake the
+/// event loop if it waits. `None` if it can't be moved to (no loop to go on in).
+fn look(upgrade: &Upgrade, shared: &Shared) -> Option<bool> {
+    if !upgrade.entry.exists() {
+        return Some(false);
+    }
+    let started = std::time::Instant::now();
+    let Some(module) = crate::cache::load(&upgrade.engine, &upgrade.entry) else {
+        return Some(false);
+    };
+    module.get_export(LOOP_EXPORT)?;
+    // Its pages present now, on this thread: after the move, the program's first steps in the
+    // new code (a timer's callback) don't wait for them.
+    let image = module.image_range();
+    // SAFETY: the module's own mapping, alive while `module` is; populating page tables for
+    // reading changes nothing in it.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            image.start.cast_mut().cast(),
+            image.end as usize - image.start as usize,
+            rustix::mm::Advice::LinuxPopulateRead,
+        )
+    };
+    tracing::debug!(
+        "tier-up: Cranelift's code from the cache ({:.1?})",
+        started.elapsed()
+    );
+    *shared
+        .ready
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
+    if let Some(waiter) = shared
+        .waiter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        waiter.unpark();
+    }
+    Some(true)
 }
 
 #[cfg(test)]

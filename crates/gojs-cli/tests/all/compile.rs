@@ -479,6 +479,45 @@ fn programs_of_older_go_move_too() {
     }
 }
 
+/// A first run compiles the program's own functions (package `main`) with Cranelift, in Winch's
+/// calling convention, and puts that code in place before `main.main` is called: `hotmain`'s
+/// work (recursion, loops, methods `sort` calls through an interface, panics recovered in
+/// main's code, goroutines) runs there, with Node's output. With `GOJS_HOT=off` it doesn't, and
+/// the output is the same.
+#[test]
+fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
+    let wasm = Go::path().build("hotmain").to_string_lossy().into_owned();
+    let want = std::fs::read_to_string(crate::harness::fixtures_dir().join("hotmain/want.stdout"))
+        .unwrap();
+    for (hot, placed) in [(None, true), (Some("off"), false)] {
+        let dir = fresh_scratch_dir("hot");
+        // No background compile: the run stays on the code it starts with.
+        let _lock = lock_filler(&dir);
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", &dir)
+            .env("GOJS_LOG", "debug")
+            .env_remove("GOJS_COMPILER")
+            .env_remove("GOJS_SPLIT")
+            .envs(hot.map(|h| ("GOJS_HOT", h)))
+            .args(["run", &wasm]);
+        let o = run(cmd, b"");
+        let log = o.stderr();
+        assert_eq!(o.code, Some(0), "{log}");
+        assert_eq!(o.stdout(), want, "{log}");
+        let line = "Cranelift's code for the program's own functions in place";
+        assert_eq!(log.contains(line), placed, "GOJS_HOT={hot:?}: {log}");
+        if placed {
+            // Before Go started: the split's other slots are filled after it.
+            let at = log.find(line).unwrap();
+            assert!(
+                at < log.find("the other functions' slots filled").unwrap(),
+                "{log}"
+            );
+        }
+        assert!(!log.contains("tier-up: moved"), "{log}");
+    }
+}
+
 /// A program that sleeps moves while the event loop waits for its timer, not when the timer
 /// fires (which would make it late by as long as the move takes): Cranelift's code lands in the
 /// cache while `tieridle` sleeps for 2 s, and the move must come long before the sleep ends.

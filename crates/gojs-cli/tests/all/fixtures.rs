@@ -33,7 +33,7 @@ macro_rules! fixtures {
 
 fixtures! {
     bigargs, bigclear, byteloops, bytes, callback_panic, callbacks, calls, clock, cpu, deadlock, deep_callbacks, env, exit_in_callback, exitcode, fs, fsprobe, greeter, host_functions,
-    goroutines, hello, host_globals, panic, process, realm, refcount_soak, stdin, strings, subscribe, tieridle, tierup, timers, trap, unhandled_rejection, values, wasmexport, wasmexport_after_exit, wasmimport,
+    goroutines, hello, host_globals, hotmain, panic, process, realm, refcount_soak, stdin, strings, subscribe, tieridle, tierup, timers, trap, unhandled_rejection, values, wasmexport, wasmexport_after_exit, wasmimport,
 }
 
 #[test]
@@ -112,6 +112,24 @@ fn under(compiler: &str, fixtures: &[&str]) {
             cmd.arg(&module).args(&inv.args);
             assert_golden(name, &crate::harness::run(cmd, &inv.stdin));
         }
+    }
+}
+
+/// A first run with `--compiler=auto` compiles the program's own functions with Cranelift
+/// (Winch's calling convention) and runs them beside Winch's code for the rest: each fixture
+/// must run exactly as it does whole (the default split, nothing cached).
+#[test]
+fn fixtures_with_their_own_functions_in_cranelift_s_code() {
+    for name in ALL {
+        let wasm = Go::path().build(name);
+        let inv = Invocation::of(name);
+        let o = crate::harness::run_gojs_in_env(
+            &wasm,
+            &inv,
+            &["--no-cache".into(), "--compiler=auto".into()],
+            gojs_env(name),
+        );
+        assert_golden(name, &o);
     }
 }
 
