@@ -747,9 +747,7 @@ impl Guest {
             guest.store.data_mut().split = loading;
             // Cranelift's code for the program's own functions, if small: in place before
             // `main.main` is called (through the table), so that it runs there from the start.
-            if secondary.small_hot() {
-                guest.install_hot(true);
-            }
+            guest.install_hot(true);
             tracing::debug!(
                 "split: the other functions' slots filled ({:.1?})",
                 started.elapsed()
@@ -871,24 +869,22 @@ impl Guest {
         let Some((first, linker)) = self.store.data_mut().hot_linker.take() else {
             return false;
         };
-        let Some(module) = first.take_hot(wait) else {
-            self.store.data_mut().hot_linker = Some((first, linker));
-            return false;
-        };
-        let started = std::time::Instant::now();
-        match linker.instantiate(&mut self.store, &module) {
-            Ok(_) => {
-                tracing::debug!(
-                    "split: Cranelift's code for the program's own functions in place ({:.1?})",
-                    started.elapsed()
-                );
-                true
-            }
-            Err(e) => {
-                tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}");
-                false
+        let mut placed = false;
+        for module in first.take_hot(wait) {
+            let started = std::time::Instant::now();
+            match linker.instantiate(&mut self.store, &module) {
+                Ok(_) => {
+                    tracing::debug!(
+                        "split: Cranelift's code for hot functions in place ({:.1?})",
+                        started.elapsed()
+                    );
+                    placed = true;
+                }
+                Err(e) => tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}"),
             }
         }
+        self.store.data_mut().hot_linker = Some((first, linker));
+        placed
     }
 
     /// An embedder's call into Go, which can't stop for a tier-up: move first if Go is paused.
@@ -1003,6 +999,8 @@ impl Guest {
         let state = store.data_mut();
         state.guest = Some(exports);
         state.split = crate::split::Loading::Loaded;
+        // Parts of Cranelift's code belong with the store left behind: all of it is here.
+        state.hot_linker = None;
         state.view = MemView::unset();
         state.growth = Growth::default();
         drop(std::mem::replace(&mut self.store, store));

@@ -56,16 +56,104 @@ pub(crate) struct Split {
     pub offset: u32,
     /// The program's own functions (package `main`), for Cranelift to compile first.
     pub own: Vec<bool>,
-    /// Their code, once [`Split::start_hot`] has started its compile.
-    pub hot: Option<Arc<Hot>>,
+    /// Cranelift's code for them and for what they call, once [`Split::start_hot`] has started
+    /// its compiles.
+    pub hot: Vec<Arc<Hot>>,
 }
 
 impl Split {
-    /// Start compiling the program's own functions with Cranelift for `winch`'s store ([`Hot`]).
+    /// Start compiling with Cranelift, for `winch`'s store ([`Hot`]), the program's own
+    /// functions, and then the library functions they call (not the runtime's) with theirs:
+    /// on a thread of its own, from picking the functions on.
     pub fn start_hot(&mut self, winch: &wasmtime::Engine) {
-        self.hot = Hot::start(winch, self);
+        if std::env::var_os("GOJS_HOT").is_some_and(|v| v == "off") || !self.own.iter().any(|&o| o)
+        {
+            return;
+        }
+        if let Some(hot) = Hot::start(winch, self.source.clone(), self.own.clone(), self.offset) {
+            self.hot = hot;
+        }
     }
 }
+
+/// The functions outside package `main` and the runtime that `own` calls directly, and what
+/// they call in turn (breadth first, within [`LIBRARY_BUDGET`]): where a program's work is
+/// when it isn't in its own code (hashing, sorting, parsing, formatting).
+fn library_callees(shape: &Shape<'_>, own: &[bool]) -> Option<Vec<bool>> {
+    let catalog = Catalog::new(shape);
+    let imported = shape.imported_funcs as usize;
+    // The runtime's (and the packages as tied to it: reflection, printing), which calls it
+    // most: its calls from Cranelift's code into the runtime's would each go through the table.
+    let runtime = |name: &str| {
+        name.starts_with("runtime.")
+            || name.starts_with("internal_")
+            || name.starts_with("sync_atomic.")
+            || name.starts_with("reflect.")
+            || name.starts_with("fmt.")
+    };
+    // Marked: left out (the program's own, compiled already, and the runtime's).
+    let mut chosen: Vec<bool> = catalog
+        .name_of
+        .iter()
+        .zip(own)
+        .map(|(n, &o)| o || runtime(n))
+        .collect();
+    let mut seeds = Vec::new();
+    for i in (0..own.len()).filter(|&i| own[i]) {
+        for (_, _, callee) in calls(shape.bodies[i])? {
+            if let Some(c) = (callee as usize).checked_sub(imported)
+                && c < chosen.len()
+                && !chosen[c]
+                && !catalog.unlikely[c]
+            {
+                seeds.push(c);
+            }
+        }
+    }
+    let before = chosen.clone();
+    let mut budget_left = LIBRARY_BUDGET;
+    // Seeds one at a time, each within a budget of its own, so that one large callee (`fmt`'s
+    // printing) doesn't take what the others need.
+    for seed in seeds {
+        let spent = catalog
+            .expand(shape, vec![seed], &mut chosen, budget_left.min(SEED_BUDGET))
+            .unwrap_or(0);
+        budget_left = budget_left.saturating_sub(spent);
+        if budget_left == 0 {
+            break;
+        }
+    }
+    let mut new: Vec<bool> = chosen.iter().zip(&before).map(|(&c, &b)| c && !b).collect();
+    // Left to Winch: glue that mostly calls the runtime (each such call would go through the
+    // table from Cranelift's code, where Winch's calls it directly), keeping the loops.
+    let picked: Vec<usize> = (0..new.len()).filter(|&i| new[i]).collect();
+    for i in picked {
+        let body = shape.bodies[i];
+        let out = calls(body).map_or(usize::MAX, |sites| {
+            sites
+                .iter()
+                .filter(|&&(_, _, callee)| {
+                    (callee as usize)
+                        .checked_sub(imported)
+                        .is_some_and(|c| before.get(c) == Some(&true) && !own[c])
+                })
+                .count()
+        });
+        if out.saturating_mul(BYTES_PER_RUNTIME_CALL) > body.len() {
+            new[i] = false;
+        }
+    }
+    Some(new)
+}
+
+/// How much library code (bytes of function bodies) Cranelift compiles for a first run after
+/// the program's own: ~0.2 s on one core.
+const LIBRARY_BUDGET: usize = 192 << 10;
+/// The most of it one function the program calls takes, with what that calls.
+const SEED_BUDGET: usize = 32 << 10;
+/// A library function goes to Cranelift only with at least this much code per call it makes
+/// into the runtime.
+const BYTES_PER_RUNTIME_CALL: usize = 96;
 
 #[cfg(test)]
 impl Split {
@@ -240,7 +328,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         source: Arc::from(wasm),
         offset,
         own: own_code,
-        hot: None,
+        hot: Vec::new(),
     })
 }
 
@@ -354,7 +442,7 @@ impl Plan {
             source: Arc::from(named.as_ref()),
             offset: self.offset,
             own,
-            hot: None,
+            hot: Vec::new(),
         })
     }
 }
@@ -1158,8 +1246,9 @@ pub(crate) struct Secondary {
     /// cold function ([`Secondary::ensure_started`]).
     engine: wasmtime::Engine,
     started: std::sync::Once,
-    /// Cranelift's code for the program's own functions ([`Hot`]).
-    hot: Option<Arc<Hot>>,
+    /// Cranelift's code for the program's own functions and the libraries' they call
+    /// ([`Hot`]), in the order they are compiled and put in place.
+    hot: Vec<Arc<Hot>>,
 }
 
 impl Secondary {
@@ -1181,20 +1270,29 @@ impl Secondary {
         })
     }
 
-    /// Cranelift's code for the program's own functions, once (taken); with `wait`, waiting
-    /// for its compile (if it is small).
-    pub fn take_hot(&self, wait: bool) -> Option<wasmtime::Module> {
-        self.hot.as_ref()?.take(wait)
+    /// Cranelift's code compiled for this split ([`Hot`]) that is ready and not yet taken, in
+    /// order; with `wait`, the first part's is waited for if it is small.
+    pub fn take_hot(&self, wait: bool) -> Vec<wasmtime::Module> {
+        let mut ready = Vec::new();
+        for (n, hot) in self.hot.iter().enumerate() {
+            match hot.take(wait && n == 0) {
+                Taken::Code(m) => ready.push(m),
+                Taken::Gone => {}
+                // The parts are compiled in order.
+                Taken::Compiling => break,
+            }
+        }
+        ready
     }
 
-    /// Whether Cranelift's code for the program's own functions is small enough to wait for.
-    pub fn small_hot(&self) -> bool {
-        self.hot.as_ref().is_some_and(|h| h.small)
-    }
-
-    /// Whether Cranelift's code for the program's own functions waits to be taken.
+    /// Whether Cranelift's code waits to be taken.
     pub fn hot_ready(&self) -> bool {
-        self.hot.as_ref().is_some_and(|h| h.is_ready())
+        self.hot.iter().any(|h| h.is_ready())
+    }
+
+    /// Whether Cranelift's code is compiled for this split.
+    pub fn has_hot(&self) -> bool {
+        !self.hot.is_empty()
     }
 
     /// Start compiling the secondary on a background thread, unless that has started already.
@@ -1299,12 +1397,14 @@ impl Secondary {
 pub(crate) struct Hot {
     code: Mutex<HotCode>,
     ready: Condvar,
-    /// Small enough to wait for before Go starts.
-    pub small: bool,
 }
 
 enum HotCode {
-    Compiling,
+    /// Being picked or compiled; `waitable` while it is small enough to wait for before Go
+    /// starts ([`HOT_WAIT_MAX`]).
+    Compiling {
+        waitable: bool,
+    },
     Ready(wasmtime::Module),
     Gone,
 }
@@ -1312,54 +1412,119 @@ enum HotCode {
 /// Own code up to this many bytes is waited for before Go starts (Cranelift: ~1 ms a KB).
 const HOT_WAIT_MAX: usize = 48 << 10;
 
+/// How long a first run lasts before Cranelift compiles the library functions it calls.
+const LIBRARIES_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Marks what is still being compiled as gone when the compile thread ends (a panic, too).
+struct GoneOnDrop<'a>(&'a [Arc<Hot>]);
+
+impl Drop for GoneOnDrop<'_> {
+    fn drop(&mut self) {
+        for hot in self.0 {
+            hot.set(HotCode::Gone);
+        }
+    }
+}
+
+/// What [`Hot::take`] found.
+enum Taken {
+    Code(wasmtime::Module),
+    Compiling,
+    Gone,
+}
+
 impl Hot {
-    /// Start compiling `split`'s own functions for `winch` (the engine of the primary).
-    fn start(winch: &wasmtime::Engine, split: &Split) -> Option<Arc<Hot>> {
-        if std::env::var_os("GOJS_HOT").is_some_and(|v| v == "off") || !split.own.iter().any(|&o| o)
-        {
-            return None;
-        }
-        let shape = parse(&split.source)?;
-        if shape.bodies.len() != split.own.len() {
-            return None;
-        }
-        let size: usize = (0..split.own.len())
-            .filter(|&i| split.own[i])
-            .map(|i| shape.bodies[i].len())
-            .sum();
-        let wasm = part(&shape, &split.own, split.offset)?;
-        let hot = Arc::new(Hot {
-            code: Mutex::new(HotCode::Compiling),
-            ready: Condvar::new(),
-            small: size <= HOT_WAIT_MAX,
-        });
-        let (me, winch) = (hot.clone(), winch.clone());
-        let compile = move || {
-            let started = std::time::Instant::now();
-            let code = crate::engine::cranelift_for_winch()
-                .and_then(|cranelift| {
-                    crate::engine::compile_go(cranelift, &wasm, crate::engine::Code::Cranelift).ok()
+    /// Start compiling, on a thread of its own, a part of `source` (a split module whose
+    /// defined functions' slots start at `offset`) for its `own` functions, then one for the
+    /// library functions they call ([`library_callees`]), for `winch` (the primary's engine).
+    fn start(
+        winch: &wasmtime::Engine,
+        source: Arc<[u8]>,
+        own: Vec<bool>,
+        offset: u32,
+    ) -> Option<Vec<Arc<Hot>>> {
+        let hot: Vec<Arc<Hot>> = (0..2)
+            .map(|_| {
+                Arc::new(Hot {
+                    code: Mutex::new(HotCode::Compiling { waitable: true }),
+                    ready: Condvar::new(),
                 })
-                .and_then(|m| m.serialize().ok())
-                // SAFETY: bytes this process just serialized from a module it compiled.
-                .and_then(|bytes| unsafe { wasmtime::Module::deserialize(&winch, bytes) }.ok());
-            tracing::debug!(
-                "split: Cranelift's code for the program's own functions, {size} bytes ({:.1?}{})",
-                started.elapsed(),
-                if code.is_some() { "" } else { ", failed" }
-            );
-            *me.code.lock().unwrap_or_else(PoisonError::into_inner) =
-                code.map_or(HotCode::Gone, HotCode::Ready);
-            me.ready.notify_all();
+            })
+            .collect();
+        let (slots, winch) = (hot.clone(), winch.clone());
+        let begun = std::time::Instant::now();
+        let compile = move || {
+            // Whatever happens here, nobody waits for it for ever.
+            let _gone = GoneOnDrop(&slots);
+            let shape = parse(&source).filter(|s| s.bodies.len() == own.len());
+            for (n, me) in slots.iter().enumerate() {
+                let chosen = match (&shape, n) {
+                    (Some(_), 0) => Some(own.clone()),
+                    (Some(shape), _) => {
+                        // The libraries' only for a run that lasts, and below the program and
+                        // the compile of the rest: a short run needs neither core taken from
+                        // it.
+                        std::thread::sleep(LIBRARIES_AFTER.saturating_sub(begun.elapsed()));
+                        #[cfg(target_os = "linux")]
+                        // SAFETY: a plain system call on this thread, no memory passed.
+                        unsafe {
+                            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                        }
+                        library_callees(shape, &own)
+                    }
+                    (None, _) => None,
+                };
+                let picked = shape.as_ref().zip(chosen.filter(|c| c.iter().any(|&c| c)));
+                let code = picked.and_then(|(shape, chosen)| {
+                    let size: usize = (0..chosen.len())
+                        .filter(|&i| chosen[i])
+                        .map(|i| shape.bodies[i].len())
+                        .sum();
+                    if size > HOT_WAIT_MAX {
+                        me.set(HotCode::Compiling { waitable: false });
+                    }
+                    let wasm = part(shape, &chosen, offset)?;
+                    let started = std::time::Instant::now();
+                    let code = crate::engine::cranelift_for_winch()
+                        .and_then(|cranelift| {
+                            crate::engine::compile_go(
+                                cranelift,
+                                &wasm,
+                                crate::engine::Code::Cranelift,
+                            )
+                            .ok()
+                        })
+                        .and_then(|m| m.serialize().ok())
+                        // SAFETY: bytes this process just serialized from a module it compiled.
+                        .and_then(|bytes| {
+                            unsafe { wasmtime::Module::deserialize(&winch, bytes) }.ok()
+                        });
+                    tracing::debug!(
+                        "split: Cranelift's code for {size} bytes of hot functions ({:.1?}{})",
+                        started.elapsed(),
+                        if code.is_some() { "" } else { ", failed" }
+                    );
+                    code
+                });
+                me.set(code.map_or(HotCode::Gone, HotCode::Ready));
+            }
         };
-        if std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("gojs-compile-hot".into())
             .spawn(compile)
-            .is_err()
-        {
-            return None;
-        }
+            .ok()?;
         Some(hot)
+    }
+
+    /// Publish `code` (a [`HotCode::Gone`] only over code still compiling: not over code ready
+    /// or taken).
+    fn set(&self, code: HotCode) {
+        let mut now = self.code.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(code, HotCode::Gone) && !matches!(*now, HotCode::Compiling { .. }) {
+            return;
+        }
+        *now = code;
+        self.ready.notify_all();
     }
 
     fn is_ready(&self) -> bool {
@@ -1369,21 +1534,21 @@ impl Hot {
         )
     }
 
-    fn take(&self, wait: bool) -> Option<wasmtime::Module> {
+    fn take(&self, wait: bool) -> Taken {
         let mut code = self.code.lock().unwrap_or_else(PoisonError::into_inner);
-        while wait && matches!(*code, HotCode::Compiling) {
+        while wait && matches!(*code, HotCode::Compiling { waitable: true }) {
             code = self
                 .ready
                 .wait(code)
                 .unwrap_or_else(PoisonError::into_inner);
         }
         match std::mem::replace(&mut *code, HotCode::Gone) {
-            HotCode::Ready(m) => Some(m),
-            HotCode::Compiling => {
-                *code = HotCode::Compiling;
-                None
+            HotCode::Ready(m) => Taken::Code(m),
+            compiling @ HotCode::Compiling { .. } => {
+                *code = compiling;
+                Taken::Compiling
             }
-            HotCode::Gone => None,
+            HotCode::Gone => Taken::Gone,
         }
     }
 }
@@ -1463,7 +1628,7 @@ pub(crate) fn install(
             loaded[i as usize] = false;
         }
     }
-    if secondary.hot.is_some() {
+    if secondary.has_hot() {
         store.data_mut().hot_linker = Some((secondary.clone(), Box::new(linker.clone())));
     }
     Ok(Loading::Pending(

@@ -504,7 +504,7 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
         let log = o.stderr();
         assert_eq!(o.code, Some(0), "{log}");
         assert_eq!(o.stdout(), want, "{log}");
-        let line = "Cranelift's code for the program's own functions in place";
+        let line = "Cranelift's code for hot functions in place";
         assert_eq!(log.contains(line), placed, "GOJS_HOT={hot:?}: {log}");
         if placed {
             // Before Go started: the split's other slots are filled after it.
