@@ -446,9 +446,11 @@ pub(crate) struct HostState {
     pub split: crate::split::Loading,
     /// A split module's cold side and the linker its parts instantiate with, for Cranelift's
     /// code of the program's own functions.
+    /// How many of its parts this instance has placed (or passed over).
     pub hot_linker: Option<(
         std::sync::Arc<crate::split::Secondary>,
         Box<Linker<HostState>>,
+        usize,
     )>,
     /// Where the guest memory beyond the module's initial size begins: the memory there is
     /// anonymous, never mapped from the module's data ([`crate::fill`]).
@@ -769,6 +771,9 @@ impl Guest {
                 .tier_flag
                 .set(base as usize + crate::tier::FLAG as usize);
             guest.store.data_mut().growth.tier = Some(shared.clone());
+            if let Some((_, _, placed)) = &guest.store.data().hot_linker {
+                shared.hot_placed(*placed);
+            }
             crate::tier::watch(upgrade, shared.clone(), inner.secondary.clone());
             guest.tier = Some(shared);
         }
@@ -866,11 +871,12 @@ impl Guest {
     /// Instantiate Cranelift's code for the program's own functions if it is ready: their
     /// table slots then lead to it, and so does every frame Go resumes through the table.
     fn install_hot(&mut self, wait: bool) -> bool {
-        let Some((first, linker)) = self.store.data_mut().hot_linker.take() else {
+        let Some((first, linker, from)) = self.store.data_mut().hot_linker.take() else {
             return false;
         };
+        let (ready, next) = first.hot_from(from, wait);
         let mut placed = false;
-        for module in first.take_hot(wait) {
+        for module in ready {
             let started = std::time::Instant::now();
             match linker.instantiate(&mut self.store, &module) {
                 Ok(_) => {
@@ -883,7 +889,10 @@ impl Guest {
                 Err(e) => tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}"),
             }
         }
-        self.store.data_mut().hot_linker = Some((first, linker));
+        self.store.data_mut().hot_linker = Some((first, linker, next));
+        if let Some(t) = &self.tier {
+            t.hot_placed(next);
+        }
         placed
     }
 

@@ -1270,24 +1270,27 @@ impl Secondary {
         })
     }
 
-    /// Cranelift's code compiled for this split ([`Hot`]) that is ready and not yet taken, in
-    /// order; with `wait`, the first part's is waited for if it is small.
-    pub fn take_hot(&self, wait: bool) -> Vec<wasmtime::Module> {
+    /// Cranelift's code compiled for this split ([`Hot`]) from its `from`th part on, as far as
+    /// it is ready, in order, and the index of the part after; with `wait`, the first part's
+    /// compile is waited for if it is small. Each instance places every part once.
+    pub fn hot_from(&self, from: usize, wait: bool) -> (Vec<wasmtime::Module>, usize) {
         let mut ready = Vec::new();
-        for (n, hot) in self.hot.iter().enumerate() {
-            match hot.take(wait && n == 0) {
+        let mut next = from;
+        for hot in self.hot.iter().skip(from) {
+            match hot.peek(wait && next == 0) {
                 Taken::Code(m) => ready.push(m),
                 Taken::Gone => {}
                 // The parts are compiled in order.
                 Taken::Compiling => break,
             }
+            next += 1;
         }
-        ready
+        (ready, next)
     }
 
-    /// Whether Cranelift's code waits to be taken.
-    pub fn hot_ready(&self) -> bool {
-        self.hot.iter().any(|h| h.is_ready())
+    /// Whether Cranelift's code from the `from`th part on is ready to be placed.
+    pub fn hot_ready_from(&self, from: usize) -> bool {
+        self.hot.iter().skip(from).any(|h| h.is_ready())
     }
 
     /// Whether Cranelift's code is compiled for this split.
@@ -1426,7 +1429,7 @@ impl Drop for GoneOnDrop<'_> {
     }
 }
 
-/// What [`Hot::take`] found.
+/// What [`Hot::peek`] found.
 enum Taken {
     Code(wasmtime::Module),
     Compiling,
@@ -1516,8 +1519,7 @@ impl Hot {
         Some(hot)
     }
 
-    /// Publish `code` (a [`HotCode::Gone`] only over code still compiling: not over code ready
-    /// or taken).
+    /// Publish `code` (a [`HotCode::Gone`] only over code still compiling, not over code ready).
     fn set(&self, code: HotCode) {
         let mut now = self.code.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(code, HotCode::Gone) && !matches!(*now, HotCode::Compiling { .. }) {
@@ -1534,7 +1536,7 @@ impl Hot {
         )
     }
 
-    fn take(&self, wait: bool) -> Taken {
+    fn peek(&self, wait: bool) -> Taken {
         let mut code = self.code.lock().unwrap_or_else(PoisonError::into_inner);
         while wait && matches!(*code, HotCode::Compiling { waitable: true }) {
             code = self
@@ -1542,12 +1544,9 @@ impl Hot {
                 .wait(code)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        match std::mem::replace(&mut *code, HotCode::Gone) {
-            HotCode::Ready(m) => Taken::Code(m),
-            compiling @ HotCode::Compiling { .. } => {
-                *code = compiling;
-                Taken::Compiling
-            }
+        match &*code {
+            HotCode::Ready(m) => Taken::Code(m.clone()),
+            HotCode::Compiling { .. } => Taken::Compiling,
             HotCode::Gone => Taken::Gone,
         }
     }
@@ -1629,7 +1628,7 @@ pub(crate) fn install(
         }
     }
     if secondary.has_hot() {
-        store.data_mut().hot_linker = Some((secondary.clone(), Box::new(linker.clone())));
+        store.data_mut().hot_linker = Some((secondary.clone(), Box::new(linker.clone()), 0));
     }
     Ok(Loading::Pending(
         secondary.clone(),

@@ -277,6 +277,9 @@ pub(crate) struct Shared {
     /// The event loop's thread while it waits with Go paused: woken when the code is ready,
     /// so that the program moves while it has nothing else to do.
     waiter: std::sync::Mutex<Option<std::thread::Thread>>,
+    /// How many parts of Cranelift's code for a split first run the instance has placed
+    /// (`Guest::install_hot`): the watcher asks for a stop while a later one is ready.
+    hot_placed: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -299,7 +302,14 @@ impl Shared {
             ready: std::sync::Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
             waiter: std::sync::Mutex::new(None),
+            hot_placed: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// The instance has placed (or passed over) the first `n` parts of Cranelift's code.
+    pub(crate) fn hot_placed(&self, n: usize) {
+        self.hot_placed
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Whether the watcher has Cranelift's code; if not, the calling thread (the event loop,
@@ -455,7 +465,9 @@ pub(crate) fn watch(
             while !shared.done.load(Ordering::SeqCst) {
                 // Cranelift's code for the program's own functions, ready: it is put in place
                 // at the next stop (or while Go is paused), as a move would be.
-                let hot = first.as_ref().is_some_and(|f| f.hot_ready());
+                let hot = first
+                    .as_ref()
+                    .is_some_and(|f| f.hot_ready_from(shared.hot_placed.load(Ordering::SeqCst)));
                 if !found {
                     if !hot {
                         std::thread::sleep(POLL);

@@ -186,6 +186,39 @@ fn an_embedder_s_call_moves_an_idle_program_to_cranelift_s_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With `Compiler::Auto`, a module seen for the first time is split, and Cranelift's code for
+/// its own functions is compiled once for all its instances: instances of `hotmain`, one after
+/// another and side by side, print what Node prints.
+#[test]
+fn instances_of_a_first_run_module_share_its_cranelift_parts() {
+    let dir = crate::harness::fresh_scratch_dir("hot-instances");
+    // No background compile: the instances run the split's code.
+    let lock = crate::harness::lock_filler(&dir);
+    let wasm = Go::path().build("hotmain");
+    let want = std::fs::read_to_string(crate::harness::fixtures_dir().join("hotmain/want.stdout"))
+        .unwrap();
+    let auto = gojs::Engine::with_cache_dir(gojs::Compiler::Auto, &dir).unwrap();
+    let module = gojs::Module::from_file(&auto, &wasm).unwrap();
+    let spawn = || {
+        let out = Buffer::default();
+        let config = gojs::Config::new()
+            .stdout(gojs::Output::Writer(Box::new(out.clone())))
+            .stderr(gojs::Output::Null);
+        (module.spawn(config).unwrap(), out)
+    };
+    let printed = |out: &Buffer| String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+    let (first, out) = spawn();
+    assert_eq!(first.wait().unwrap(), 0);
+    assert_eq!(printed(&out), want);
+    let both = [spawn(), spawn()];
+    for (running, out) in both {
+        assert_eq!(running.wait().unwrap(), 0);
+        assert_eq!(printed(&out), want);
+    }
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_panicking_callback_is_an_error_with_the_panic_message() {
     let (running, _out) = spawn_greeter();
