@@ -444,9 +444,9 @@ pub(crate) struct HostState {
     pub names: foldhash::HashMap<Box<[u8]>, std::rc::Rc<crate::realm::PropName>>,
     /// A split module's secondary, for this instance.
     pub split: crate::split::Loading,
-    /// A split module's cold side and the linker its parts instantiate with, for Cranelift's
-    /// code of the program's own functions.
-    /// How many of its parts this instance has placed (or passed over).
+    /// A split module's cold side, the linker its parts instantiate with, and how many parts
+    /// of Cranelift's code for it ([`crate::split::Hot`]) this instance has placed (or passed
+    /// over, if they failed).
     pub hot_linker: Option<(
         std::sync::Arc<crate::split::Secondary>,
         Box<Linker<HostState>>,
@@ -747,8 +747,9 @@ impl Guest {
             let loading = crate::split::install(&mut guest.store, linker, instance, secondary)
                 .map_err(|e| Error::Host(format!("split module: {e:#}")))?;
             guest.store.data_mut().split = loading;
-            // Cranelift's code for the program's own functions, if small: in place before
-            // `main.main` is called (through the table), so that it runs there from the start.
+            // Cranelift's code for the program's own functions, waited for if small: in place
+            // before `main.main` is called (through the table), so that it runs there from the
+            // start.
             guest.install_hot(true);
             tracing::debug!(
                 "split: the other functions' slots filled ({:.1?})",
@@ -868,8 +869,11 @@ impl Guest {
         Ok(())
     }
 
-    /// Instantiate Cranelift's code for the program's own functions if it is ready: their
-    /// table slots then lead to it, and so does every frame Go resumes through the table.
+    /// Instantiate the parts of Cranelift's code for a split first run that are ready and not
+    /// yet placed ([`crate::split::Hot`]; with `wait`, the first is waited for if it is small):
+    /// their functions' table slots then lead to it, and so does every frame Go resumes
+    /// through the table. Called before Go starts, at stops and while Go is paused (never with
+    /// Go's frames on the wasm stack). Whether anything was placed.
     fn install_hot(&mut self, wait: bool) -> bool {
         let Some((first, linker, from)) = self.store.data_mut().hot_linker.take() else {
             return false;

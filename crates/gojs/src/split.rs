@@ -1394,9 +1394,12 @@ impl Secondary {
     }
 }
 
-/// Cranelift's code for a split program's own functions (package `main`), compiled with
-/// Winch's calling convention so that it runs beside Winch's code in the same store: a part,
-/// instantiated before Go starts if it is small, else at the program's first stop.
+/// One part of Cranelift's code for a split first run ([`Hot::start`]: the program's own
+/// functions, then the library functions they call), compiled with Winch's calling convention
+/// so that it runs beside Winch's code in the same store; each instance places it
+/// (`Guest::install_hot`) before Go starts if it is the first and small, else at a stop or
+/// while Go is paused. RATIONALE.md, "Why compile the program's own functions with Cranelift
+/// in its first run?".
 pub(crate) struct Hot {
     code: Mutex<HotCode>,
     ready: Condvar,
