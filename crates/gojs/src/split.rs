@@ -1418,6 +1418,10 @@ enum HotCode {
 /// Own code up to this many bytes is waited for before Go starts (Cranelift: ~1 ms a KB).
 const HOT_WAIT_MAX: usize = 48 << 10;
 
+/// A part of more code than this isn't compiled: it would come late (~0.5 s), and the whole
+/// module's Cranelift code not much later.
+const HOT_MAX: usize = 512 << 10;
+
 /// How long a first run lasts before Cranelift compiles the library functions it calls.
 const LIBRARIES_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -1465,7 +1469,16 @@ impl Hot {
             let shape = parse(&source).filter(|s| s.bodies.len() == own.len());
             for (n, me) in slots.iter().enumerate() {
                 let chosen = match (&shape, n) {
-                    (Some(_), 0) => Some(own.clone()),
+                    // Not the package's initializers: they run once, before `main.main`.
+                    (Some(shape), 0) => {
+                        let catalog = Catalog::new(shape);
+                        Some(
+                            own.iter()
+                                .zip(&catalog.name_of)
+                                .map(|(&o, name)| o && !is_init(name))
+                                .collect(),
+                        )
+                    }
                     (Some(shape), _) => {
                         // The libraries' only for a run that lasts, and below the program and
                         // the compile of the rest: a short run needs neither core taken from
@@ -1486,8 +1499,17 @@ impl Hot {
                         .filter(|&i| chosen[i])
                         .map(|i| shape.bodies[i].len())
                         .sum();
+                    if size > HOT_MAX {
+                        return None;
+                    }
                     if size > HOT_WAIT_MAX {
                         me.set(HotCode::Compiling { waitable: false });
+                        // Not waited for: below the program, like the rest.
+                        #[cfg(target_os = "linux")]
+                        // SAFETY: a plain system call on this thread, no memory passed.
+                        unsafe {
+                            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                        }
                     }
                     let wasm = part(shape, &chosen, offset)?;
                     let started = std::time::Instant::now();
