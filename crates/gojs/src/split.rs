@@ -85,11 +85,23 @@ fn library_callees(shape: &Shape<'_>, own: &[bool]) -> Option<Vec<bool>> {
     // The runtime's (and the packages as tied to it: reflection, printing), which calls it
     // most: its calls from Cranelift's code into the runtime's would each go through the table.
     let runtime = |name: &str| {
-        name.starts_with("runtime.")
-            || name.starts_with("internal_")
-            || name.starts_with("sync_atomic.")
-            || name.starts_with("reflect.")
-            || name.starts_with("fmt.")
+        [
+            "runtime.",
+            "internal_runtime_",
+            "internal_abi.",
+            "internal_bytealg.",
+            "internal_reflectlite.",
+            "internal_sync.",
+            "internal_godebug",
+            "internal_race.",
+            "internal_cpu.",
+            "internal_fmtsort.",
+            "sync_atomic.",
+            "reflect.",
+            "fmt.",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
     };
     // Marked: left out (the program's own, compiled already, and the runtime's).
     let mut chosen: Vec<bool> = catalog
