@@ -482,14 +482,20 @@ fn programs_of_older_go_move_too() {
 /// A first run compiles the program's own functions (package `main`) with Cranelift, in Winch's
 /// calling convention, and puts that code in place before `main.main` is called: `hotmain`'s
 /// work (recursion, loops, methods `sort` calls through an interface, panics recovered in
-/// main's code, goroutines) runs there, with Node's output. With `GOJS_HOT=off` it doesn't, and
-/// the output is the same.
+/// main's code, goroutines) runs there, with Node's output, built by Go 1.26, 1.21 and 1.19
+/// (module `go`). With `GOJS_HOT=off` it doesn't, and the output is the same.
 #[test]
 fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
-    let wasm = Go::path().build("hotmain").to_string_lossy().into_owned();
     let want = std::fs::read_to_string(crate::harness::fixtures_dir().join("hotmain/want.stdout"))
         .unwrap();
-    for (hot, placed) in [(None, true), (Some("off"), false)] {
+    let runs = [
+        (Go::path(), None, true),
+        (Go::path(), Some("off"), false),
+        (Go::debian(21), None, true),
+        (Go::debian(19), None, true),
+    ];
+    for (go, hot, placed) in runs {
+        let wasm = go.build("hotmain").to_string_lossy().into_owned();
         let dir = fresh_scratch_dir("hot");
         // No background compile: the run stays on the code it starts with.
         let _lock = lock_filler(&dir);
@@ -505,7 +511,12 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
         assert_eq!(o.code, Some(0), "{log}");
         assert_eq!(o.stdout(), want, "{log}");
         let line = "Cranelift's code for hot functions in place";
-        assert_eq!(log.contains(line), placed, "GOJS_HOT={hot:?}: {log}");
+        assert_eq!(
+            log.contains(line),
+            placed,
+            "Go {}, GOJS_HOT={hot:?}: {log}",
+            go.version
+        );
         if placed {
             // Before Go started: the split's other slots are filled after it.
             let at = log.find(line).unwrap();
