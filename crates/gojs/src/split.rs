@@ -59,6 +59,8 @@ pub(crate) struct Split {
     /// Cranelift's code for them and for what they call, once [`Split::start_hot`] has started
     /// its compiles.
     pub hot: Vec<Arc<Hot>>,
+    /// Set while the secondary compiles: the library functions' part waits for it.
+    pub rest_busy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Split {
@@ -70,7 +72,14 @@ impl Split {
         {
             return;
         }
-        if let Some(hot) = Hot::start(winch, self.source.clone(), self.own.clone(), self.offset) {
+        let busy = self.rest_busy.clone();
+        if let Some(hot) = Hot::start(
+            winch,
+            self.source.clone(),
+            self.own.clone(),
+            self.offset,
+            busy,
+        ) {
             self.hot = hot;
         }
     }
@@ -341,6 +350,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         offset,
         own: own_code,
         hot: Vec::new(),
+        rest_busy: Arc::default(),
     })
 }
 
@@ -455,6 +465,7 @@ impl Plan {
             offset: self.offset,
             own,
             hot: Vec::new(),
+            rest_busy: Arc::default(),
         })
     }
 }
@@ -1261,6 +1272,8 @@ pub(crate) struct Secondary {
     /// Cranelift's code for the program's own functions and the libraries' they call
     /// ([`Hot`]), in the order they are compiled and put in place.
     hot: Vec<Arc<Hot>>,
+    /// Set while the secondary compiles ([`Split::rest_busy`]).
+    busy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Secondary {
@@ -1279,6 +1292,7 @@ impl Secondary {
             engine: engine.clone(),
             started: std::sync::Once::new(),
             hot: split.hot,
+            busy: split.rest_busy,
         })
     }
 
@@ -1317,6 +1331,7 @@ impl Secondary {
 
     fn start(self: &Arc<Self>) {
         tracing::debug!("split: compiling the whole module in the background");
+        self.busy.store(true, std::sync::atomic::Ordering::SeqCst);
         let (engine, done) = (self.engine.clone(), self.clone());
         let secondary = self;
         let source = secondary.source();
@@ -1338,6 +1353,7 @@ impl Secondary {
                     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
             tracing::debug!("split: the whole module is ready");
+            done.busy.store(false, std::sync::atomic::Ordering::SeqCst);
             if code.is_ok() {
                 // Every call from now on instantiates the secondary: no more parts.
                 *done.source.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -1349,6 +1365,9 @@ impl Secondary {
             .name("gojs-compile-rest".into())
             .spawn(compile)
         {
+            secondary
+                .busy
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             *secondary
                 .code
                 .lock()
@@ -1464,6 +1483,7 @@ impl Hot {
         source: Arc<[u8]>,
         own: Vec<bool>,
         offset: u32,
+        rest_busy: Arc<std::sync::atomic::AtomicBool>,
     ) -> Option<Vec<Arc<Hot>>> {
         let hot: Vec<Arc<Hot>> = (0..2)
             .map(|_| {
@@ -1496,6 +1516,11 @@ impl Hot {
                         // the compile of the rest: a short run needs neither core taken from
                         // it.
                         std::thread::sleep(LIBRARIES_AFTER.saturating_sub(begun.elapsed()));
+                        // Nor while the rest of the module compiles: the program may be
+                        // waiting for it (or compiling parts, one by one, until it is there).
+                        while rest_busy.load(std::sync::atomic::Ordering::SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
                         #[cfg(target_os = "linux")]
                         // SAFETY: a plain system call on this thread, no memory passed.
                         unsafe {
@@ -1716,7 +1741,19 @@ fn load_secondary(
             .instantiate(&mut *caller, &code)
             .map(drop)
             .map_err(|e| format!("cannot instantiate the rest of the module: {e:#}"))
-    })
+    })?;
+    // The secondary's element segment pointed every slot at its functions, those of Cranelift's
+    // parts too: point theirs back (and place what else is ready).
+    if let Some((first, hot_linker, _)) = caller.data_mut().hot_linker.take() {
+        let (ready, next) = first.hot_from(0, false);
+        for module in ready {
+            if let Err(e) = hot_linker.instantiate(&mut *caller, &module) {
+                tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}");
+            }
+        }
+        caller.data_mut().hot_linker = Some((first, hot_linker, next));
+    }
+    Ok(())
 }
 
 fn val_type(t: &ValType) -> wasmtime::ValType {
