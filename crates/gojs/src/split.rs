@@ -1742,14 +1742,19 @@ fn load_secondary(
             .map(drop)
             .map_err(|e| format!("cannot instantiate the rest of the module: {e:#}"))
     })?;
+    tracing::debug!("split: the rest of the module in place");
     // The secondary's element segment pointed every slot at its functions, those of Cranelift's
     // parts too: point theirs back (and place what else is ready).
     if let Some((first, hot_linker, _)) = caller.data_mut().hot_linker.take() {
         let (ready, next) = first.hot_from(0, false);
+        let parts = ready.len();
         for module in ready {
             if let Err(e) = hot_linker.instantiate(&mut *caller, &module) {
                 tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}");
             }
+        }
+        if parts > 0 {
+            tracing::debug!("split: {parts} parts of Cranelift's code placed again after the rest");
         }
         caller.data_mut().hot_linker = Some((first, hot_linker, next));
     }

@@ -527,6 +527,38 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
         }
         assert!(!log.contains("tier-up: moved"), "{log}");
     }
+    // The rest of the module comes while the program sleeps, and a function it calls then
+    // instantiates it: its element segment takes every slot, and the parts placed before it
+    // must be placed again right after it (the work after the pause runs in them).
+    let wasm = Go::path().build("hotmain").to_string_lossy().into_owned();
+    let mut rest_came = false;
+    for pause in ["1000", "4000"] {
+        let dir = fresh_scratch_dir("hot-rest");
+        let _lock = lock_filler(&dir);
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", &dir)
+            .env("GOJS_LOG", "debug")
+            .env_remove("GOJS_COMPILER")
+            .env_remove("GOJS_SPLIT")
+            .env_remove("GOJS_HOT")
+            .args(["run", &wasm, "3", pause]);
+        let o = run(cmd, b"");
+        let log = o.stderr();
+        assert_eq!(o.code, Some(0), "{log}");
+        assert!(
+            o.stdout() == want.repeat(3) + "AFTER A PAUSE\n" + &want,
+            "{log}"
+        );
+        if let Some(rest) = log.find("the rest of the module in place") {
+            assert!(
+                log[rest..].contains("of Cranelift's code placed again after the rest"),
+                "{log}"
+            );
+            rest_came = true;
+            break;
+        }
+    }
+    assert!(rest_came, "the rest of the module never came");
 }
 
 /// A program that sleeps moves while the event loop waits for its timer, not when the timer
