@@ -46,7 +46,9 @@ struct Access {
     /// (compiles ~4x faster, runs ~2x slower; for a program other than a test binary, only the
     /// functions small programs run and what its own code calls before starting, the rest in
     /// the background and, where Go calls them sooner, in small parts on demand;
-    /// GOJS_SPLIT=off compiles it all first), while Cranelift fills the cache at idle priority;
+    /// GOJS_SPLIT=off compiles it all first; and Cranelift compiles its own functions, then
+    /// the library functions they call, to run beside Winch's code: GOJS_HOT=off leaves that
+    /// out), while Cranelift fills the cache at idle priority;
     /// a run of Winch's code moves to Cranelift's as soon as that is cached (GOJS_TIER=off
     /// stays). cranelift: always the optimizing
     /// compiler (cached; once a run has kept a module of up to 6 MiB for 200 ms, it is compiled
