@@ -828,8 +828,8 @@ fn split_for_first_run(
         }
     };
     Some(Compiled {
+        secondary: Some(crate::split::Secondary::new(engine, split, &module)),
         module,
-        secondary: Some(crate::split::Secondary::new(engine, split)),
         upgrade: None,
     })
 }
@@ -876,8 +876,8 @@ fn resume_split(engine: &wasmtime::Engine, winch_entry: &Path, wasm: &[u8]) -> O
     let mut split = plan.resume(wasm)?;
     split.start_hot(engine);
     Some(Compiled {
+        secondary: Some(crate::split::Secondary::new(engine, split, &module)),
         module,
-        secondary: Some(crate::split::Secondary::new(engine, split)),
         upgrade: None,
     })
 }

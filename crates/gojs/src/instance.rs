@@ -635,6 +635,9 @@ pub(crate) struct Guest {
     abi: &'static str,
     /// Whether the program has moved to Cranelift's code.
     moved: bool,
+    /// A split first run's samples of this thread, while it runs Winch's code
+    /// ([`crate::sampler`]).
+    sampler: Option<crate::sampler::Sampler>,
 }
 
 impl Guest {
@@ -725,6 +728,7 @@ impl Guest {
             tier: None,
             abi: inner.abi.module_name(),
             moved: false,
+            sampler: None,
         };
         let own_imports_only = config.wasm_imports.is_empty();
         clear_on_error.0 = None;
@@ -817,6 +821,13 @@ impl Guest {
                 Error::NotGoJs("linear memory is too small for the argument block".into())
             })?;
         dst.copy_from_slice(&block.bytes);
+        // Where this run spends its time in Winch's code, for Cranelift to compile: sampled
+        // on this thread (the one instance of a module that does).
+        if let Some((secondary, _, _)) = &self.store.data().hot_linker
+            && let Some(samples) = secondary.samples()
+        {
+            self.sampler = crate::sampler::Sampler::start(&samples);
+        }
         self.enter(|store| g.run.call(store, (block.argc, block.argv)))
     }
 
@@ -924,6 +935,8 @@ impl Guest {
         match moved {
             Ok(bytes) => {
                 self.moved = true;
+                // Nothing of Winch's left to find hot.
+                self.sampler = None;
                 tracing::debug!(
                     "tier-up: moved to Cranelift's code, {} MiB of memory copied ({:.1?})",
                     bytes >> 20,

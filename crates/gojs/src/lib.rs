@@ -88,6 +88,11 @@ mod pclntab;
 mod realm;
 mod reentry;
 mod rewrite;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod sampler;
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[path = "sampler_none.rs"]
+mod sampler;
 mod split;
 mod tier;
 mod values;

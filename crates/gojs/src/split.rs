@@ -61,6 +61,8 @@ pub(crate) struct Split {
     pub hot: Vec<Arc<Hot>>,
     /// Set while the secondary compiles: the library functions' part waits for it.
     pub rest_busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the first run spends its time, for the parts after those two ([`Profile`]).
+    pub profile: Option<Arc<Profile>>,
 }
 
 impl Split {
@@ -73,14 +75,22 @@ impl Split {
             return;
         }
         let busy = self.rest_busy.clone();
+        let profile = crate::sampler::Samples::claim().map(|samples| {
+            Arc::new(Profile {
+                samples: Arc::new(samples),
+                winch_code: Mutex::default(),
+            })
+        });
         if let Some(hot) = Hot::start(
             winch,
             self.source.clone(),
             self.own.clone(),
             self.offset,
             busy,
+            profile.clone(),
         ) {
             self.hot = hot;
+            self.profile = profile;
         }
     }
 }
@@ -351,6 +361,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         own: own_code,
         hot: Vec::new(),
         rest_busy: Arc::default(),
+        profile: None,
     })
 }
 
@@ -466,6 +477,7 @@ impl Plan {
             own,
             hot: Vec::new(),
             rest_busy: Arc::default(),
+            profile: None,
         })
     }
 }
@@ -1274,13 +1286,21 @@ pub(crate) struct Secondary {
     hot: Vec<Arc<Hot>>,
     /// Set while the secondary compiles ([`Split::rest_busy`]).
     busy: Arc<std::sync::atomic::AtomicBool>,
+    profile: Option<Arc<Profile>>,
 }
 
 impl Secondary {
     /// `split`'s secondary, to be compiled with `engine` (the primary's) once a program calls a
     /// function the primary lacks: a program that never does (hello world) leaves the cores
     /// to the background filler compiling the whole module for the runs after.
-    pub fn new(engine: &wasmtime::Engine, split: Split) -> Arc<Secondary> {
+    pub fn new(
+        engine: &wasmtime::Engine,
+        split: Split,
+        primary: &wasmtime::Module,
+    ) -> Arc<Secondary> {
+        if let Some(profile) = &split.profile {
+            profile.note(primary);
+        }
         Arc::new(Secondary {
             cold: split.cold,
             types: split.types,
@@ -1293,7 +1313,14 @@ impl Secondary {
             started: std::sync::Once::new(),
             hot: split.hot,
             busy: split.rest_busy,
+            profile: split.profile,
         })
+    }
+
+    /// The buffer a first run's instance samples its thread into ([`Profile`]), if Cranelift
+    /// compiles what it finds.
+    pub fn samples(&self) -> Option<Arc<crate::sampler::Samples>> {
+        self.profile.as_ref().map(|p| p.samples.clone())
     }
 
     /// Cranelift's code compiled for this split ([`Hot`]) from its `from`th part on, as far as
@@ -1353,6 +1380,9 @@ impl Secondary {
                     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))
                 });
             tracing::debug!("split: the whole module is ready");
+            if let (Ok(code), Some(profile)) = (&code, &done.profile) {
+                profile.note(code);
+            }
             done.busy.store(false, std::sync::atomic::Ordering::SeqCst);
             if code.is_ok() {
                 // Every call from now on instantiates the secondary: no more parts.
@@ -1406,6 +1436,9 @@ impl Secondary {
         let module = crate::engine::compile_go(engine, &wasm, crate::engine::Code::WinchPart)
             .inspect_err(|e| tracing::debug!("a part of a split module failed to compile: {e:#}"))
             .ok()?;
+        if let Some(profile) = &self.profile {
+            profile.note(&module);
+        }
         loaded.copy_from_slice(&chosen);
         Some(module)
     }
@@ -1446,6 +1479,71 @@ enum HotCode {
     Gone,
 }
 
+/// Where a split first run spends its time: the samples of its first instance's thread
+/// ([`crate::sampler`]), and Winch's code for the module (the primary, parts, the secondary),
+/// to tell which function each sampled address is in. After the program's own functions and
+/// the libraries' they call, [`Hot`] compiles, round by round, those the samples find it in.
+pub(crate) struct Profile {
+    pub samples: Arc<crate::sampler::Samples>,
+    winch_code: Mutex<Vec<wasmtime::Module>>,
+}
+
+impl Profile {
+    /// Winch's `code` for some of the module's functions (named as in the module).
+    fn note(&self, code: &wasmtime::Module) {
+        self.winch_code
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(code.clone());
+    }
+
+    /// The defined functions Winch's code was running in `records` (samples: an address, then
+    /// return addresses), each counted once a sample, by index; and how many samples had any.
+    fn count(&self, records: &[Vec<u64>], by_name: &std::collections::HashMap<&str, usize>, defined: usize) -> (Vec<u32>, usize) {
+        // Address ranges of Winch's functions, sorted: (start, end, defined index).
+        let mut ranges: Vec<(usize, usize, usize)> = Vec::new();
+        for code in self.winch_code.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let text = code.text().as_ptr() as usize;
+            for f in code.functions() {
+                if let Some(&i) = f.name.as_deref().and_then(|n| by_name.get(n)) {
+                    ranges.push((text + f.offset, text + f.offset + f.len, i));
+                }
+            }
+        }
+        ranges.sort_unstable();
+        let mut counts = vec![0u32; defined];
+        let mut seen = Vec::new();
+        let mut with_any = 0;
+        for record in records {
+            seen.clear();
+            for (k, &address) in record.iter().enumerate() {
+                // A return address is just past its call, which may end the function.
+                let at = (address as usize).saturating_sub(usize::from(k > 0));
+                let after = ranges.partition_point(|r| r.0 <= at);
+                if let Some(&(_, end, i)) = after.checked_sub(1).map(|j| &ranges[j])
+                    && at < end
+                    && !seen.contains(&i)
+                {
+                    seen.push(i);
+                    counts[i] += 1;
+                }
+            }
+            with_any += usize::from(!seen.is_empty());
+        }
+        (counts, with_any)
+    }
+}
+
+/// Samples a round of [`Profile`] needs (one a millisecond of the program's CPU time).
+const ROUND_SAMPLES: usize = 50;
+/// The share of a round's samples a function must be on the stack in (in Winch's code) to
+/// be compiled.
+const ROUND_SHARE: usize = 4;
+/// Code (bytes of function bodies) Cranelift compiles in one round.
+const ROUND_BUDGET: usize = 160 << 10;
+/// Rounds, at most: a run that lasts gets the whole module's Cranelift code a few seconds in.
+const ROUNDS: usize = 6;
+
 /// Own code up to this many bytes is waited for before Go starts (Cranelift: ~1 ms a KB).
 const HOT_WAIT_MAX: usize = 48 << 10;
 
@@ -1477,15 +1575,19 @@ enum Taken {
 impl Hot {
     /// Start compiling, on a thread of its own, a part of `source` (a split module whose
     /// defined functions' slots start at `offset`) for its `own` functions, then one for the
-    /// library functions they call ([`library_callees`]), for `winch` (the primary's engine).
+    /// library functions they call ([`library_callees`]), for `winch` (the primary's engine);
+    /// then, with a `profile`, a part a round for the functions its samples find the program
+    /// running in Winch's code.
     fn start(
         winch: &wasmtime::Engine,
         source: Arc<[u8]>,
         own: Vec<bool>,
         offset: u32,
         rest_busy: Arc<std::sync::atomic::AtomicBool>,
+        profile: Option<Arc<Profile>>,
     ) -> Option<Vec<Arc<Hot>>> {
-        let hot: Vec<Arc<Hot>> = (0..2)
+        let parts = 2 + if profile.is_some() { ROUNDS } else { 0 };
+        let hot: Vec<Arc<Hot>> = (0..parts)
             .map(|_| {
                 Arc::new(Hot {
                     code: Mutex::new(HotCode::Compiling { waitable: true }),
@@ -1498,80 +1600,42 @@ impl Hot {
         let compile = move || {
             // Whatever happens here, nobody waits for it for ever.
             let _gone = GoneOnDrop(&slots);
-            let shape = parse(&source).filter(|s| s.bodies.len() == own.len());
-            for (n, me) in slots.iter().enumerate() {
-                let chosen = match (&shape, n) {
+            let Some(shape) = parse(&source).filter(|s| s.bodies.len() == own.len()) else {
+                return;
+            };
+            let catalog = Catalog::new(&shape);
+            // What Cranelift has compiled (or is compiling).
+            let mut done = own.clone();
+            for (n, me) in slots.iter().take(2).enumerate() {
+                let chosen = if n == 0 {
                     // Not the package's initializers: they run once, before `main.main`.
-                    (Some(shape), 0) => {
-                        let catalog = Catalog::new(shape);
-                        Some(
-                            own.iter()
-                                .zip(&catalog.name_of)
-                                .map(|(&o, name)| o && !is_init(name))
-                                .collect(),
-                        )
+                    own.iter()
+                        .zip(&catalog.name_of)
+                        .map(|(&o, name)| o && !is_init(name))
+                        .collect()
+                } else {
+                    // The libraries' only for a run that lasts, and below the program and
+                    // the compile of the rest: a short run needs neither core taken from it.
+                    std::thread::sleep(LIBRARIES_AFTER.saturating_sub(begun.elapsed()));
+                    // Nor while the rest of the module compiles: the program may be waiting
+                    // for it (or compiling parts, one by one, until it is there).
+                    while rest_busy.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
                     }
-                    (Some(shape), _) => {
-                        // The libraries' only for a run that lasts, and below the program and
-                        // the compile of the rest: a short run needs neither core taken from
-                        // it.
-                        std::thread::sleep(LIBRARIES_AFTER.saturating_sub(begun.elapsed()));
-                        // Nor while the rest of the module compiles: the program may be
-                        // waiting for it (or compiling parts, one by one, until it is there).
-                        while rest_busy.load(std::sync::atomic::Ordering::SeqCst) {
-                            std::thread::sleep(std::time::Duration::from_millis(5));
-                        }
-                        #[cfg(target_os = "linux")]
-                        // SAFETY: a plain system call on this thread, no memory passed.
-                        unsafe {
-                            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-                        }
-                        library_callees(shape, &own)
+                    lower_priority();
+                    let Some(chosen) = library_callees(&shape, &own) else {
+                        me.set(HotCode::Gone);
+                        continue;
+                    };
+                    for (d, &c) in done.iter_mut().zip(&chosen) {
+                        *d |= c;
                     }
-                    (None, _) => None,
+                    chosen
                 };
-                let picked = shape.as_ref().zip(chosen.filter(|c| c.iter().any(|&c| c)));
-                let code = picked.and_then(|(shape, chosen)| {
-                    let size: usize = (0..chosen.len())
-                        .filter(|&i| chosen[i])
-                        .map(|i| shape.bodies[i].len())
-                        .sum();
-                    if size > HOT_MAX {
-                        return None;
-                    }
-                    if size > HOT_WAIT_MAX {
-                        me.set(HotCode::Compiling { waitable: false });
-                        // Not waited for: below the program, like the rest.
-                        #[cfg(target_os = "linux")]
-                        // SAFETY: a plain system call on this thread, no memory passed.
-                        unsafe {
-                            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-                        }
-                    }
-                    let wasm = part(shape, &chosen, offset)?;
-                    let started = std::time::Instant::now();
-                    let code = crate::engine::cranelift_for_winch()
-                        .and_then(|cranelift| {
-                            crate::engine::compile_go(
-                                cranelift,
-                                &wasm,
-                                crate::engine::Code::Cranelift,
-                            )
-                            .ok()
-                        })
-                        .and_then(|m| m.serialize().ok())
-                        // SAFETY: bytes this process just serialized from a module it compiled.
-                        .and_then(|bytes| {
-                            unsafe { wasmtime::Module::deserialize(&winch, bytes) }.ok()
-                        });
-                    tracing::debug!(
-                        "split: Cranelift's code for {size} bytes of hot functions ({:.1?}{})",
-                        started.elapsed(),
-                        if code.is_some() { "" } else { ", failed" }
-                    );
-                    code
-                });
-                me.set(code.map_or(HotCode::Gone, HotCode::Ready));
+                me.set(compile_hot(&shape, &chosen, offset, &winch, me).map_or(HotCode::Gone, HotCode::Ready));
+            }
+            if let Some(profile) = profile {
+                sampled_rounds(&shape, &catalog, &profile, &slots[2..], &mut done, offset, &winch);
             }
         };
         std::thread::Builder::new()
@@ -1612,6 +1676,144 @@ impl Hot {
             HotCode::Gone => Taken::Gone,
         }
     }
+}
+
+/// This thread at nice 10: below the program (Linux's nice values are per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain system call on this thread, no memory passed.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
+/// Cranelift's code, with Winch's calling convention and loaded into `winch`, for a part of
+/// `shape` holding the `chosen` functions (`me` is the part's place, told when it is too big
+/// to wait for). `None` if there is nothing to compile, too much, or it fails.
+fn compile_hot(
+    shape: &Shape<'_>,
+    chosen: &[bool],
+    offset: u32,
+    winch: &wasmtime::Engine,
+    me: &Hot,
+) -> Option<wasmtime::Module> {
+    let size: usize = (0..chosen.len())
+        .filter(|&i| chosen[i])
+        .map(|i| shape.bodies[i].len())
+        .sum();
+    if size == 0 || size > HOT_MAX {
+        return None;
+    }
+    if size > HOT_WAIT_MAX {
+        me.set(HotCode::Compiling { waitable: false });
+        // Not waited for: below the program, like the rest.
+        lower_priority();
+    }
+    let wasm = part(shape, chosen, offset)?;
+    let started = std::time::Instant::now();
+    let code = crate::engine::cranelift_for_winch()
+        .and_then(|cranelift| {
+            crate::engine::compile_go(cranelift, &wasm, crate::engine::Code::Cranelift).ok()
+        })
+        .and_then(|m| m.serialize().ok())
+        // SAFETY: bytes this process just serialized from a module it compiled.
+        .and_then(|bytes| unsafe { wasmtime::Module::deserialize(winch, bytes) }.ok());
+    tracing::debug!(
+        "split: Cranelift's code for {size} bytes of hot functions ({:.1?}{})",
+        started.elapsed(),
+        if code.is_some() { "" } else { ", failed" }
+    );
+    code
+}
+
+/// The parts after the first two: each time the program has run [`ROUND_SAMPLES`] more
+/// milliseconds, the functions at least [`ROUND_SHARE`] percent of those samples found on the
+/// stack in Winch's code (the hot function and its callers up to where the table leads to it)
+/// go to Cranelift, most sampled first, within [`ROUND_BUDGET`]; until the parts run out or
+/// the instance stops sampling (it moved to the whole module's Cranelift code, or is gone).
+fn sampled_rounds(
+    shape: &Shape<'_>,
+    catalog: &Catalog<'_>,
+    profile: &Profile,
+    slots: &[Arc<Hot>],
+    done: &mut [bool],
+    offset: u32,
+    winch: &wasmtime::Engine,
+) {
+    let by_name: std::collections::HashMap<&str, usize> = catalog
+        .name_of
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty())
+        .map(|(i, &n)| (n, i))
+        .collect();
+    // Never worth a place: what runs once, and the exports and loop Go enters through.
+    for (d, name) in done.iter_mut().zip(&catalog.name_of) {
+        *d |= is_init(name) || name.starts_with("wasm_") || name.starts_with("_rt0_");
+    }
+    let samples = &profile.samples;
+    let waited = std::time::Instant::now();
+    let mut cursor = 0;
+    let mut window: Vec<Vec<u64>> = Vec::new();
+    let mut new = 0;
+    let mut next = 0;
+    while next < slots.len() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let (records, at) = samples.read(cursor);
+        cursor = at;
+        new += records.len();
+        window.extend(records);
+        // The latest samples only: the program's work now, not its start.
+        if window.len() > ROUND_SAMPLES {
+            window.drain(..window.len() - ROUND_SAMPLES);
+        }
+        if new < ROUND_SAMPLES {
+            let stopped = samples.has_started() && !samples.is_live();
+            // No instance samples (or none started within a second): nothing to go by.
+            if stopped || (!samples.has_started() && waited.elapsed().as_secs() >= 1) {
+                break;
+            }
+            continue;
+        }
+        new = 0;
+        let (counts, total) = profile.count(&window, &by_name, done.len());
+        let least = (total * ROUND_SHARE).div_ceil(100).max(3);
+        let mut hot: Vec<usize> = (0..counts.len())
+            .filter(|&i| counts[i] as usize >= least && !done[i] && !catalog.unlikely[i])
+            .collect();
+        hot.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
+        let mut chosen = vec![false; done.len()];
+        let mut budget = ROUND_BUDGET;
+        for i in hot {
+            if let Some(left) = budget.checked_sub(shape.bodies[i].len()) {
+                budget = left;
+                chosen[i] = true;
+            }
+        }
+        if !chosen.contains(&true) {
+            continue;
+        }
+        tracing::debug!(
+            "split: round {}: {} functions sampled hot (of {total} samples), {}",
+            next + 1,
+            chosen.iter().filter(|&&c| c).count(),
+            (0..chosen.len())
+                .filter(|&i| chosen[i])
+                .take(4)
+                .map(|i| catalog.name_of[i])
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (d, &c) in done.iter_mut().zip(&chosen) {
+            *d |= c;
+        }
+        let me = &slots[next];
+        me.set(compile_hot(shape, &chosen, offset, winch, me).map_or(HotCode::Gone, HotCode::Ready));
+        next += 1;
+        // What ran meanwhile is in the code placed just now, or not: sampled afresh.
+        window.clear();
+    }
+    samples.disarm();
 }
 
 /// The threads that compile secondaries (one per core), made on first use.
