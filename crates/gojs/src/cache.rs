@@ -108,12 +108,16 @@ fn write_with(module: &wasmtime::Module, path: &Path, durable: bool) -> std::io:
 
 /// Put what `write` writes at `path` atomically: into a temporary file in the same directory
 /// (made if need be), synced if `durable`, renamed over `path`. Readers see the old file or
-/// the whole new one; a failed write leaves no temporary file.
+/// the whole new one; a failed write leaves no temporary file. A `path` that is a device or a
+/// pipe (`-o /dev/null`) is written to, never replaced.
 pub(crate) fn replace(
     path: &Path,
     durable: bool,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return write(&mut std::fs::OpenOptions::new().write(true).open(path)?);
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -890,6 +890,10 @@ impl Guest {
             return false;
         };
         let (ready, next) = first.hot_from(from, wait);
+        // The samples are no longer wanted: the timer goes.
+        if self.sampler.as_ref().is_some_and(|s| !s.is_armed()) {
+            self.sampler = None;
+        }
         let mut placed = false;
         for module in ready {
             let started = std::time::Instant::now();

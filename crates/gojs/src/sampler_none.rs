@@ -33,4 +33,8 @@ impl Sampler {
     pub fn start(_samples: &std::sync::Arc<Samples>) -> Option<Sampler> {
         None
     }
+
+    pub fn is_armed(&self) -> bool {
+        match self.0 {}
+    }
 }

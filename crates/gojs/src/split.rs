@@ -77,7 +77,7 @@ impl Split {
         let busy = self.rest_busy.clone();
         let profile = crate::sampler::Samples::claim().map(|samples| {
             Arc::new(Profile {
-                samples: Arc::new(samples),
+                samples: Mutex::new(Some(Arc::new(samples))),
                 winch_code: Mutex::default(),
             })
         });
@@ -1320,7 +1320,7 @@ impl Secondary {
     /// The buffer a first run's instance samples its thread into ([`Profile`]), if Cranelift
     /// compiles what it finds.
     pub fn samples(&self) -> Option<Arc<crate::sampler::Samples>> {
-        self.profile.as_ref().map(|p| p.samples.clone())
+        self.profile.as_ref().and_then(|p| p.samples())
     }
 
     /// Cranelift's code compiled for this split ([`Hot`]) from its `from`th part on, as far as
@@ -1484,11 +1484,26 @@ enum HotCode {
 /// to tell which function each sampled address is in. After the program's own functions and
 /// the libraries' they call, [`Hot`] compiles, round by round, those the samples find it in.
 pub(crate) struct Profile {
-    pub samples: Arc<crate::sampler::Samples>,
+    /// Until the rounds are over.
+    samples: Mutex<Option<Arc<crate::sampler::Samples>>>,
     winch_code: Mutex<Vec<wasmtime::Module>>,
 }
 
 impl Profile {
+    fn samples(&self) -> Option<Arc<crate::sampler::Samples>> {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn forget_samples(&self) {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
     /// Winch's `code` for some of the module's functions (named as in the module).
     fn note(&self, code: &wasmtime::Module) {
         self.winch_code
@@ -1498,11 +1513,22 @@ impl Profile {
     }
 
     /// The defined functions Winch's code was running in `records` (samples: an address, then
-    /// return addresses), each counted once a sample, by index; and how many samples had any.
-    fn count(&self, records: &[Vec<u64>], by_name: &std::collections::HashMap<&str, usize>, defined: usize) -> (Vec<u32>, usize) {
+    /// return addresses), each counted once a sample, by index; and how many samples were in
+    /// Winch's code at the sampled address itself.
+    fn count(
+        &self,
+        records: &[Vec<u64>],
+        by_name: &std::collections::HashMap<&str, usize>,
+        defined: usize,
+    ) -> (Vec<u32>, usize) {
         // Address ranges of Winch's functions, sorted: (start, end, defined index).
         let mut ranges: Vec<(usize, usize, usize)> = Vec::new();
-        for code in self.winch_code.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for code in self
+            .winch_code
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             let text = code.text().as_ptr() as usize;
             for f in code.functions() {
                 if let Some(&i) = f.name.as_deref().and_then(|n| by_name.get(n)) {
@@ -1513,7 +1539,7 @@ impl Profile {
         ranges.sort_unstable();
         let mut counts = vec![0u32; defined];
         let mut seen = Vec::new();
-        let mut with_any = 0;
+        let mut in_winch = 0;
         for record in records {
             seen.clear();
             for (k, &address) in record.iter().enumerate() {
@@ -1524,18 +1550,19 @@ impl Profile {
                     && at < end
                     && !seen.contains(&i)
                 {
+                    in_winch += usize::from(k == 0);
                     seen.push(i);
                     counts[i] += 1;
                 }
             }
-            with_any += usize::from(!seen.is_empty());
         }
-        (counts, with_any)
+        (counts, in_winch)
     }
 }
 
-/// Samples a round of [`Profile`] needs (one a millisecond of the program's CPU time).
-const ROUND_SAMPLES: usize = 50;
+/// Samples a round of [`Profile`] needs (one a tick of the program's CPU time, 4 ms at the
+/// usual 250 Hz).
+const ROUND_SAMPLES: usize = 25;
 /// The share of a round's samples a function must be on the stack in (in Winch's code) to
 /// be compiled.
 const ROUND_SHARE: usize = 4;
@@ -1632,10 +1659,21 @@ impl Hot {
                     }
                     chosen
                 };
-                me.set(compile_hot(&shape, &chosen, offset, &winch, me).map_or(HotCode::Gone, HotCode::Ready));
+                me.set(
+                    compile_hot(&shape, &chosen, offset, &winch, me)
+                        .map_or(HotCode::Gone, HotCode::Ready),
+                );
             }
             if let Some(profile) = profile {
-                sampled_rounds(&shape, &catalog, &profile, &slots[2..], &mut done, offset, &winch);
+                sampled_rounds(
+                    &shape,
+                    &catalog,
+                    &profile,
+                    &slots[2..],
+                    &mut done,
+                    offset,
+                    &winch,
+                );
             }
         };
         std::thread::Builder::new()
@@ -1751,7 +1789,9 @@ fn sampled_rounds(
     for (d, name) in done.iter_mut().zip(&catalog.name_of) {
         *d |= is_init(name) || name.starts_with("wasm_") || name.starts_with("_rt0_");
     }
-    let samples = &profile.samples;
+    let Some(samples) = profile.samples() else {
+        return;
+    };
     let waited = std::time::Instant::now();
     let mut cursor = 0;
     let mut window: Vec<Vec<u64>> = Vec::new();
@@ -1769,38 +1809,40 @@ fn sampled_rounds(
         }
         if new < ROUND_SAMPLES {
             let stopped = samples.has_started() && !samples.is_live();
-            // No instance samples (or none started within a second): nothing to go by.
-            if stopped || (!samples.has_started() && waited.elapsed().as_secs() >= 1) {
+            // No instance samples (or none started within 10 s): nothing to go by.
+            if stopped || (!samples.has_started() && waited.elapsed().as_secs() >= 10) {
                 break;
             }
             continue;
         }
         new = 0;
-        let (counts, total) = profile.count(&window, &by_name, done.len());
-        let least = (total * ROUND_SHARE).div_ceil(100).max(3);
+        let (counts, in_winch) = profile.count(&window, &by_name, done.len());
+        let least = (window.len() * ROUND_SHARE).div_ceil(100).max(2);
         let mut hot: Vec<usize> = (0..counts.len())
             .filter(|&i| counts[i] as usize >= least && !done[i] && !catalog.unlikely[i])
             .collect();
         hot.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
         let mut chosen = vec![false; done.len()];
         let mut budget = ROUND_BUDGET;
-        for i in hot {
-            if let Some(left) = budget.checked_sub(shape.bodies[i].len()) {
-                budget = left;
-                chosen[i] = true;
-            }
-        }
-        if !chosen.contains(&true) {
+        hot.retain(|&i| {
+            let fits = budget.checked_sub(shape.bodies[i].len());
+            budget = fits.unwrap_or(budget);
+            fits.is_some()
+        });
+        if hot.is_empty() {
             continue;
         }
+        for &i in &hot {
+            chosen[i] = true;
+        }
         tracing::debug!(
-            "split: round {}: {} functions sampled hot (of {total} samples), {}",
+            "split: round {}: {} functions sampled hot ({in_winch} of {} samples in Winch's code), {}",
             next + 1,
-            chosen.iter().filter(|&&c| c).count(),
-            (0..chosen.len())
-                .filter(|&i| chosen[i])
+            hot.len(),
+            window.len(),
+            hot.iter()
                 .take(4)
-                .map(|i| catalog.name_of[i])
+                .map(|&i| catalog.name_of[i])
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -1808,12 +1850,16 @@ fn sampled_rounds(
             *d |= c;
         }
         let me = &slots[next];
-        me.set(compile_hot(shape, &chosen, offset, winch, me).map_or(HotCode::Gone, HotCode::Ready));
+        me.set(
+            compile_hot(shape, &chosen, offset, winch, me).map_or(HotCode::Gone, HotCode::Ready),
+        );
         next += 1;
         // What ran meanwhile is in the code placed just now, or not: sampled afresh.
         window.clear();
     }
     samples.disarm();
+    // The buffer goes back for another module's first run once this instance's timer is gone.
+    profile.forget_samples();
 }
 
 /// The threads that compile secondaries (one per core), made on first use.

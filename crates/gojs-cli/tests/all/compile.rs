@@ -117,6 +117,41 @@ fn artifact_runs_like_the_module_and_damage_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `-o` naming a pipe or a device (`/dev/null`) writes the artifact into it: an artifact is
+/// otherwise renamed into place, which would replace the device with a file.
+#[test]
+fn compile_writes_into_a_pipe_without_replacing_it() {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let wasm = hello();
+    let dir = fresh_scratch_dir("compile-pipe");
+    let fifo = dir.join("artifact.pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            std::fs::File::open(fifo)
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            bytes
+        })
+    };
+    let o = gojs_in(&dir, &["compile", &wasm, "-o", &fifo.to_string_lossy()]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr());
+    // (Before the reader is joined: it waits for ever on a pipe nobody opened.)
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let bytes = reader.join().unwrap();
+    assert!(
+        bytes.len() > 1 << 20,
+        "{} bytes through the pipe",
+        bytes.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn compile_fills_the_cache_and_runs_use_it() {
     let wasm = hello();
@@ -559,6 +594,59 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
         }
     }
     assert!(rest_came, "the rest of the module never came");
+}
+
+/// A first run samples where its time goes and has Cranelift compile that too: `hotlib` spends
+/// its time in `hash/crc32`'s loop, which it reaches only through a function value, so neither
+/// its own functions' part nor the libraries' (found through direct calls) holds it; a round of
+/// samples must find it and put Cranelift's code for it in place. `GOJS_SAMPLE=off` takes no
+/// samples. The output is the same either way.
+#[test]
+fn a_first_run_compiles_where_its_time_goes() {
+    let want =
+        std::fs::read_to_string(crate::harness::fixtures_dir().join("hotlib/want.stdout")).unwrap();
+    for (go, sample) in [
+        (Go::path(), None),
+        (Go::path(), Some("off")),
+        (Go::debian(21), None),
+        (Go::debian(19), None),
+    ] {
+        let wasm = go.build("hotlib").to_string_lossy().into_owned();
+        let dir = fresh_scratch_dir("sampled");
+        // No background compile: the run stays on the code it starts with.
+        let _lock = lock_filler(&dir);
+        let mut cmd = Command::new(gojs());
+        cmd.env("GOJS_CACHE_DIR", &dir)
+            .env("GOJS_LOG", "debug")
+            .env_remove("GOJS_COMPILER")
+            .env_remove("GOJS_SPLIT")
+            .env_remove("GOJS_HOT")
+            .envs(sample.map(|s| ("GOJS_SAMPLE", s)))
+            // Long enough for the parts before the rounds on a loaded machine.
+            .args(["run", &wasm, "5000"]);
+        let o = run(cmd, b"");
+        let log = o.stderr();
+        assert_eq!(o.code, Some(0), "{log}");
+        assert_eq!(o.stdout(), want, "{log}");
+        let round = log
+            .lines()
+            .find(|l| l.contains("sampled hot") && l.contains("crc32"));
+        if sample.is_some() {
+            assert!(!log.contains("sampled hot"), "{log}");
+            continue;
+        }
+        let Some(round) = round else {
+            panic!("Go {}: no round found crc32's loop: {log}", go.version);
+        };
+        // Its code compiled and placed after it.
+        let after = &log[log.find(round).unwrap()..];
+        assert!(
+            after.contains("Cranelift's code for hot functions in place"),
+            "Go {}: {log}",
+            go.version
+        );
+        assert!(!log.contains("tier-up: moved"), "{log}");
+    }
 }
 
 /// A program that sleeps moves while the event loop waits for its timer, not when the timer
