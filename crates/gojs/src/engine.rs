@@ -74,8 +74,10 @@ pub enum Compiler {
     /// Winch compiles the module now, split: the functions small programs run before it
     /// starts, the rest on a background thread, instantiated the first time Go calls one of
     /// them (`GOJS_SPLIT=off` compiles it whole); and Cranelift compiles the program's own
-    /// functions, then the library functions they call, with Winch's calling convention, and
-    /// that code runs beside Winch's (`GOJS_HOT=off` leaves it out). Meanwhile the cache is filled with Winch's and
+    /// functions, then the library functions they call, then (sampling the running thread's
+    /// stack on Linux x86-64, `GOJS_SAMPLE=off` not) the functions its time goes to, with
+    /// Winch's calling convention, and that code runs beside Winch's (`GOJS_HOT=off` leaves it
+    /// out). Meanwhile the cache is filled with Winch's and
     /// then Cranelift's code in the background (a low-priority thread, or the command given to
     /// [`Engine::fill_cache_with`]) for later loads; the process's exit waits for a cache write
     /// or the start of that command still under way. An instance running Winch's code moves
