@@ -96,6 +96,12 @@ impl Samples {
         (records, at)
     }
 
+    /// Whether the buffer is full from word `cursor` on (what [`Samples::read`] returned):
+    /// no more samples come.
+    pub fn is_full(&self, cursor: usize) -> bool {
+        cursor + 1 + DEPTH > WORDS
+    }
+
     /// Whether a timer writes here now.
     pub fn is_live(&self) -> bool {
         BUFFERS[self.slot].armed.load(Ordering::SeqCst)

@@ -13,6 +13,10 @@ impl Samples {
         match self.0 {}
     }
 
+    pub fn is_full(&self, _cursor: usize) -> bool {
+        match self.0 {}
+    }
+
     pub fn is_live(&self) -> bool {
         match self.0 {}
     }

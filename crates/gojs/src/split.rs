@@ -1808,7 +1808,8 @@ fn sampled_rounds(
             window.drain(..window.len() - ROUND_SAMPLES);
         }
         if new < ROUND_SAMPLES {
-            let stopped = samples.has_started() && !samples.is_live();
+            let stopped =
+                samples.has_started() && (!samples.is_live() || samples.is_full(cursor));
             // No instance samples (or none started within 10 s): nothing to go by.
             if stopped || (!samples.has_started() && waited.elapsed().as_secs() >= 10) {
                 break;
