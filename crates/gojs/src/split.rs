@@ -1808,8 +1808,7 @@ fn sampled_rounds(
             window.drain(..window.len() - ROUND_SAMPLES);
         }
         if new < ROUND_SAMPLES {
-            let stopped =
-                samples.has_started() && (!samples.is_live() || samples.is_full(cursor));
+            let stopped = samples.has_started() && (!samples.is_live() || samples.is_full(cursor));
             // No instance samples (or none started within 10 s): nothing to go by.
             if stopped || (!samples.has_started() && waited.elapsed().as_secs() >= 10) {
                 break;
@@ -2475,6 +2474,55 @@ mod tests {
         let wasm = go_shaped_calling(false, &names, &[3, 3, 3, 3]);
         let s = split(&wasm, Pick::Predicted(&hot)).expect("split");
         assert_eq!(s.cold.len(), 3, "reflect.x stays cold");
+    }
+
+    /// Sampled addresses count for the function whose code holds them, in any module noted
+    /// (matched by name), once a sample however often it recurs; a return address counts for
+    /// the function its call is in even when the call ends it; addresses elsewhere don't.
+    #[test]
+    fn samples_count_for_the_functions_their_addresses_are_in() {
+        let engine = wasmtime::Engine::default();
+        let wasm = go_shaped(false, NAMES);
+        let module = wasmtime::Module::new(&engine, &wasm).unwrap();
+        let profile = Profile {
+            samples: Mutex::new(None),
+            winch_code: Mutex::default(),
+        };
+        profile.note(&module);
+        let shape = parse(&wasm).unwrap();
+        let catalog = Catalog::new(&shape);
+        let by_name: std::collections::HashMap<&str, usize> = catalog
+            .name_of
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n, i))
+            .collect();
+        let text = module.text().as_ptr() as u64;
+        let at = |name: &str| {
+            let f = module
+                .functions()
+                .find(|f| f.name.as_deref() == Some(name))
+                .unwrap();
+            (text + f.offset as u64, text + (f.offset + f.len) as u64)
+        };
+        let (hot, hot_end) = at("hot");
+        let (cold_a, _) = at("cold_a");
+        let (run, _) = at("run");
+        let records = vec![
+            // In `hot`, called from `run` (a return address just past a call at run's end
+            // still counts for run), `hot` again further up, and an address in no module.
+            vec![hot + 1, run + 8, hot_end, 8],
+            // In `cold_a`; the return address is hot's first byte + 1: the call is in hot.
+            vec![cold_a + 2, hot + 1],
+            vec![1, 2, 3],
+        ];
+        let (counts, in_winch) = profile.count(&records, &by_name, shape.bodies.len());
+        let index = |name: &str| catalog.name_of.iter().position(|&n| n == name).unwrap();
+        assert_eq!(counts[index("hot")], 2, "{counts:?}");
+        assert_eq!(counts[index("run")], 1, "{counts:?}");
+        assert_eq!(counts[index("cold_a")], 1, "{counts:?}");
+        assert_eq!(counts[index("cold_b")], 0, "{counts:?}");
+        assert_eq!(in_winch, 2);
     }
 
     #[test]
