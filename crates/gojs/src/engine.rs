@@ -75,7 +75,8 @@ pub enum Compiler {
     /// starts, the rest on a background thread, instantiated the first time Go calls one of
     /// them (`GOJS_SPLIT=off` compiles it whole); and Cranelift compiles the program's own
     /// functions, then the library functions they call, then (sampling the running thread's
-    /// stack on Linux x86-64, `GOJS_SAMPLE=off` not) the functions its time goes to, with
+    /// stack on Linux x86-64 with `SIGPROF`, unless another handler of that signal is
+    /// installed first or `GOJS_SAMPLE=off`) the functions its time goes to, with
     /// Winch's calling convention, and that code runs beside Winch's (`GOJS_HOT=off` leaves it
     /// out). Meanwhile the cache is filled with Winch's and
     /// then Cranelift's code in the background (a low-priority thread, or the command given to
