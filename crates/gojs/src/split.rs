@@ -1569,7 +1569,9 @@ const ROUND_SHARE: usize = 4;
 /// Code (bytes of function bodies) Cranelift compiles in one round.
 const ROUND_BUDGET: usize = 160 << 10;
 /// Rounds, at most: a run that lasts gets the whole module's Cranelift code a few seconds in.
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 12;
+/// A round is skipped when fewer than one in this many of its samples were in Winch's code.
+const ROUND_SKIP: usize = 5;
 
 /// Own code up to this many bytes is waited for before Go starts (Cranelift: ~1 ms a KB).
 const HOT_WAIT_MAX: usize = 48 << 10;
@@ -1764,11 +1766,13 @@ fn compile_hot(
     code
 }
 
-/// The parts after the first two: each time the program has run [`ROUND_SAMPLES`] more
-/// milliseconds, the functions at least [`ROUND_SHARE`] percent of those samples found on the
-/// stack in Winch's code (the hot function and its callers up to where the table leads to it)
-/// go to Cranelift, most sampled first, within [`ROUND_BUDGET`]; until the parts run out or
-/// the instance stops sampling (it moved to the whole module's Cranelift code, or is gone).
+/// The parts after the first two: each time the program has taken [`ROUND_SAMPLES`] more
+/// samples (ticks of its CPU time), the functions at least [`ROUND_SHARE`] percent of those
+/// samples found on the stack in Winch's code (the hot function and its callers up to where
+/// the table leads to it) go to Cranelift, most sampled first, within [`ROUND_BUDGET`] (a
+/// round is skipped when under one in [`ROUND_SKIP`] of its samples are in Winch's code);
+/// until the parts run out, the buffer is full, or the instance stops sampling (it moved to
+/// the whole module's Cranelift code, or is gone).
 fn sampled_rounds(
     shape: &Shape<'_>,
     catalog: &Catalog<'_>,
@@ -1817,7 +1821,13 @@ fn sampled_rounds(
         }
         new = 0;
         let (counts, in_winch) = profile.count(&window, &by_name, done.len());
-        let least = (window.len() * ROUND_SHARE).div_ceil(100).max(2);
+        // Mostly in Cranelift's code already: what is left of Winch's is spread too thin to
+        // be worth a round (and a run of those would use the rounds up on crumbs).
+        if in_winch * ROUND_SKIP < window.len() {
+            window.clear();
+            continue;
+        }
+        let least = (window.len() * ROUND_SHARE).div_ceil(100).max(1);
         let mut hot: Vec<usize> = (0..counts.len())
             .filter(|&i| counts[i] as usize >= least && !done[i] && !catalog.unlikely[i])
             .collect();
