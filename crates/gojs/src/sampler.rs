@@ -1,7 +1,7 @@
 //! Where a first run spends its time: a timer on the CPU time of the thread that runs Go
-//! sends it `SIGPROF` every millisecond (at the kernel's tick, in fact: 4 ms at 250 Hz), and the handler notes the interrupted instruction and
-//! the return addresses up the frame-pointer chain (wasmtime's code, Winch's and Cranelift's,
-//! keeps frame pointers). A split first run's compile thread reads the samples and compiles
+//! sends it `SIGPROF` every millisecond (at the kernel's tick, in fact: 4 ms at 250 Hz), and
+//! the handler notes the interrupted instruction and the return addresses up the
+//! frame-pointer chain (wasmtime's code, Winch's and Cranelift's, keeps frame pointers). A split first run's compile thread reads the samples and compiles
 //! the functions the time goes to with Cranelift (`crate::split::Hot`; RATIONALE.md, "Why
 //! compile where a first run spends its time?").
 //!
