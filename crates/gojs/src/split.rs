@@ -1880,13 +1880,7 @@ fn compile_pool() -> Result<&'static rayon::ThreadPool, String> {
             .thread_name(|i| format!("gojs-compile-{i}"))
             // Below the program and the parts it waits for: the secondary is only needed
             // once the program has run for a while. (Linux's nice values are per thread.)
-            .start_handler(|_| {
-                #[cfg(target_os = "linux")]
-                // SAFETY: plain system calls on this thread, no memory passed.
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-                }
-            })
+            .start_handler(|_| lower_priority())
             .build()
             .map_err(|e| e.to_string())
     })

@@ -531,17 +531,7 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
     ];
     for (go, hot, placed) in runs {
         let wasm = go.build("hotmain").to_string_lossy().into_owned();
-        let dir = fresh_scratch_dir("hot");
-        // No background compile: the run stays on the code it starts with.
-        let _lock = lock_filler(&dir);
-        let mut cmd = Command::new(gojs());
-        cmd.env("GOJS_CACHE_DIR", &dir)
-            .env("GOJS_LOG", "debug")
-            .env_remove("GOJS_COMPILER")
-            .env_remove("GOJS_SPLIT")
-            .envs(hot.map(|h| ("GOJS_HOT", h)))
-            .args(["run", &wasm]);
-        let o = run(cmd, b"");
+        let o = held_first_run("hot", &wasm, hot.map(|h| ("GOJS_HOT", h)), &[]);
         let log = o.stderr();
         assert_eq!(o.code, Some(0), "{log}");
         assert_eq!(o.stdout(), want, "{log}");
@@ -568,16 +558,7 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
     let wasm = Go::path().build("hotmain").to_string_lossy().into_owned();
     let mut rest_came = false;
     for pause in ["1000", "4000"] {
-        let dir = fresh_scratch_dir("hot-rest");
-        let _lock = lock_filler(&dir);
-        let mut cmd = Command::new(gojs());
-        cmd.env("GOJS_CACHE_DIR", &dir)
-            .env("GOJS_LOG", "debug")
-            .env_remove("GOJS_COMPILER")
-            .env_remove("GOJS_SPLIT")
-            .env_remove("GOJS_HOT")
-            .args(["run", &wasm, "3", pause]);
-        let o = run(cmd, b"");
+        let o = held_first_run("hot-rest", &wasm, None, &["3", pause]);
         let log = o.stderr();
         assert_eq!(o.code, Some(0), "{log}");
         assert!(
@@ -596,6 +577,31 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
     assert!(rest_came, "the rest of the module never came");
 }
 
+/// A split first run of `wasm` with `args`, logged (`GOJS_LOG=debug`), in a fresh cache
+/// directory (named after `label`) whose background compile is held off, so that the run stays
+/// on the code it starts with; the default compiler, split and parts, but for `env`.
+fn held_first_run(
+    label: &str,
+    wasm: &str,
+    env: Option<(&str, &str)>,
+    args: &[&str],
+) -> crate::harness::Outcome {
+    let dir = fresh_scratch_dir(label);
+    let _lock = lock_filler(&dir);
+    let mut cmd = Command::new(gojs());
+    cmd.env("GOJS_CACHE_DIR", &dir)
+        .env("GOJS_LOG", "debug")
+        .env_remove("GOJS_COMPILER")
+        .env_remove("GOJS_SPLIT")
+        .env_remove("GOJS_HOT")
+        .env_remove("GOJS_SAMPLE")
+        .envs(env)
+        .arg("run")
+        .arg(wasm)
+        .args(args);
+    run(cmd, b"")
+}
+
 /// A first run samples where its time goes and has Cranelift compile that too: `hotlib` spends
 /// its time in `hash/crc32`'s loop, which it reaches only through a function value, so neither
 /// its own functions' part nor the libraries' (found through direct calls) holds it; a round of
@@ -612,19 +618,13 @@ fn a_first_run_compiles_where_its_time_goes() {
         (Go::debian(19), None),
     ] {
         let wasm = go.build("hotlib").to_string_lossy().into_owned();
-        let dir = fresh_scratch_dir("sampled");
-        // No background compile: the run stays on the code it starts with.
-        let _lock = lock_filler(&dir);
-        let mut cmd = Command::new(gojs());
-        cmd.env("GOJS_CACHE_DIR", &dir)
-            .env("GOJS_LOG", "debug")
-            .env_remove("GOJS_COMPILER")
-            .env_remove("GOJS_SPLIT")
-            .env_remove("GOJS_HOT")
-            .envs(sample.map(|s| ("GOJS_SAMPLE", s)))
-            // Long enough for the parts before the rounds on a loaded machine.
-            .args(["run", &wasm, "5000"]);
-        let o = run(cmd, b"");
+        // Long enough for the parts before the rounds on a loaded machine.
+        let o = held_first_run(
+            "sampled",
+            &wasm,
+            sample.map(|s| ("GOJS_SAMPLE", s)),
+            &["5000"],
+        );
         let log = o.stderr();
         assert_eq!(o.code, Some(0), "{log}");
         assert_eq!(o.stdout(), want, "{log}");
