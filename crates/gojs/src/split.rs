@@ -293,16 +293,9 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
             .map(|n| n.starts_with("main."))
             .collect();
         own_code.clone_from(&own);
-        let mut goroutines = false;
-        for i in (0..defined).filter(|&i| own[i]) {
-            for (_, _, callee) in calls(shape.bodies[i])? {
-                if let Some(c) = (callee as usize).checked_sub(imported)
-                    && let Some(name) = catalog.name_of.get(c)
-                {
-                    goroutines |= is_concurrency(name);
-                }
-            }
-        }
+        let goroutines = own_callees(&shape, &catalog, &own)?
+            .iter()
+            .any(|n| is_concurrency(n));
         let links = |package: &str| {
             catalog
                 .by_name
@@ -739,6 +732,23 @@ fn is_panic_path(name: &str) -> bool {
 
 /// Whether a call of `name` makes a program run the scheduler's goroutine, channel or timer
 /// code.
+/// The names of the defined functions the `own` functions call directly; `None` if a body
+/// doesn't parse.
+fn own_callees<'a>(shape: &Shape<'_>, catalog: &Catalog<'a>, own: &[bool]) -> Option<Vec<&'a str>> {
+    let imported = shape.imported_funcs as usize;
+    let mut names = Vec::new();
+    for i in (0..own.len()).filter(|&i| own[i]) {
+        for (_, _, callee) in calls(shape.bodies[i])? {
+            if let Some(c) = (callee as usize).checked_sub(imported)
+                && let Some(&name) = catalog.name_of.get(c)
+            {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
 fn is_concurrency(name: &str) -> bool {
     [
         "runtime.newproc",
@@ -1580,6 +1590,36 @@ const HOT_WAIT_MAX: usize = 48 << 10;
 /// module's Cranelift code not much later.
 const HOT_MAX: usize = 512 << 10;
 
+/// The parts compiled before the sampled rounds: the program's own functions, the scheduler's
+/// (for programs of goroutines) and the library functions the program calls.
+const FIRST_PARTS: usize = 3;
+
+/// The runtime functions programs of goroutines spend their time in (switching goroutines,
+/// channels, `select`, starting and ending goroutines, mutexes and `WaitGroup`s): what the
+/// sampled rounds found in such programs, under the names of Go 1.21 to 1.26.
+const HOT_SCHEDULER: &str = include_str!("hot_scheduler.txt");
+
+/// The functions of [`HOT_SCHEDULER`] not `done` already, for a program whose own code calls
+/// the functions named `callees`.
+fn scheduler(catalog: &Catalog<'_>, done: &[bool], callees: &[&str]) -> Vec<bool> {
+    let mut chosen = vec![false; done.len()];
+    let mut wanted = true;
+    for line in HOT_SCHEDULER
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if let Some(prefix) = line.strip_prefix("when ") {
+            wanted = callees.iter().any(|n| n.starts_with(prefix));
+        } else if wanted
+            && let Some(&i) = catalog.by_name.get(line)
+            && let Some(c) = chosen.get_mut(i)
+        {
+            *c = !done[i];
+        }
+    }
+    chosen
+}
+
 /// How long a first run lasts before Cranelift compiles the library functions it calls.
 const LIBRARIES_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -1603,8 +1643,10 @@ enum Taken {
 
 impl Hot {
     /// Start compiling, on a thread of its own, a part of `source` (a split module whose
-    /// defined functions' slots start at `offset`) for its `own` functions, then one for the
-    /// library functions they call ([`library_callees`]), for `winch` (the primary's engine);
+    /// defined functions' slots start at `offset`) for its `own` functions, then, if they use
+    /// goroutines, one for the scheduler's ([`HOT_SCHEDULER`]; once Go runs, at the thread's
+    /// priority), then one for the library functions they call ([`library_callees`]), for
+    /// `winch` (the primary's engine);
     /// then, with a `profile`, a part a round for the functions its samples find the program
     /// running in Winch's code.
     fn start(
@@ -1615,7 +1657,7 @@ impl Hot {
         rest_busy: Arc<std::sync::atomic::AtomicBool>,
         profile: Option<Arc<Profile>>,
     ) -> Option<Vec<Arc<Hot>>> {
-        let parts = 2 + if profile.is_some() { ROUNDS } else { 0 };
+        let parts = FIRST_PARTS + if profile.is_some() { ROUNDS } else { 0 };
         let hot: Vec<Arc<Hot>> = (0..parts)
             .map(|_| {
                 Arc::new(Hot {
@@ -1635,13 +1677,48 @@ impl Hot {
             let catalog = Catalog::new(&shape);
             // What Cranelift has compiled (or is compiling).
             let mut done = own.clone();
-            for (n, me) in slots.iter().take(2).enumerate() {
+            for (n, me) in slots.iter().take(FIRST_PARTS).enumerate() {
                 let chosen = if n == 0 {
                     // Not the package's initializers: they run once, before `main.main`.
                     own.iter()
                         .zip(&catalog.name_of)
                         .map(|(&o, name)| o && !is_init(name))
                         .collect()
+                } else if n == 1 {
+                    // A program of goroutines spends its time switching them from the start,
+                    // in code the program's own part calls through the table: no wait.
+                    let callees = own_callees(&shape, &catalog, &own).unwrap_or_default();
+                    if !callees.iter().any(|n| is_concurrency(n)) {
+                        me.set(HotCode::Gone);
+                        continue;
+                    }
+                    // Not while the primary compiles: a short program's start would wait.
+                    if let Some(samples) = profile.as_ref().and_then(|p| p.samples()) {
+                        while !samples.has_started() && begun.elapsed().as_secs() < 10 {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                    }
+                    let chosen = scheduler(&catalog, &done, &callees);
+                    tracing::debug!(
+                        "split: the scheduler's part: {} functions, {} bytes of code",
+                        chosen.iter().filter(|&&c| c).count(),
+                        (0..chosen.len())
+                            .filter(|&i| chosen[i])
+                            .map(|i| shape.bodies[i].len())
+                            .sum::<usize>()
+                    );
+                    tracing::trace!(
+                        "split: the scheduler's part: {}",
+                        (0..chosen.len())
+                            .filter(|&i| chosen[i])
+                            .map(|i| catalog.name_of[i])
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    for (d, &c) in done.iter_mut().zip(&chosen) {
+                        *d |= c;
+                    }
+                    chosen
                 } else {
                     // The libraries' only for a run that lasts, and below the program and
                     // the compile of the rest: a short run needs neither core taken from it.
@@ -1662,7 +1739,7 @@ impl Hot {
                     chosen
                 };
                 me.set(
-                    compile_hot(&shape, &chosen, offset, &winch, me)
+                    compile_hot(&shape, &chosen, offset, &winch, me, n != 1)
                         .map_or(HotCode::Gone, HotCode::Ready),
                 );
             }
@@ -1671,7 +1748,7 @@ impl Hot {
                     &shape,
                     &catalog,
                     &profile,
-                    &slots[2..],
+                    &slots[FIRST_PARTS..],
                     &mut done,
                     offset,
                     &winch,
@@ -1736,6 +1813,7 @@ fn compile_hot(
     offset: u32,
     winch: &wasmtime::Engine,
     me: &Hot,
+    below: bool,
 ) -> Option<wasmtime::Module> {
     let size: usize = (0..chosen.len())
         .filter(|&i| chosen[i])
@@ -1747,7 +1825,9 @@ fn compile_hot(
     if size > HOT_WAIT_MAX {
         me.set(HotCode::Compiling { waitable: false });
         // Not waited for: below the program, like the rest.
-        lower_priority();
+        if below {
+            lower_priority();
+        }
     }
     let wasm = part(shape, chosen, offset)?;
     let started = std::time::Instant::now();
@@ -1856,12 +1936,21 @@ fn sampled_rounds(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        tracing::trace!(
+            "split: round {}: {}",
+            next + 1,
+            hot.iter()
+                .map(|&i| format!("{} ({})", catalog.name_of[i], counts[i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         for (d, &c) in done.iter_mut().zip(&chosen) {
             *d |= c;
         }
         let me = &slots[next];
         me.set(
-            compile_hot(shape, &chosen, offset, winch, me).map_or(HotCode::Gone, HotCode::Ready),
+            compile_hot(shape, &chosen, offset, winch, me, true)
+                .map_or(HotCode::Gone, HotCode::Ready),
         );
         next += 1;
         // What ran meanwhile is in the code placed just now, or not: sampled afresh.
@@ -2527,6 +2616,42 @@ mod tests {
         assert_eq!(counts[index("cold_a")], 1, "{counts:?}");
         assert_eq!(counts[index("cold_b")], 0, "{counts:?}");
         assert_eq!(in_winch, 2);
+    }
+
+    /// The scheduler's part takes the list's first names for any program of goroutines, and
+    /// those after a `when PREFIX` line only for a program that calls a function so named;
+    /// what Cranelift compiled already is left out.
+    #[test]
+    fn the_scheduler_s_part_follows_what_the_program_calls() {
+        let names = [
+            "runtime.gopark",
+            "runtime.selectgo",
+            "runtime.newproc1",
+            "main.main",
+        ];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 5]);
+        let shape = parse(&wasm).unwrap();
+        let catalog = Catalog::new(&shape);
+        let index = |name: &str| catalog.name_of.iter().position(|&n| n == name).unwrap();
+        let chosen = |done: &[bool], callees: &[&str]| -> Vec<&str> {
+            let picked = scheduler(&catalog, done, callees);
+            (0..picked.len())
+                .filter(|&i| picked[i])
+                .map(|i| catalog.name_of[i])
+                .collect()
+        };
+        let none = vec![false; names.len()];
+        assert_eq!(chosen(&none, &["runtime.chansend1"]), ["runtime.gopark"]);
+        assert_eq!(
+            chosen(&none, &["runtime.selectgo", "runtime.newproc"]),
+            ["runtime.gopark", "runtime.selectgo", "runtime.newproc1"]
+        );
+        let mut done = none.clone();
+        done[index("runtime.gopark")] = true;
+        assert_eq!(
+            chosen(&done, &["runtime.selectnbrecv"]),
+            ["runtime.selectgo"]
+        );
     }
 
     #[test]

@@ -531,7 +531,12 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
     ];
     for (go, hot, placed) in runs {
         let wasm = go.build("hotmain").to_string_lossy().into_owned();
-        let o = held_first_run("hot", &wasm, hot.map(|h| ("GOJS_HOT", h)), &[]);
+        let o = held_first_run(
+            "hot",
+            &wasm,
+            &hot.map(|h| ("GOJS_HOT", h)).into_iter().collect::<Vec<_>>(),
+            &[],
+        );
         let log = o.stderr();
         assert_eq!(o.code, Some(0), "{log}");
         assert_eq!(o.stdout(), want, "{log}");
@@ -558,7 +563,7 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
     let wasm = Go::path().build("hotmain").to_string_lossy().into_owned();
     let mut rest_came = false;
     for pause in ["1000", "4000"] {
-        let o = held_first_run("hot-rest", &wasm, None, &["3", pause]);
+        let o = held_first_run("hot-rest", &wasm, &[], &["3", pause]);
         let log = o.stderr();
         assert_eq!(o.code, Some(0), "{log}");
         assert!(
@@ -583,7 +588,7 @@ fn a_first_run_runs_its_own_functions_in_cranelift_s_code() {
 fn held_first_run(
     label: &str,
     wasm: &str,
-    env: Option<(&str, &str)>,
+    env: &[(&str, &str)],
     args: &[&str],
 ) -> crate::harness::Outcome {
     let dir = fresh_scratch_dir(label);
@@ -595,7 +600,7 @@ fn held_first_run(
         .env_remove("GOJS_SPLIT")
         .env_remove("GOJS_HOT")
         .env_remove("GOJS_SAMPLE")
-        .envs(env)
+        .envs(env.iter().copied())
         .arg("run")
         .arg(wasm)
         .args(args);
@@ -622,7 +627,10 @@ fn a_first_run_compiles_where_its_time_goes() {
         let o = held_first_run(
             "sampled",
             &wasm,
-            sample.map(|s| ("GOJS_SAMPLE", s)),
+            &sample
+                .map(|s| ("GOJS_SAMPLE", s))
+                .into_iter()
+                .collect::<Vec<_>>(),
             &["5000"],
         );
         let log = o.stderr();
@@ -646,6 +654,57 @@ fn a_first_run_compiles_where_its_time_goes() {
             go.version
         );
         assert!(!log.contains("tier-up: moved"), "{log}");
+    }
+}
+
+/// A first run of a program of goroutines has Cranelift compile the scheduler's functions
+/// from the start (not only once the samples find them): `goroutines` sends on channels,
+/// starts goroutines, selects and waits on a `WaitGroup` and a mutex, so its part holds the
+/// functions behind all of those; hello world starts none and gets no such part. Without
+/// samples, so that the part is picked before Go starts.
+#[test]
+fn a_first_run_of_goroutines_compiles_the_scheduler() {
+    for go in [Go::path(), Go::debian(21), Go::debian(19)] {
+        let wasm = go.build("goroutines").to_string_lossy().into_owned();
+        let want =
+            std::fs::read_to_string(crate::harness::fixtures_dir().join("goroutines/want.stdout"))
+                .unwrap();
+        let o = held_first_run(
+            "scheduler",
+            &wasm,
+            &[("GOJS_LOG", "trace"), ("GOJS_SAMPLE", "off")],
+            &[],
+        );
+        let log = o.stderr();
+        assert_eq!(o.code, Some(0), "{log}");
+        assert_eq!(o.stdout(), want, "{log}");
+        let part = log
+            .lines()
+            .find(|l| l.contains("TRACE split: the scheduler's part: "))
+            .unwrap_or_else(|| panic!("Go {}: no scheduler's part: {log}", go.version));
+        for name in [
+            "runtime.gopark",
+            "runtime.schedule",
+            "runtime.chansend",
+            "runtime.chanrecv",
+            "runtime.newproc1",
+            "runtime.semacquire1",
+            "runtime.selectgo",
+        ] {
+            assert!(
+                part.split(": ")
+                    .last()
+                    .unwrap()
+                    .split(", ")
+                    .any(|n| n == name),
+                "Go {}: {name} missing from {part}",
+                go.version
+            );
+        }
+        let hello = go.build("hello").to_string_lossy().into_owned();
+        let o = held_first_run("scheduler-hello", &hello, &[("GOJS_SAMPLE", "off")], &[]);
+        assert_eq!(o.code, Some(0), "{}", o.stderr());
+        assert!(!o.stderr().contains("scheduler's part"), "{}", o.stderr());
     }
 }
 
