@@ -1171,15 +1171,50 @@ fn part_for(source: &[u8], offset: u32, f: usize, chosen: &mut [bool]) -> Option
     }
     let catalog = Catalog::new(&shape);
     let before = chosen.to_vec();
-    let budget = PART_BUDGET.max(shape.bodies.get(f)?.len());
-    catalog.expand(&shape, vec![f], chosen, budget)?;
+    let mut budget = PART_BUDGET.max(shape.bodies.get(f)?.len());
+    let mut seeds = vec![f];
+    // One of the collector's: all of them, in one part rather than one part each.
+    if collector().contains(catalog.name_of[f]) {
+        for i in collector()
+            .iter()
+            .filter_map(|n| catalog.by_name.get(n).copied())
+        {
+            if i != f && !chosen.get(i).copied().unwrap_or(true) {
+                seeds.push(i);
+                budget += shape.bodies[i].len();
+            }
+        }
+    }
+    catalog.expand(&shape, seeds, chosen, budget)?;
     let new: Vec<bool> = chosen.iter().zip(&before).map(|(&c, &b)| c && !b).collect();
     tracing::debug!(
         "split: a part for {} ({} functions)",
         catalog.name_of[f],
         new.iter().filter(|&&n| n).count()
     );
+    tracing::trace!(
+        "split: the part for {}: {}",
+        catalog.name_of[f],
+        (0..new.len())
+            .filter(|&i| new[i])
+            .map(|i| catalog.name_of[i])
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     part(&shape, &new, offset)
+}
+
+/// What most first runs call soon after hello world's work: the collector's first cycle, the
+/// allocator's slow paths, sweeping (`hot_collector.txt`; RATIONALE.md, "Why does one part
+/// hold the collector?").
+fn collector() -> &'static std::collections::HashSet<&'static str> {
+    static NAMES: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        include_str!("hot_collector.txt")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    })
 }
 
 /// The secondary: the whole module again, with the primary's memory, table and globals
@@ -2652,6 +2687,26 @@ mod tests {
             chosen(&done, &["runtime.selectnbrecv"]),
             ["runtime.selectgo"]
         );
+    }
+
+    /// A part for one of the collector's functions holds the others too, called or not; a
+    /// part for another function doesn't, and what is loaded already stays out.
+    #[test]
+    fn a_part_for_the_collector_holds_all_of_it() {
+        // run calls gcStart, gcStart calls other, gcDrain calls run; other calls nothing.
+        let names = ["run", "runtime.gcStart", "runtime.gcDrain", "other"];
+        let wasm = go_shaped_calling(false, &names, &[3, 5, 2]);
+        let shape = parse(&wasm).unwrap();
+        let offset = shape.elem_offset.unwrap();
+        let mut chosen = vec![true, false, false, false];
+        part_for(&wasm, offset, 3, &mut chosen).unwrap();
+        assert_eq!(chosen, [true, false, false, true]);
+        part_for(&wasm, offset, 1, &mut chosen).unwrap();
+        assert_eq!(chosen, [true; 4]);
+        let mut chosen = vec![true, false, true, true];
+        let part = part_for(&wasm, offset, 1, &mut chosen).unwrap();
+        validate(&part);
+        assert_eq!(chosen, [true; 4]);
     }
 
     #[test]
