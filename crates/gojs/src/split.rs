@@ -730,8 +730,6 @@ fn is_panic_path(name: &str) -> bool {
         || name.starts_with("runtime.goPanic")
 }
 
-/// Whether a call of `name` makes a program run the scheduler's goroutine, channel or timer
-/// code.
 /// The names of the defined functions the `own` functions call directly; `None` if a body
 /// doesn't parse.
 fn own_callees<'a>(shape: &Shape<'_>, catalog: &Catalog<'a>, own: &[bool]) -> Option<Vec<&'a str>> {
@@ -749,6 +747,8 @@ fn own_callees<'a>(shape: &Shape<'_>, catalog: &Catalog<'a>, own: &[bool]) -> Op
     Some(names)
 }
 
+/// Whether a call of `name` makes a program run the scheduler's goroutine, channel or timer
+/// code.
 fn is_concurrency(name: &str) -> bool {
     [
         "runtime.newproc",
@@ -1386,6 +1386,14 @@ impl Secondary {
         (ready, next)
     }
 
+    /// Whether a part of Cranelift's code became ready since [`place_hot_during_call`] last
+    /// looked (one atomic load: imports ask).
+    pub fn has_hot_news(&self) -> bool {
+        self.hot
+            .first()
+            .is_some_and(|h| h.news.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Whether Cranelift's code from the `from`th part on is ready to be placed.
     pub fn hot_ready_from(&self, from: usize) -> bool {
         self.hot.iter().skip(from).any(|h| h.is_ready())
@@ -1512,6 +1520,8 @@ impl Secondary {
 pub(crate) struct Hot {
     code: Mutex<HotCode>,
     ready: Condvar,
+    /// Shared by a split's parts: raised when one is ready ([`Secondary::has_hot_news`]).
+    news: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum HotCode {
@@ -1693,11 +1703,13 @@ impl Hot {
         profile: Option<Arc<Profile>>,
     ) -> Option<Vec<Arc<Hot>>> {
         let parts = FIRST_PARTS + if profile.is_some() { ROUNDS } else { 0 };
+        let news = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let hot: Vec<Arc<Hot>> = (0..parts)
             .map(|_| {
                 Arc::new(Hot {
                     code: Mutex::new(HotCode::Compiling { waitable: true }),
                     ready: Condvar::new(),
+                    news: news.clone(),
                 })
             })
             .collect();
@@ -1720,8 +1732,8 @@ impl Hot {
                         .map(|(&o, name)| o && !is_init(name))
                         .collect()
                 } else if n == 1 {
-                    // A program of goroutines spends its time switching them from the start,
-                    // in code the program's own part calls through the table: no wait.
+                    // A program of goroutines spends its time switching them from its start,
+                    // in code its own part calls through the table: as soon as Go runs.
                     let callees = own_callees(&shape, &catalog, &own).unwrap_or_default();
                     if !callees.iter().any(|n| is_concurrency(n)) {
                         me.set(HotCode::Gone);
@@ -1802,6 +1814,9 @@ impl Hot {
         let mut now = self.code.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(code, HotCode::Gone) && !matches!(*now, HotCode::Compiling { .. }) {
             return;
+        }
+        if matches!(code, HotCode::Ready(_)) {
+            self.news.store(true, std::sync::atomic::Ordering::Release);
         }
         *now = code;
         self.ready.notify_all();
@@ -2135,6 +2150,34 @@ fn load_secondary(
         caller.data_mut().hot_linker = Some((first, hot_linker, next));
     }
     Ok(())
+}
+
+/// From an import's call (Go's frames on the stack): instantiate the parts of Cranelift's code
+/// that became ready. Their element segments point the table's slots at them, so Go's next
+/// calls through the table run there (the frames running keep their code, as when the
+/// secondary comes in a call). Without this a program that never returns to the event loop
+/// between callbacks (its `js.FuncOf` functions called from JS that Go called) would keep
+/// Winch's code until it ends.
+pub(crate) fn place_hot_during_call(caller: &mut Caller<'_, HostState>) {
+    let Some((first, linker, from)) = caller.data_mut().hot_linker.take() else {
+        return;
+    };
+    // Lowered before looking: a part ready meanwhile raises it again.
+    if let Some(h) = first.hot.first() {
+        h.news.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let (ready, next) = first.hot_from(from, false);
+    for module in ready {
+        let started = std::time::Instant::now();
+        match linker.instantiate(&mut *caller, &module) {
+            Ok(_) => tracing::debug!(
+                "split: Cranelift's code for hot functions in place, in a call ({:.1?})",
+                started.elapsed()
+            ),
+            Err(e) => tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}"),
+        }
+    }
+    caller.data_mut().hot_linker = Some((first, linker, next));
 }
 
 fn val_type(t: &ValType) -> wasmtime::ValType {

@@ -708,6 +708,25 @@ fn a_first_run_of_goroutines_compiles_the_scheduler() {
     }
 }
 
+/// Parts of Cranelift's code that become ready while Go is inside an import's call are put in
+/// place from the call: `hotcall` calls a `js.FuncOf` function from Go for 3 s (JS calls Go
+/// back inside Go's call) and never returns to the event loop meanwhile, so there is no stop
+/// to put the libraries' part (its callback's `crc32`) in place at.
+#[test]
+fn parts_are_placed_during_calls_into_the_host() {
+    let wasm = Go::path().build("hotcall").to_string_lossy().into_owned();
+    let want = std::fs::read_to_string(crate::harness::fixtures_dir().join("hotcall/want.stdout"))
+        .unwrap();
+    let o = held_first_run("hotcall", &wasm, &[("GOJS_SAMPLE", "off")], &["3000"]);
+    let log = o.stderr();
+    assert_eq!(o.code, Some(0), "{log}");
+    assert_eq!(o.stdout(), want, "{log}");
+    assert!(
+        log.contains("Cranelift's code for hot functions in place, in a call"),
+        "{log}"
+    );
+}
+
 /// A program that sleeps moves while the event loop waits for its timer, not when the timer
 /// fires (which would make it late by as long as the move takes): Cranelift's code lands in the
 /// cache while `tieridle` sleeps for 2 s, and the move must come long before the sleep ends.

@@ -56,6 +56,21 @@ imports! {
     "syscall/js.copyBytesToJS" => syscall_js::copy_bytes_to_js, "func copyBytesToJS(dst ref, src []byte) (int, bool)";
 }
 
+/// The imports after which Cranelift's parts of a split first run are placed if ready
+/// ([`crate::split::place_hot_during_call`]).
+const PLACES_HOT: &[&str] = &[
+    "runtime.wasmWrite",
+    "runtime.nanotime1",
+    "runtime.walltime",
+    "runtime.scheduleTimeoutEvent",
+    "runtime.clearTimeoutEvent",
+    "runtime.getRandomData",
+    "syscall/js.finalizeRef",
+    "syscall/js.valueCall",
+    "syscall/js.valueInvoke",
+    "syscall/js.valueNew",
+];
+
 /// Define every import under `module` (`gojs` or `go`), plus `debug` and the `_gotest` imports
 /// that `syscall/js`'s own tests use.
 /// How many property names are kept as JS strings, and how long one may be.
@@ -65,6 +80,10 @@ const NAME_MAX: usize = 64;
 pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
     for import in IMPORTS {
         let (name, go, func) = (import.name, import.go, import.func);
+        // Imports that most programs call now and then, and that take long enough for a
+        // look at whether Cranelift's code is ready to be placed not to count (not the
+        // value getters, which programs call in loops).
+        let places = PLACES_HOT.contains(&name);
         linker.func_wrap(
             module,
             name,
@@ -79,7 +98,17 @@ pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Re
                     } else {
                         e.context(format!("in import {name} ({go})"))
                     }
-                })
+                })?;
+                if places
+                    && caller
+                        .data()
+                        .hot_linker
+                        .as_ref()
+                        .is_some_and(|(first, _, _)| first.has_hot_news())
+                {
+                    crate::split::place_hot_during_call(&mut caller);
+                }
+                Ok(())
             },
         )?;
     }
