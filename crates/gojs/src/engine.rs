@@ -998,53 +998,90 @@ fn invalid(e: wasmtime::Error) -> Error {
     Error::InvalidModule(format!("invalid WebAssembly module: {e:#}"))
 }
 
-/// Run `f` on a helper thread that this process's exit (`exit`, or returning from `main`) waits
-/// for; on the calling thread if that can't be arranged. For work a short program shouldn't wait
-/// for but must not cut short: starting the background filler, writing a cache entry.
-static HELPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
-    std::sync::Mutex::new(Vec::new());
-
 /// Wait for the work this process started that its exit must not cut short: writing a compile
 /// cache entry, starting the background compile of a module seen for the first time. An exit
 /// through `exit` (or returning from `main`) waits by itself; call this before ending the
-/// process another way (`_exit`, which skips the rest of the C library's exit work).
+/// process another way (`_exit`, which skips the rest of the C library's exit work). Work
+/// asked for after this (a thread that wakes while the process ends) is not started.
 pub fn wait_for_background_work() {
-    let helpers = std::mem::take(
-        &mut *HELPERS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    for h in helpers {
-        let _ = h.join();
+    HELPERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .closed = true;
+    join_helpers();
+}
+
+/// Join the helpers, and those they start in turn (queueing a compile starts the process that
+/// compiles), until none is left.
+fn join_helpers() {
+    loop {
+        let helpers = std::mem::take(
+            &mut HELPERS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .running,
+        );
+        if helpers.is_empty() {
+            return;
+        }
+        for h in helpers {
+            let _ = h.join();
+        }
     }
 }
 
+/// The threads doing work the process's exit waits for ([`spawn_before_exit`]).
+struct Helpers {
+    running: Vec<std::thread::JoinHandle<()>>,
+    /// The process is ending: only helpers may start more.
+    closed: bool,
+}
+
+static HELPERS: std::sync::Mutex<Helpers> = std::sync::Mutex::new(Helpers {
+    running: Vec::new(),
+    closed: false,
+});
+
+thread_local! {
+    /// Set on a helper's thread.
+    static IN_HELPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` on a helper thread that this process's exit (`exit`, or returning from `main`) waits
+/// for; on the calling thread if that can't be arranged. For work a short program shouldn't wait
+/// for but must not cut short: starting the background filler, writing a cache entry.
 fn spawn_before_exit(f: impl FnOnce() + Send + 'static) {
     static AT_EXIT: OnceLock<bool> = OnceLock::new();
-    extern "C" fn join_helpers() {
+    extern "C" fn at_exit() {
         wait_for_background_work();
     }
     // SAFETY: registers a plain function with no arguments to run at exit.
-    let registered = *AT_EXIT.get_or_init(|| unsafe { libc::atexit(join_helpers) } == 0);
+    let registered = *AT_EXIT.get_or_init(|| unsafe { libc::atexit(at_exit) } == 0);
     if !registered {
         return f();
     }
     let mut helpers = HELPERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Asked for by a thread that woke while the process ends (the tier-up's timer): the exit
+    // wouldn't wait for it, and cut short it could leave a queue entry with no compile behind.
+    if helpers.closed && !IN_HELPER.get() {
+        return;
+    }
     // Finished helpers are let go (a long-lived embedder compiles many modules).
-    helpers.retain(|h| !h.is_finished());
+    helpers.running.retain(|h| !h.is_finished());
     // Shared, so that `f` can still run here if the thread can't be started.
     let work = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
     let run = work.clone();
     match std::thread::Builder::new()
         .name("gojs-before-exit".into())
         .spawn(move || {
+            IN_HELPER.set(true);
             if let Some(f) = run.lock().ok().and_then(|mut f| f.take()) {
                 f();
             }
         }) {
-        Ok(h) => helpers.push(h),
+        Ok(h) => helpers.running.push(h),
         Err(_) => {
             drop(helpers);
             if let Some(f) = work.lock().ok().and_then(|mut f| f.take()) {
@@ -1490,6 +1527,24 @@ fn content_hash(wasm: &mut impl Read) -> Result<(blake3::Hash, u64), Error> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
+
+    /// Work a helper starts in turn (queueing a compile starts the process that compiles) is
+    /// waited for too: an exit once used to wait for the first helper only, and a queue entry
+    /// was left with no compile behind it.
+    #[test]
+    fn helpers_started_by_helpers_are_waited_for() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static DONE: AtomicBool = AtomicBool::new(false);
+        super::spawn_before_exit(|| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            super::spawn_before_exit(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                DONE.store(true, Ordering::SeqCst);
+            });
+        });
+        super::join_helpers();
+        assert!(DONE.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn a_module_read_from_a_file_is_queued_as_a_link_to_it() {
