@@ -71,12 +71,12 @@ const PLACES_HOT: &[&str] = &[
     "syscall/js.valueNew",
 ];
 
-/// Define every import under `module` (`gojs` or `go`), plus `debug` and the `_gotest` imports
-/// that `syscall/js`'s own tests use.
 /// How many property names are kept as JS strings, and how long one may be.
 const NAME_CACHE: usize = 4096;
 const NAME_MAX: usize = 64;
 
+/// Define every import under `module` (`gojs` or `go`), plus `debug` and the `_gotest` imports
+/// that `syscall/js`'s own tests use.
 pub(crate) fn link(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
     for import in IMPORTS {
         let (name, go, func) = (import.name, import.go, import.func);
