@@ -709,7 +709,7 @@ fn a_first_run_of_goroutines_compiles_the_scheduler() {
 }
 
 /// Parts of Cranelift's code that become ready while Go is inside an import's call are put in
-/// place from the call: `hotcall` calls a `js.FuncOf` function from Go for 3 s (JS calls Go
+/// place from the call: `hotcall` calls a `js.FuncOf` function from Go for 5 s (JS calls Go
 /// back inside Go's call) and never returns to the event loop meanwhile, so there is no stop
 /// to put the libraries' part (its callback's `crc32`) in place at.
 #[test]
@@ -717,7 +717,7 @@ fn parts_are_placed_during_calls_into_the_host() {
     let wasm = Go::path().build("hotcall").to_string_lossy().into_owned();
     let want = std::fs::read_to_string(crate::harness::fixtures_dir().join("hotcall/want.stdout"))
         .unwrap();
-    let o = held_first_run("hotcall", &wasm, &[("GOJS_SAMPLE", "off")], &["3000"]);
+    let o = held_first_run("hotcall", &wasm, &[("GOJS_SAMPLE", "off")], &["5000"]);
     let log = o.stderr();
     assert_eq!(o.code, Some(0), "{log}");
     assert_eq!(o.stdout(), want, "{log}");
