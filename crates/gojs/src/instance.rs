@@ -889,30 +889,16 @@ impl Guest {
         let Some((first, linker, from)) = self.store.data_mut().hot_linker.take() else {
             return false;
         };
-        let (ready, next) = first.hot_from(from, wait);
         // The samples are no longer wanted: the timer goes.
         if self.sampler.as_ref().is_some_and(|s| !s.is_armed()) {
             self.sampler = None;
         }
-        let mut placed = false;
-        for module in ready {
-            let started = std::time::Instant::now();
-            match linker.instantiate(&mut self.store, &module) {
-                Ok(_) => {
-                    tracing::debug!(
-                        "split: Cranelift's code for hot functions in place ({:.1?})",
-                        started.elapsed()
-                    );
-                    placed = true;
-                }
-                Err(e) => tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}"),
-            }
-        }
+        let (next, placed) = first.place_hot(&mut self.store, &linker, from, wait, "");
         self.store.data_mut().hot_linker = Some((first, linker, next));
         if let Some(t) = &self.tier {
             t.hot_placed(next);
         }
-        placed
+        placed > 0
     }
 
     /// An embedder's call into Go, which can't stop for a tier-up: move first if Go is paused.

@@ -1394,6 +1394,40 @@ impl Secondary {
             .is_some_and(|h| h.news.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Instantiate with `linker` into `store` Cranelift's parts that are ready from the
+    /// `from`th on ([`Secondary::hot_from`]; `wait` as there): their element segments point
+    /// their functions' slots at them. Returns the index of the part after and how many were
+    /// placed; `place` ends the log line saying so.
+    pub fn place_hot(
+        &self,
+        mut store: impl wasmtime::AsContextMut<Data = HostState>,
+        linker: &Linker<HostState>,
+        from: usize,
+        wait: bool,
+        place: &str,
+    ) -> (usize, usize) {
+        // Lowered before looking: a part ready meanwhile raises it again.
+        if let Some(h) = self.hot.first() {
+            h.news.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (ready, next) = self.hot_from(from, wait);
+        let mut placed = 0;
+        for module in ready {
+            let started = std::time::Instant::now();
+            match linker.instantiate(&mut store, &module) {
+                Ok(_) => {
+                    tracing::debug!(
+                        "split: Cranelift's code for hot functions in place{place} ({:.1?})",
+                        started.elapsed()
+                    );
+                    placed += 1;
+                }
+                Err(e) => tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}"),
+            }
+        }
+        (next, placed)
+    }
+
     /// Whether Cranelift's code from the `from`th part on is ready to be placed.
     pub fn hot_ready_from(&self, from: usize) -> bool {
         self.hot.iter().skip(from).any(|h| h.is_ready())
@@ -2137,13 +2171,7 @@ fn load_secondary(
     // The secondary's element segment pointed every slot at its functions, those of Cranelift's
     // parts too: point theirs back (and place what else is ready).
     if let Some((first, hot_linker, _)) = caller.data_mut().hot_linker.take() {
-        let (ready, next) = first.hot_from(0, false);
-        let parts = ready.len();
-        for module in ready {
-            if let Err(e) = hot_linker.instantiate(&mut *caller, &module) {
-                tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}");
-            }
-        }
+        let (next, parts) = first.place_hot(&mut *caller, &hot_linker, 0, false, " again");
         if parts > 0 {
             tracing::debug!("split: {parts} parts of Cranelift's code placed again after the rest");
         }
@@ -2162,21 +2190,7 @@ pub(crate) fn place_hot_during_call(caller: &mut Caller<'_, HostState>) {
     let Some((first, linker, from)) = caller.data_mut().hot_linker.take() else {
         return;
     };
-    // Lowered before looking: a part ready meanwhile raises it again.
-    if let Some(h) = first.hot.first() {
-        h.news.store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-    let (ready, next) = first.hot_from(from, false);
-    for module in ready {
-        let started = std::time::Instant::now();
-        match linker.instantiate(&mut *caller, &module) {
-            Ok(_) => tracing::debug!(
-                "split: Cranelift's code for hot functions in place, in a call ({:.1?})",
-                started.elapsed()
-            ),
-            Err(e) => tracing::debug!("split: cannot instantiate Cranelift's code: {e:#}"),
-        }
-    }
+    let (next, _) = first.place_hot(&mut *caller, &linker, from, false, ", in a call");
     caller.data_mut().hot_linker = Some((first, linker, next));
 }
 
