@@ -1433,6 +1433,11 @@ fn config(compiler: Compiler, parallel: bool) -> wasmtime::Config {
     // A memory's bytes stay where they are for its life (the default 4 GiB reservation holds any
     // 32-bit memory): imports keep its address between calls (`instance::MemView`).
     config.memory_may_move(false);
+    // The host calls only a module's exports, so only they get an entry for the host
+    // (our wasmtime patch): not every function in Go's table, which holds them all (a
+    // third of a split first run's compile; RATIONALE.md, "Why do only exports have an
+    // entry for the host?").
+    config.host_entries_for_exports_only(true);
     match compiler {
         Compiler::Winch => {
             config.strategy(wasmtime::Strategy::Winch);
@@ -1496,6 +1501,8 @@ impl Key {
         h.update(self.content.as_bytes());
         h.update(&fp.finish().to_le_bytes());
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        // Not in wasmtime's compatibility hash: code without the table's host entries.
+        h.update(b"host-entries-for-exports-only");
         h.update(format!("{compiler:?}").as_bytes());
         h.update(
             crate::rewrite::Passes::enabled(Code::of(compiler))

@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
-use wasmtime::{Caller, Func, FuncType, Linker, Ref, Store};
+use wasmtime::{Caller, Func, FuncType, Linker, Ref, Store, Val};
 
 use crate::instance::HostState;
 
@@ -834,6 +834,35 @@ fn stub(sig: &Signature, ty: u32, slot: u32) -> enc::Function {
     f
 }
 
+/// The primary's caller of the cold slots of type `ty`: calls the slot given after `sig`'s
+/// parameters. The embedder's function in a cold slot calls the code it loaded through it
+/// ([`install`]): wasmtime compiles the host's entry into a function only for exports
+/// (`Config::host_entries_for_exports_only`, our patch), not for every function in the table.
+fn caller(sig: &Signature, ty: u32) -> enc::Function {
+    let mut f = enc::Function::new([]);
+    let mut ins = f.instructions();
+    let n = sig.params.len() as u32;
+    for i in 0..=n {
+        ins.local_get(i);
+    }
+    ins.call_indirect(0, ty).end();
+    f
+}
+
+/// The export of the primary's caller of the cold slots of type `ty` ([`caller`]).
+fn caller_export(ty: u32) -> String {
+    format!("gojs:split:call:{ty}")
+}
+
+fn enc_val_type(t: &ValType) -> enc::ValType {
+    match t {
+        ValType::I32 => enc::ValType::I32,
+        ValType::I64 => enc::ValType::I64,
+        ValType::F32 => enc::ValType::F32,
+        _ => enc::ValType::F64,
+    }
+}
+
 /// Active segments writing functions into the table: `funcs` yields (position in the original
 /// segment, function index), one segment per run of consecutive positions.
 fn runs(offset: u32, funcs: impl Iterator<Item = (usize, u32)>) -> enc::ElementSection {
@@ -1074,13 +1103,51 @@ fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Ve
         next += u32::from(keep);
     }
     let kept = || (0..defined).filter(|&i| needed[i]);
+    // The primary's callers of the cold slots, one per type ([`caller_export`]), after the
+    // functions kept: the types of the cold functions, and each caller's own type (the
+    // cold type's parameters and the slot) after the module's types.
+    let callers: Vec<u32> = if shared {
+        Vec::new()
+    } else {
+        let cold: std::collections::BTreeSet<u32> = (0..defined)
+            .filter(|&i| !is_hot[i])
+            .map(|i| s.func_types[i])
+            .collect();
+        cold.into_iter().collect()
+    };
+    let first_caller = next;
+    let first_caller_type = s.types.len() as u32;
     let mut m = enc::Module::new();
     for section in &s.sections {
         match *section {
+            Section::Raw(1, _) if !callers.is_empty() => {
+                let mut types = enc::TypeSection::new();
+                for sig in &s.types {
+                    types.ty().function(
+                        sig.params.iter().map(enc_val_type),
+                        sig.results.iter().map(enc_val_type),
+                    );
+                }
+                for &ty in &callers {
+                    let sig = s.types.get(ty as usize)?;
+                    let mut params: Vec<enc::ValType> =
+                        sig.params.iter().map(enc_val_type).collect();
+                    params.push(enc::ValType::I32);
+                    types
+                        .ty()
+                        .function(params, sig.results.iter().map(enc_val_type));
+                }
+                // Re-encoded from the parse, which saw them all (numeric function types
+                // only, else the module wasn't split).
+                m.section(&types);
+            }
             Section::Raw(3, _) => {
                 let mut funcs = enc::FunctionSection::new();
                 for i in kept() {
                     funcs.function(s.func_types[i]);
+                }
+                for k in 0..callers.len() as u32 {
+                    funcs.function(first_caller_type + k);
                 }
                 m.section(&funcs);
             }
@@ -1127,6 +1194,13 @@ fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Ve
                 for i in 0..s.globals.len() as u32 {
                     e.export(&global_export(i), enc::ExportKind::Global, i);
                 }
+                for (k, &ty) in callers.iter().enumerate() {
+                    e.export(
+                        &caller_export(ty),
+                        enc::ExportKind::Func,
+                        first_caller + k as u32,
+                    );
+                }
                 m.section(&e);
             }
             Section::Element(..) => {
@@ -1153,6 +1227,9 @@ fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Ve
                             code.function(&stub(&s.types[ty as usize], ty, offset + i as u32));
                         }
                     }
+                }
+                for &ty in &callers {
+                    code.function(&caller(&s.types[ty as usize], ty));
                 }
                 m.section(&code);
             }
@@ -1277,12 +1354,7 @@ fn secondary_imports(s: &Shape<'_>) -> enc::ImportSection {
         );
     }
     for (i, g) in s.globals.iter().enumerate() {
-        let val_type = match g.content_type {
-            ValType::I32 => enc::ValType::I32,
-            ValType::I64 => enc::ValType::I64,
-            ValType::F32 => enc::ValType::F32,
-            _ => enc::ValType::F64,
-        };
+        let val_type = enc_val_type(&g.content_type);
         imports.import(
             SHARED_MODULE,
             &global_export(i as u32),
@@ -2083,28 +2155,33 @@ pub(crate) fn install(
         .ok_or_else(|| wasmtime::Error::msg("the split module lost its table export"))?;
     linker.instance(&mut *store, SHARED_MODULE, primary)?;
     let engine = store.engine().clone();
-    let mut func_types: Vec<Option<FuncType>> = vec![None; secondary.types.len()];
+    // Per type of cold function: its type, and the primary's caller of slots of that type
+    // ([`caller`]), through which the embedder's functions call the code they load (it has no
+    // entry for the host: `Config::host_entries_for_exports_only`).
+    let mut per_type: Vec<Option<(FuncType, Func)>> = vec![None; secondary.types.len()];
     for cold in &secondary.cold {
-        let ty = match &mut func_types[cold.ty as usize] {
-            Some(ty) => ty.clone(),
-            slot => {
+        let (ty, via) = match &mut per_type[cold.ty as usize] {
+            Some(known) => known.clone(),
+            entry => {
                 let sig = &secondary.types[cold.ty as usize];
                 let ty = FuncType::new(
                     &engine,
                     sig.params.iter().map(val_type),
                     sig.results.iter().map(val_type),
                 );
-                slot.insert(ty).clone()
+                let via = primary
+                    .get_func(&mut *store, &caller_export(cold.ty))
+                    .ok_or_else(|| wasmtime::Error::msg("the split module lost a caller"))?;
+                entry.insert((ty, via)).clone()
             }
         };
         let slot = u64::from(cold.slot);
         let f = Func::new(&mut *store, ty, move |mut caller, params, results| {
             load(&mut caller, slot)?;
-            let f = table
-                .get(&mut caller, slot)
-                .and_then(|r| r.as_func().flatten().copied())
-                .ok_or_else(|| wasmtime::Error::msg("a split function's table slot is empty"))?;
-            f.call(&mut caller, params, results)
+            let mut args = Vec::with_capacity(params.len() + 1);
+            args.extend_from_slice(params);
+            args.push(Val::I32(slot as i32));
+            via.call(&mut caller, &args, results)
         });
         table.set(&mut *store, slot, Ref::Func(Some(f)))?;
     }
@@ -2456,7 +2533,9 @@ mod tests {
     #[test]
     fn split_halves_compute_what_the_whole_module_does() {
         use wasmtime::{Engine, Linker, Module, Store, Val};
-        let engine = Engine::default();
+        // As gojs configures its engines: only exports have an entry for the host.
+        let engine =
+            Engine::new(wasmtime::Config::new().host_entries_for_exports_only(true)).unwrap();
         let wasm = go_shaped(false, NAMES);
         let s = split(&wasm, Pick::Predicted(&|n, _| n == "hot")).unwrap();
         let linker = || {
@@ -2506,7 +2585,9 @@ mod tests {
             .set(&mut store, Val::I32(42))
             .unwrap();
         assert_eq!(run(&mut store, primary, 1).unwrap(), 1 + 42 + 111);
-        // Every slot now holds real code: cold_b's slot is the secondary's cold_b.
+        // Every slot now holds real code: cold_b's slot is the secondary's cold_b, which the
+        // host calls through the primary's caller of its type (it has no entry of its own:
+        // taken out of the table and called, it traps cleanly).
         let cold_b = table
             .get(&mut store, 6)
             .unwrap()
@@ -2514,8 +2595,17 @@ mod tests {
             .flatten()
             .copied()
             .unwrap();
-        let cold_b = cold_b.typed::<i32, i32>(&store).unwrap();
-        assert_eq!(cold_b.call(&mut store, 5).unwrap(), 47);
+        let direct = cold_b
+            .typed::<i32, i32>(&store)
+            .unwrap()
+            .call(&mut store, 5);
+        let e = format!("{:#}", direct.unwrap_err());
+        assert!(e.contains("not callable from the host"), "{e}");
+        let ty = s.cold.iter().find(|c| c.slot == 6).unwrap().ty;
+        let via = primary
+            .get_typed_func::<(i32, i32), i32>(&mut store, &caller_export(ty))
+            .unwrap();
+        assert_eq!(via.call(&mut store, (5, 6)).unwrap(), 47);
     }
 
     #[test]

@@ -29,8 +29,8 @@ use crate::prelude::*;
 use std::{any::Any, borrow::Cow, collections::BTreeMap, mem, ops::Range};
 use wasmtime_environ::{
     Abi, CompiledFunctionBody, CompiledFunctionsTable, CompiledFunctionsTableBuilder,
-    CompiledModuleInfo, Compiler, DefinedFuncIndex, FilePos, FinishedObject, FuncKey,
-    FunctionBodyData, Inlining, InliningCompiler, ModuleEnvironment, ModuleTranslation,
+    CompiledModuleInfo, Compiler, DefinedFuncIndex, EntityIndex, FilePos, FinishedObject,
+    FuncIndex, FuncKey, FunctionBodyData, Inlining, InliningCompiler, ModuleEnvironment, ModuleTranslation,
     ModuleTypes, ModuleTypesBuilder, ObjectKind, PrimaryMap, StaticModuleIndex, Tunables,
     graphs::{EntityGraph, Graph as _},
 };
@@ -88,7 +88,8 @@ pub(crate) fn build_module_artifacts<T: FinishedObject>(
     prepare_translation(engine, compiler, &mut translation, &mut types);
     let functions = mem::take(&mut translation.function_body_inputs);
 
-    let compile_inputs = CompileInputs::for_module(&types, &translation, functions);
+    let exports_only = engine.config().host_entries_for_exports_only && !engine.is_pulley();
+    let compile_inputs = CompileInputs::for_module(&types, &translation, functions, exports_only);
     let unlinked_compile_outputs = compile_inputs.compile(engine, &types)?;
     let PreLinkOutput {
         needs_gc_heap,
@@ -305,11 +306,16 @@ impl<'a> CompileInputs<'a> {
         types: &'a ModuleTypesBuilder,
         translation: &'a ModuleTranslation<'a>,
         functions: PrimaryMap<DefinedFuncIndex, FunctionBodyData<'a>>,
+        exports_only: bool,
     ) -> Self {
         let mut ret = CompileInputs { inputs: vec![] };
 
         let module_index = StaticModuleIndex::from_u32(0);
-        ret.collect_inputs_in_translations(types, [(module_index, translation, functions)]);
+        ret.collect_inputs_in_translations(
+            types,
+            [(module_index, translation, functions)],
+            exports_only,
+        );
 
         ret
     }
@@ -333,7 +339,11 @@ impl<'a> CompileInputs<'a> {
 
         let mut ret = CompileInputs { inputs: vec![] };
 
-        ret.collect_inputs_in_translations(types.module_types_builder(), module_translations);
+        ret.collect_inputs_in_translations(
+            types.module_types_builder(),
+            module_translations,
+            false,
+        );
         let tunables = engine.tunables();
 
         for i in component
@@ -474,8 +484,24 @@ impl<'a> CompileInputs<'a> {
                 PrimaryMap<DefinedFuncIndex, FunctionBodyData<'a>>,
             ),
         >,
+        exports_only: bool,
     ) {
         for (module, translation, functions) in translations {
+            // With `exports_only` (gojs's patch), only exported functions get
+            // the host's entry; see `Config::host_entries_for_exports_only`.
+            let exported: HashSet<FuncIndex> = if exports_only {
+                translation
+                    .module
+                    .exports
+                    .values()
+                    .filter_map(|e| match e {
+                        EntityIndex::Function(f) => Some(*f),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             for (def_func_index, func_body_data) in functions {
                 self.push_input(move |compiler| {
                     let key = FuncKey::DefinedWasmFunction(module, def_func_index);
@@ -517,7 +543,9 @@ impl<'a> CompileInputs<'a> {
                 });
 
                 let func_index = translation.module.func_index(def_func_index);
-                if translation.module.functions[func_index].is_escaping() {
+                if translation.module.functions[func_index].is_escaping()
+                    && (!exports_only || exported.contains(&func_index))
+                {
                     self.push_input(move |compiler| {
                         let key = FuncKey::ArrayToWasmTrampoline(module, def_func_index);
                         let func_index = translation.module.func_index(def_func_index);

@@ -160,6 +160,7 @@ pub struct Config {
     #[cfg(any(feature = "cranelift", feature = "winch"))]
     compiler_config: Option<CompilerConfig>,
     winch_abi: bool,
+    pub(crate) host_entries_for_exports_only: bool,
     target: Option<target_lexicon::Triple>,
     #[cfg(feature = "gc")]
     collector: Collector,
@@ -275,6 +276,7 @@ impl Config {
             #[cfg(any(feature = "cranelift", feature = "winch"))]
             compiler_config: Some(CompilerConfig::default()),
             winch_abi: false,
+            host_entries_for_exports_only: false,
             target: None,
             #[cfg(feature = "gc")]
             collector: Collector::default(),
@@ -1539,6 +1541,17 @@ impl Config {
     /// Winch's code in one store (gojs's patch).
     pub fn cranelift_winch_abi(&mut self, enable: bool) -> &mut Self {
         self.winch_abi = enable;
+        self
+    }
+
+    /// Compile the host's entry (array-to-wasm trampoline) of a defined
+    /// function only if the module exports it, not for every function that
+    /// escapes through a table or `ref.func` (gojs's patch). A `Func` taken
+    /// out of a table (or a global) whose entry wasn't compiled traps when
+    /// the host calls it; wasm's own calls of it, direct or through the
+    /// table, are unaffected. Ignored for Pulley.
+    pub fn host_entries_for_exports_only(&mut self, enable: bool) -> &mut Self {
+        self.host_entries_for_exports_only = enable;
         self
     }
 

@@ -435,4 +435,11 @@ impl<'a> ModuleWithCode<'a> {
         let range = self.module.compiled_module().function_range(key);
         &self.store_code.text()[range]
     }
+
+    /// Like `function`, `None` if `key`'s function wasn't compiled.
+    #[inline]
+    pub fn try_function(&self, key: FuncKey) -> Option<&[u8]> {
+        let range = self.module.compiled_module().try_function_range(key)?;
+        Some(&self.store_code.text()[range])
+    }
 }

@@ -131,6 +131,15 @@ impl CompiledModule {
         start..end
     }
 
+    /// The range of the function `key` points to, if it was compiled (a
+    /// host's entry may not be: `Config::host_entries_for_exports_only`).
+    pub fn try_function_range(&self, key: FuncKey) -> Option<Range<usize>> {
+        let loc = self.index.func_loc(key)?;
+        let start = usize::try_from(loc.start).unwrap();
+        let end = usize::try_from(loc.start + loc.length).unwrap();
+        Some(start..end)
+    }
+
     /// Get the Wasm-to-array trampoline for the given signature, as a
     /// range in the text segment.
     ///

@@ -967,8 +967,20 @@ impl Instance {
         )
         .expect("module not in store");
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        // A function compiled without the host's entry (gojs's patch,
+        // `Config::host_entries_for_exports_only`) gets one that traps.
+        let array_call = match module_with_code.try_function(array_to_wasm_key) {
+            Some(entry) => VmPtr::from(NonNull::from(entry).cast()),
+            None => {
+                let entry: crate::runtime::vm::vmcontext::VMArrayCallNative =
+                    crate::runtime::vm::no_host_entry;
+                VmPtr::from(
+                    NonNull::new(entry as *mut u8)
+                        .unwrap()
+                        .cast::<crate::runtime::vm::vmcontext::VMArrayCallFunction>(),
+                )
+            }
+        };
 
         let wasm_call = Some(VmPtr::from(
             NonNull::new(

@@ -25,7 +25,10 @@ use crate::ThrownException;
 use crate::runtime::module::lookup_code;
 use crate::runtime::store::{ExecutorRef, StoreOpaque};
 use crate::runtime::vm::sys::traphandlers;
-use crate::runtime::vm::{InterpreterRef, VMContext, VMStore, VMStoreContext, f32x4, f64x2, i8x16};
+use crate::runtime::vm::{
+    InterpreterRef, VMContext, VMOpaqueContext, VMStore, VMStoreContext, f32x4, f64x2, i8x16,
+};
+use crate::ValRaw;
 use crate::{EntryStoreContext, prelude::*};
 use crate::{StoreContextMut, WasmBacktrace};
 use core::cell::Cell;
@@ -450,6 +453,26 @@ where
     fn from(error: E) -> Self {
         TrapReason::User(error.into())
     }
+}
+
+/// The host's entry of a function compiled without one (gojs's patch,
+/// `Config::host_entries_for_exports_only`): records a trap and returns the
+/// unwind sentinel, as a host function that fails does.
+pub unsafe extern "C" fn no_host_entry(
+    _callee: NonNull<VMOpaqueContext>,
+    _caller: NonNull<VMContext>,
+    _args: NonNull<ValRaw>,
+    _len: usize,
+) -> bool {
+    tls::with(|state| {
+        if let Some(state) = state {
+            state.record_unwind(UnwindReason::from(crate::format_err!(
+                "this function is not callable from the host: it was compiled \
+                 without an entry for the host (only exports have one)"
+            )));
+        }
+    });
+    false
 }
 
 /// Catches any wasm traps that happen within the execution of `closure`,
