@@ -58,7 +58,6 @@ struct Access {
     /// inlined functions). winch: always the baseline compiler, whole module. Either way Go's
     /// jumps are made direct and loops structured first (GOJS_JUMPS=off leaves them) and its clearing of
     /// large blocks leaves untouched pages alone and its byte loops (memchr, memcmp, memeqbody) are the host's (GOJS_FILL=off leaves both); Winch's
-    /// whole-module code calls through dispatchers instead of the table (GOJS_DISPATCH=off),
     /// Cranelift's does Go's address arithmetic in 32 bits (GOJS_NARROW=off), and data
     /// segments a few bytes apart are merged (GOJS_DATA=off).
     #[arg(

@@ -52,9 +52,8 @@ type FillCommand = Box<dyn Fn() -> std::process::Command + Send + Sync>;
 /// hello world ~4× faster than Cranelift, and its code runs ~2× slower.
 ///
 /// Whichever compiles, the module is first rewritten (RATIONALE.md, "Why rewrite the jumps of
-/// Go's functions?", "Why does clearing a large block give pages back?" and, for Winch's
-/// whole-module compiles, "Why does Winch's code call through dispatchers instead of the
-/// table?"; `GOJS_JUMPS=off`, `GOJS_FILL=off` and `GOJS_DISPATCH=off` leave each out).
+/// Go's functions?" and "Why does clearing a large block give pages back?"; `GOJS_JUMPS=off`
+/// and `GOJS_FILL=off` leave each out).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compiler {
@@ -686,8 +685,8 @@ const HOT_GOROUTINES: &str = include_str!("hot_goroutines.txt");
 const HOT_LIBRARIES: &str = include_str!("hot_libraries.txt");
 
 /// What [`compile_go`] compiles, which decides the rewrite's passes ([`Passes::enabled`]):
-/// a whole module with Winch (which then calls through dispatchers rather than the table), a
-/// part of a split module with Winch, or a module with Cranelift (whose address arithmetic is
+/// a whole module with Winch (which may call through dispatchers rather than the table:
+/// `GOJS_DISPATCH=on`), a part of a split module with Winch, or a module with Cranelift (whose address arithmetic is
 /// then narrowed: [`crate::narrow`]).
 ///
 /// [`Passes::enabled`]: crate::rewrite::Passes::enabled
@@ -1441,7 +1440,7 @@ fn config(compiler: Compiler, parallel: bool) -> wasmtime::Config {
     match compiler {
         Compiler::Winch => {
             config.strategy(wasmtime::Strategy::Winch);
-            // Winch still uses Cranelift for trampolines (one per function in Go's table):
+            // Winch still uses Cranelift for trampolines (one per export and function type):
             // optimizing them isn't worth the time, nor allocating their registers with care.
             config.cranelift_opt_level(wasmtime::OptLevel::None);
             config.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);

@@ -54,16 +54,18 @@ pub(crate) struct Passes {
 
 impl Passes {
     /// The passes this process runs on a module compiled to `code`: all, less those turned
-    /// off (`GOJS_JUMPS=off`, `GOJS_FILL=off`, `GOJS_DISPATCH=off`, `GOJS_DATA=off`,
-    /// `GOJS_NARROW=off`); dispatch only for a whole module compiled by Winch, narrowing only
-    /// for Cranelift (Winch's code gained nothing from it: 18 kernels, geometric mean +0.5%).
+    /// off (`GOJS_JUMPS=off`, `GOJS_FILL=off`, `GOJS_DATA=off`, `GOJS_NARROW=off`);
+    /// dispatch only when asked for (`GOJS_DISPATCH=on`) and for a whole module compiled by
+    /// Winch, narrowing only for Cranelift (Winch's code gained nothing from it: 18 kernels,
+    /// geometric mean +0.5%).
     pub(crate) fn enabled(code: crate::engine::Code) -> Passes {
         use crate::engine::Code;
         let on = |var| std::env::var_os(var).is_none_or(|v| v != "off");
         Passes {
             jumps: on("GOJS_JUMPS"),
             fill: on("GOJS_FILL"),
-            dispatch: code == Code::WinchWhole && on("GOJS_DISPATCH"),
+            dispatch: code == Code::WinchWhole
+                && std::env::var_os("GOJS_DISPATCH").is_some_and(|v| v == "on"),
             winch: code != Code::Cranelift,
             data: on("GOJS_DATA"),
             narrow: code == Code::Cranelift && on("GOJS_NARROW"),
@@ -1230,10 +1232,8 @@ struct Dispatcher {
     results: Vec<ValType>,
 }
 
-/// The dispatch pass, for Winch's whole-module compiles (RATIONALE.md, "Why does Winch's code
-/// call through dispatchers instead of the table?"): every function in Go's table escapes, so
-/// wasmtime compiles an entry trampoline for each (with Cranelift), a fifth of a Winch compile.
-/// Instead, each `call_indirect` of type `t` calls a dispatcher `(params…, i32 slot) → results`
+/// The dispatch pass, for Winch's whole-module compiles when asked for (`GOJS_DISPATCH=on`;
+/// RATIONALE.md, "Why can Winch's code call through dispatchers instead of the table?"): each `call_indirect` of type `t` calls a dispatcher `(params…, i32 slot) → results`
 /// that jumps on the slot (`br_table`) to a direct call of the function the table would hold
 /// there, or traps for a slot that is empty or of another type; the table is left empty.
 struct DispatchPlan {
