@@ -189,7 +189,7 @@ const BYTES_PER_RUNTIME_CALL: usize = 96;
 #[cfg(test)]
 impl Split {
     /// The secondary's module: the whole module again, importing the primary's memory, table
-    /// and globals ([`Secondary::ensure_started`] makes it on its compile thread).
+    /// and globals ([`Secondary::start_later`] makes it on its compile thread).
     pub fn secondary(&self) -> Option<Vec<u8>> {
         parse(&self.source).map(|shape| secondary_module(&shape))
     }
@@ -474,6 +474,12 @@ impl Plan {
         })
     }
 }
+
+/// How long after a split first run's first call of a cold function the secondary starts
+/// compiling, and after how many parts it starts at once (RATIONALE.md, "Why compile the rest
+/// of a split module only a second in?").
+const REST_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+const REST_AFTER_PARTS: usize = 16;
 
 /// How much code (bytes of function bodies) [`Catalog::expand`] adds to a primary beyond the
 /// hot list, and to a part compiled when the program calls a cold function.
@@ -1394,10 +1400,15 @@ pub(crate) struct Secondary {
     functions: usize,
     code: Mutex<Option<Result<wasmtime::Module, String>>>,
     ready: Condvar,
-    /// The engine to compile with, and whether the compile has started: at the first call of a
-    /// cold function ([`Secondary::ensure_started`]).
+    /// The engine to compile with, and whether the compile is under way: [`REST_AFTER`] after
+    /// the first call of a cold function, sooner if the program keeps calling more
+    /// ([`Secondary::start_later`], [`Secondary::hurry`]).
     engine: wasmtime::Engine,
     started: std::sync::Once,
+    /// Parts made so far, by every instance.
+    parts: std::sync::atomic::AtomicUsize,
+    /// Set when the compile must start now, not [`REST_AFTER`] in.
+    hurry: Arc<std::sync::atomic::AtomicBool>,
     /// Cranelift's code for the program's own functions and the libraries' they call
     /// ([`Hot`]), in the order they are compiled and put in place.
     hot: Vec<Arc<Hot>>,
@@ -1428,6 +1439,8 @@ impl Secondary {
             ready: Condvar::new(),
             engine: engine.clone(),
             started: std::sync::Once::new(),
+            parts: std::sync::atomic::AtomicUsize::new(0),
+            hurry: Arc::default(),
             hot: split.hot,
             busy: split.rest_busy,
             profile: split.profile,
@@ -1510,18 +1523,39 @@ impl Secondary {
         !self.hot.is_empty()
     }
 
-    /// Start compiling the secondary on a background thread, unless that has started already.
-    fn ensure_started(self: &Arc<Self>) {
+    /// At a call of a cold function: have the secondary compiled on a background thread from
+    /// [`REST_AFTER`] on (a part was made for this call, or the secondary is ready), or now
+    /// if this is the [`REST_AFTER_PARTS`]th part. Meanwhile each such call gets a part.
+    fn start_later(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.parts.fetch_add(1, Ordering::Relaxed) + 1 >= REST_AFTER_PARTS {
+            self.hurry.store(true, Ordering::Relaxed);
+        }
+        self.started.call_once(|| self.start());
+    }
+
+    /// Have the secondary compiled now (a part failed: the program waits for it).
+    fn hurry(self: &Arc<Self>) {
+        self.hurry.store(true, std::sync::atomic::Ordering::Relaxed);
         self.started.call_once(|| self.start());
     }
 
     fn start(self: &Arc<Self>) {
-        tracing::debug!("split: compiling the whole module in the background");
-        self.busy.store(true, std::sync::atomic::Ordering::SeqCst);
         let (engine, done) = (self.engine.clone(), self.clone());
         let secondary = self;
         let source = secondary.source();
+        let hurry = self.hurry.clone();
+        let busy = self.busy.clone();
         let compile = move || {
+            // Not at once: the cores go to Cranelift's parts first (RATIONALE.md, "Why
+            // compile the rest of a split module only a second in?").
+            let asked = std::time::Instant::now();
+            while !hurry.load(std::sync::atomic::Ordering::Relaxed) && asked.elapsed() < REST_AFTER
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            tracing::debug!("split: compiling the whole module in the background");
+            busy.store(true, std::sync::atomic::Ordering::SeqCst);
             // In a pool of our own: wasmtime compiles in parallel on the current rayon pool, and
             // if that were the global one, an embedder whose instances run on its threads and
             // wait here for this compile could take every thread it needs.
@@ -1603,7 +1637,8 @@ impl Secondary {
     }
 
     /// The compiled secondary, once the background compile is done.
-    fn wait(&self) -> Result<wasmtime::Module, String> {
+    fn wait(self: &Arc<Self>) -> Result<wasmtime::Module, String> {
+        self.hurry();
         let mut code = self.code.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(done) = &*code {
@@ -2210,7 +2245,7 @@ fn load(caller: &mut Caller<'_, HostState>, slot: u64) -> wasmtime::Result<()> {
         Loading::Loaded => return Ok(()),
         Loading::Failed(e) => Err(e),
         Loading::Pending(secondary, linker, mut loaded) => {
-            secondary.ensure_started();
+            secondary.start_later();
             if !secondary.is_ready() {
                 let engine = caller.engine().clone();
                 let slot = u32::try_from(slot).ok();
@@ -2235,7 +2270,7 @@ fn load(caller: &mut Caller<'_, HostState>, slot: u64) -> wasmtime::Result<()> {
 
 fn load_secondary(
     caller: &mut Caller<'_, HostState>,
-    secondary: &Secondary,
+    secondary: &Arc<Secondary>,
     linker: &Linker<HostState>,
 ) -> Result<(), String> {
     secondary.wait().and_then(|code| {

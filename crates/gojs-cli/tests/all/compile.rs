@@ -712,6 +712,33 @@ fn a_first_run_of_goroutines_compiles_the_scheduler() {
 /// place from the call: `hotcall` calls a `js.FuncOf` function from Go for 5 s (JS calls Go
 /// back inside Go's call) and never returns to the event loop meanwhile, so there is no stop
 /// to put the libraries' part (its callback's `crc32`) in place at.
+/// The rest of a split module compiles only a second after the first call outside the
+/// primary (or at once from the sixteenth part): a short run that calls a few functions
+/// outside it gets parts for them and never compiles the rest; one that keeps calling more
+/// (all of it cold) compiles the rest at its sixteenth part.
+#[test]
+fn a_short_first_run_leaves_the_rest_of_the_module_alone() {
+    const REST: &str = "split: compiling the whole module in the background";
+    let wasm = Go::path()
+        .build("goroutines")
+        .to_string_lossy()
+        .into_owned();
+    let o = held_first_run("rest-later", &wasm, &[], &[]);
+    let log = o.stderr();
+    assert_eq!(o.code, Some(0), "{log}");
+    assert!(log.contains("split: a part for "), "no part: {log}");
+    assert!(!log.contains(REST), "{log}");
+    let o = held_first_run("rest-hurried", &hello(), &[("GOJS_SPLIT", "all-cold")], &[]);
+    let log = o.stderr();
+    assert_eq!(o.stdout(), HELLO, "{log}");
+    let rest = log.find(REST).unwrap_or_else(|| panic!("no rest: {log}"));
+    // Logged by the compile's thread, which may see the sixteenth part a few parts late.
+    assert!(
+        log[..rest].matches("split: a part for ").count() >= 16,
+        "{log}"
+    );
+}
+
 #[test]
 fn parts_are_placed_during_calls_into_the_host() {
     let wasm = Go::path().build("hotcall").to_string_lossy().into_owned();
