@@ -1757,8 +1757,9 @@ impl Profile {
 }
 
 /// Samples a round of [`Profile`] needs (one a tick of the program's CPU time, 4 ms at the
-/// usual 250 Hz).
-const ROUND_SAMPLES: usize = 25;
+/// usual 250 Hz): ~50 ms of it (RATIONALE.md, "Why compile where a first run spends its
+/// time?").
+const ROUND_SAMPLES: usize = 12;
 /// The share of a round's samples a function must be on the stack in (in Winch's code) to
 /// be compiled.
 const ROUND_SHARE: usize = 4;
