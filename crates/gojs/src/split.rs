@@ -1554,6 +1554,10 @@ impl Secondary {
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+            // Nobody left to run it (the module and its instances are gone): not worth a core.
+            if Arc::strong_count(&done) == 1 {
+                return;
+            }
             tracing::debug!("split: compiling the whole module in the background");
             busy.store(true, std::sync::atomic::Ordering::SeqCst);
             // In a pool of our own: wasmtime compiles in parallel on the current rayon pool, and
