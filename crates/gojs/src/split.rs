@@ -1418,9 +1418,10 @@ pub(crate) struct Secondary {
 }
 
 impl Secondary {
-    /// `split`'s secondary, to be compiled with `engine` (the primary's) once a program calls a
-    /// function the primary lacks: a program that never does (hello world) leaves the cores
-    /// to the background filler compiling the whole module for the runs after.
+    /// `split`'s secondary, to be compiled with `engine` (the primary's) a while after a
+    /// program first calls a function the primary lacks ([`Secondary::start_later`]): a
+    /// program that never does (hello world), or ends before, leaves the cores to the
+    /// background filler compiling the whole module for the runs after.
     pub fn new(
         engine: &wasmtime::Engine,
         split: Split,
@@ -1523,9 +1524,9 @@ impl Secondary {
         !self.hot.is_empty()
     }
 
-    /// At a call of a cold function: have the secondary compiled on a background thread from
-    /// [`REST_AFTER`] on (a part was made for this call, or the secondary is ready), or now
-    /// if this is the [`REST_AFTER_PARTS`]th part. Meanwhile each such call gets a part.
+    /// At each call of a cold function (each gets a part until the secondary is ready): have
+    /// the secondary compiled on a background thread [`REST_AFTER`] after the first such
+    /// call, or at once from the [`REST_AFTER_PARTS`]th.
     fn start_later(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
         if self.parts.fetch_add(1, Ordering::Relaxed) + 1 >= REST_AFTER_PARTS {
