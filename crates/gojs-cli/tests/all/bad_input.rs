@@ -126,3 +126,80 @@ fn usage_errors_exit_2() {
     assert_eq!(o.code, Some(0));
     assert!(o.stdout().contains("--inherit-env"), "{}", o.stdout());
 }
+
+/// Where the code of the function named `name` starts in `wasm` (after its locals).
+fn first_instruction_of(wasm: &[u8], name: &str) -> usize {
+    use wasmparser::{KnownCustom, Name, Parser, Payload};
+    let mut index = None;
+    let mut imported = 0;
+    let mut bodies = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.unwrap() {
+            Payload::ImportSection(r) => {
+                for imports in r {
+                    for import in imports.unwrap() {
+                        let (_, import) = import.unwrap();
+                        if matches!(import.ty, wasmparser::TypeRef::Func(_)) {
+                            imported += 1;
+                        }
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                bodies.push(body.get_operators_reader().unwrap().original_position());
+            }
+            Payload::CustomSection(c) => {
+                if let KnownCustom::Name(names) = c.as_known() {
+                    for n in names {
+                        if let Name::Function(map) = n.unwrap() {
+                            for naming in map {
+                                let naming = naming.unwrap();
+                                if naming.name == name {
+                                    index = Some(naming.index as usize);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    bodies[index.expect("no such function") - imported]
+}
+
+/// A module whose code is invalid where a first run's split leaves it for later (here every
+/// function: `GOJS_SPLIT=all-cold`) starts, and the first call of the bad function fails
+/// with the compile error and exit 1 (the rest of the module, which the run then waits for,
+/// is compiled at once rather than a second in, and fails too); compiled whole, it fails
+/// before it starts.
+#[test]
+fn an_invalid_function_fails_at_its_first_call_or_before_the_start() {
+    let mut wasm = std::fs::read(Go::path().build("hello")).unwrap();
+    let at = first_instruction_of(&wasm, "runtime.args");
+    wasm[at] = 0xff; // not an opcode
+    let p = temp_file("invalid-function.wasm", &wasm);
+    for split in ["all-cold", "off"] {
+        let cache = crate::harness::repo().join(format!("target/bad-input/cache-{split}"));
+        let _ = std::fs::remove_dir_all(&cache);
+        let mut cmd = Command::new(gojs());
+        cmd.arg("run")
+            .arg(&p)
+            .env("GOJS_SPLIT", split)
+            .env("GOJS_CACHE_DIR", &cache)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
+        let o = run(cmd, b"");
+        let err = o.stderr();
+        assert_eq!(o.code, Some(1), "GOJS_SPLIT={split}: {err}");
+        assert!(o.stdout.is_empty(), "GOJS_SPLIT={split}: {}", o.stdout());
+        assert!(
+            err.starts_with("gojs: invalid WebAssembly module: ")
+                && err.contains("runtime.args")
+                && err.contains("illegal opcode"),
+            "GOJS_SPLIT={split}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
