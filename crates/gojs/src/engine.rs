@@ -686,8 +686,8 @@ const HOT_LIBRARIES: &str = include_str!("hot_libraries.txt");
 
 /// What [`compile_go`] compiles, which decides the rewrite's passes ([`Passes::enabled`]):
 /// a whole module with Winch (which may call through dispatchers rather than the table:
-/// `GOJS_DISPATCH=on`), a part of a split module with Winch, or a module with Cranelift (whose address arithmetic is
-/// then narrowed: [`crate::narrow`]).
+/// `GOJS_DISPATCH=on`), a part of a split module with Winch, or a module with Cranelift
+/// (whose address arithmetic is then narrowed: [`crate::narrow`]).
 ///
 /// [`Passes::enabled`]: crate::rewrite::Passes::enabled
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1233,7 +1233,8 @@ struct Dispatcher {
 }
 
 /// The dispatch pass, for Winch's whole-module compiles when asked for (`GOJS_DISPATCH=on`;
-/// RATIONALE.md, "Why can Winch's code call through dispatchers instead of the table?"): each `call_indirect` of type `t` calls a dispatcher `(params…, i32 slot) → results`
+/// RATIONALE.md, "Why can Winch's code call through dispatchers instead of the table?"): each
+/// `call_indirect` of type `t` calls a dispatcher `(params…, i32 slot) → results`
 /// that jumps on the slot (`br_table`) to a direct call of the function the table would hold
 /// there, or traps for a slot that is empty or of another type; the table is left empty.
 struct DispatchPlan {
