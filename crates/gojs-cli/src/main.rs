@@ -47,7 +47,8 @@ struct Access {
     /// functions small programs run and what its own code calls before starting, the rest in
     /// the background and, where Go calls them sooner, in small parts on demand;
     /// GOJS_SPLIT=off compiles it all first; and Cranelift compiles its own functions, then
-    /// the library functions they call, then those its samples show its time goes to
+    /// the library functions they call and the runtime's allocator and collector, then those
+    /// its samples show its time goes to
     /// (GOJS_SAMPLE=off takes none), to run beside Winch's code: GOJS_HOT=off leaves that
     /// out), while Cranelift fills the cache at idle priority;
     /// a run of Winch's code moves to Cranelift's as soon as that is cached (GOJS_TIER=off

@@ -73,7 +73,8 @@ pub enum Compiler {
     /// Winch compiles the module now, split: the functions small programs run before it
     /// starts, the rest on a background thread, instantiated the first time Go calls one of
     /// them (`GOJS_SPLIT=off` compiles it whole); and Cranelift compiles the program's own
-    /// functions, then the library functions they call, then (sampling the running thread's
+    /// functions, then the library functions they call and the runtime's allocator and
+    /// collector, then (sampling the running thread's
     /// stack on Linux x86-64 with `SIGPROF`, unless another handler of that signal is
     /// installed first or `GOJS_SAMPLE=off`) the functions its time goes to, with
     /// Winch's calling convention, and that code runs beside Winch's (`GOJS_HOT=off` leaves it
@@ -1345,14 +1346,20 @@ fn lower_priority() {
 /// Cranelift compiling with Winch's calling convention, and Winch's engine's tunables and wasm
 /// features (our wasmtime patch, `vendor/wasmtime-winch-abi.patch`): its code loads into that
 /// engine and runs beside Winch's in one store ([`crate::split::Hot`]). On the calling thread
-/// only: the first part's compile has the cores meanwhile.
-pub(crate) fn cranelift_for_winch() -> Option<&'static wasmtime::Engine> {
-    static ENGINE: OnceLock<Option<wasmtime::Engine>> = OnceLock::new();
-    ENGINE
+/// only: the first part's compile has the cores meanwhile. With `inline`, Cranelift inlines
+/// small callees within the part (the scheduler's: RATIONALE.md, "Why does only the
+/// scheduler's part inline?"); such code loads into Winch's engine all the same, which our
+/// third patch lets accept any inlining (`vendor/wasmtime-inlining-compat.patch`).
+pub(crate) fn cranelift_for_winch(inline: bool) -> Option<&'static wasmtime::Engine> {
+    static ENGINES: [OnceLock<Option<wasmtime::Engine>>; 2] = [OnceLock::new(), OnceLock::new()];
+    ENGINES[usize::from(inline)]
         .get_or_init(|| {
             let mut c = config(Compiler::Cranelift, false);
             c.cranelift_winch_abi(true);
             c.generate_address_map(false);
+            if inline {
+                c.compiler_inlining(wasmtime::Inlining::Yes);
+            }
             wasmtime::Engine::new(&c).ok()
         })
         .as_ref()
@@ -1440,6 +1447,9 @@ fn config(compiler: Compiler, parallel: bool) -> wasmtime::Config {
     match compiler {
         Compiler::Winch => {
             config.strategy(wasmtime::Strategy::Winch);
+            // Loads Cranelift's parts of a first run, the scheduler's compiled with inlining
+            // (our wasmtime patch, `vendor/wasmtime-inlining-compat.patch`).
+            config.load_any_inlining(true);
             // Winch still uses Cranelift for trampolines (one per export and function type):
             // optimizing them isn't worth the time, nor allocating their registers with care.
             config.cranelift_opt_level(wasmtime::OptLevel::None);
@@ -1533,6 +1543,63 @@ fn content_hash(wasm: &mut impl Read) -> Result<(blake3::Hash, u64), Error> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
+
+    /// Parts compiled by Cranelift for Winch's engine, with inlining or without, load into an
+    /// engine configured as gojs configures Winch's (which doesn't inline) and compute the
+    /// same: Winch's engine accepts any inlining (`Config::load_any_inlining`, our patch
+    /// `vendor/wasmtime-inlining-compat.patch`; without it, the scheduler's part failed to
+    /// load and first runs ran Winch's code).
+    #[test]
+    fn parts_with_or_without_inlining_load_into_winch_s_engine() {
+        use wasm_encoder as enc;
+        use wasmtime::{Module, Store};
+        // run(x) = add3(x) * 2, add3(x) = x + 3: a small callee, the kind Cranelift inlines.
+        let mut m = enc::Module::new();
+        let mut types = enc::TypeSection::new();
+        types
+            .ty()
+            .function([enc::ValType::I32], [enc::ValType::I32]);
+        m.section(&types);
+        let mut funcs = enc::FunctionSection::new();
+        funcs.function(0).function(0);
+        m.section(&funcs);
+        let mut exports = enc::ExportSection::new();
+        exports.export("run", enc::ExportKind::Func, 0);
+        m.section(&exports);
+        let mut code = enc::CodeSection::new();
+        let mut run = enc::Function::new([]);
+        run.instructions()
+            .local_get(0)
+            .call(1)
+            .i32_const(2)
+            .i32_mul()
+            .end();
+        code.function(&run);
+        let mut add3 = enc::Function::new([]);
+        add3.instructions()
+            .local_get(0)
+            .i32_const(3)
+            .i32_add()
+            .end();
+        code.function(&add3);
+        m.section(&code);
+        let wasm = m.finish();
+
+        let winch = wasmtime::Engine::new(&super::config(super::Compiler::Winch, false)).unwrap();
+        for inline in [false, true] {
+            let cranelift = super::cranelift_for_winch(inline).unwrap();
+            let bytes = Module::new(cranelift, &wasm).unwrap().serialize().unwrap();
+            // SAFETY: bytes serialized just now from a module compiled in this process.
+            let module = unsafe { Module::deserialize(&winch, bytes) }
+                .unwrap_or_else(|e| panic!("inline {inline}: {e:#}"));
+            let mut store = Store::new(&winch, ());
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let run = instance
+                .get_typed_func::<i32, i32>(&mut store, "run")
+                .unwrap();
+            assert_eq!(run.call(&mut store, 4).unwrap(), 14, "inline {inline}");
+        }
+    }
 
     /// Work a helper starts in turn (queueing a compile starts the process that compiles) is
     /// waited for too: an exit once used to wait for the first helper only, and a queue entry

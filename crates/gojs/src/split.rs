@@ -67,7 +67,8 @@ pub(crate) struct Split {
 
 impl Split {
     /// Start compiling with Cranelift, for `winch`'s store ([`Hot`]), the program's own
-    /// functions, and then the library functions they call (not the runtime's) with theirs:
+    /// functions, and then the library functions they call (not the runtime's) with theirs,
+    /// the runtime's hot paths ([`HOT_RUNTIME`]) and those samples find the time in:
     /// on a thread of its own, from picking the functions on.
     pub fn start_hot(&mut self, winch: &wasmtime::Engine) {
         if std::env::var_os("GOJS_HOT").is_some_and(|v| v == "off") || !self.own.iter().any(|&o| o)
@@ -1783,8 +1784,9 @@ const HOT_WAIT_MAX: usize = 48 << 10;
 const HOT_MAX: usize = 512 << 10;
 
 /// The parts compiled before the sampled rounds: the program's own functions, the scheduler's
-/// (for programs of goroutines) and the library functions the program calls.
-const FIRST_PARTS: usize = 3;
+/// (for programs of goroutines), the library functions the program calls and the runtime's
+/// ([`HOT_RUNTIME`]).
+const FIRST_PARTS: usize = 4;
 
 /// The runtime functions programs of goroutines spend their time in (switching goroutines,
 /// channels, `select`, starting and ending goroutines, mutexes and `WaitGroup`s): what the
@@ -1804,6 +1806,28 @@ fn scheduler(catalog: &Catalog<'_>, done: &[bool], callees: &[&str]) -> Vec<bool
             wanted = callees.iter().any(|n| n.starts_with(prefix));
         } else if wanted
             && let Some(&i) = catalog.by_name.get(line)
+            && let Some(c) = chosen.get_mut(i)
+        {
+            *c = !done[i];
+        }
+    }
+    chosen
+}
+
+/// The runtime functions most CPU-bound programs spend much of their time in: allocation, the
+/// collector, maps, slices and strings (RATIONALE.md, "Why does a first run compile the
+/// runtime's allocator and collector early?").
+const HOT_RUNTIME: &str = include_str!("hot_runtime.txt");
+
+/// The functions named in `list` (one a line, `#` comments) that the module has and that
+/// aren't `done`.
+fn named(catalog: &Catalog<'_>, done: &[bool], list: &str) -> Vec<bool> {
+    let mut chosen = vec![false; done.len()];
+    for line in list
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if let Some(&i) = catalog.by_name.get(line)
             && let Some(c) = chosen.get_mut(i)
         {
             *c = !done[i];
@@ -1837,8 +1861,9 @@ impl Hot {
     /// Start compiling, on a thread of its own, a part of `source` (a split module whose
     /// defined functions' slots start at `offset`) for its `own` functions, then, if they use
     /// goroutines, one for the scheduler's ([`HOT_SCHEDULER`]; once Go runs, at the thread's
-    /// priority), then one for the library functions they call ([`library_callees`]), for
-    /// `winch` (the primary's engine);
+    /// priority, inlined), then one for the library functions they call ([`library_callees`])
+    /// and one for the runtime's hot paths ([`HOT_RUNTIME`]), for `winch` (the primary's
+    /// engine);
     /// then, with a `profile`, a part a round for the functions its samples find the program
     /// running in Winch's code.
     fn start(
@@ -1913,6 +1938,22 @@ impl Hot {
                         *d |= c;
                     }
                     chosen
+                } else if n == 3 {
+                    // After the libraries' part (so, like it, only in a run that lasts), the
+                    // runtime's hot paths: where most programs' time goes next.
+                    let chosen = named(&catalog, &done, HOT_RUNTIME);
+                    tracing::debug!(
+                        "split: the runtime's part: {} functions, {} bytes of code",
+                        chosen.iter().filter(|&&c| c).count(),
+                        (0..chosen.len())
+                            .filter(|&i| chosen[i])
+                            .map(|i| shape.bodies[i].len())
+                            .sum::<usize>()
+                    );
+                    for (d, &c) in done.iter_mut().zip(&chosen) {
+                        *d |= c;
+                    }
+                    chosen
                 } else {
                     // The libraries' only for a run that lasts, and below the program and
                     // the compile of the rest: a short run needs neither core taken from it.
@@ -1933,7 +1974,7 @@ impl Hot {
                     chosen
                 };
                 me.set(
-                    compile_hot(&shape, &chosen, offset, &winch, me, n != 1)
+                    compile_hot(&shape, &chosen, offset, &winch, me, n != 1, n == 1)
                         .map_or(HotCode::Gone, HotCode::Ready),
                 );
             }
@@ -2003,7 +2044,8 @@ fn lower_priority() {
 
 /// Cranelift's code, with Winch's calling convention and loaded into `winch`, for a part of
 /// `shape` holding the `chosen` functions (`me` is the part's place, told when it is too big
-/// to wait for). `None` if there is nothing to compile, too much, or it fails.
+/// to wait for; `inline`: small callees inlined within the part). `None` if there is nothing
+/// to compile, too much, or it fails.
 fn compile_hot(
     shape: &Shape<'_>,
     chosen: &[bool],
@@ -2011,6 +2053,7 @@ fn compile_hot(
     winch: &wasmtime::Engine,
     me: &Hot,
     below: bool,
+    inline: bool,
 ) -> Option<wasmtime::Module> {
     let size: usize = (0..chosen.len())
         .filter(|&i| chosen[i])
@@ -2028,7 +2071,7 @@ fn compile_hot(
     }
     let wasm = part(shape, chosen, offset)?;
     let started = std::time::Instant::now();
-    let code = crate::engine::cranelift_for_winch()
+    let code = crate::engine::cranelift_for_winch(inline)
         .and_then(|cranelift| {
             crate::engine::compile_go(cranelift, &wasm, crate::engine::Code::Cranelift).ok()
         })
@@ -2146,7 +2189,7 @@ fn sampled_rounds(
         }
         let me = &slots[next];
         me.set(
-            compile_hot(shape, &chosen, offset, winch, me, true)
+            compile_hot(shape, &chosen, offset, winch, me, true, false)
                 .map_or(HotCode::Gone, HotCode::Ready),
         );
         next += 1;
@@ -2875,6 +2918,38 @@ mod tests {
             chosen(&done, &["runtime.selectnbrecv"]),
             ["runtime.selectgo"]
         );
+    }
+
+    /// The runtime's part takes the listed functions the module has and Cranelift hasn't
+    /// compiled yet, called by the program or not, and nothing else.
+    #[test]
+    fn the_runtime_s_part_takes_its_list_and_nothing_compiled() {
+        let names = [
+            "runtime.mallocgc",
+            "runtime.gcDrain",
+            "runtime.newproc1",
+            "main.main",
+        ];
+        let wasm = go_shaped_calling(false, &names, &[3, 4, 5]);
+        let shape = parse(&wasm).unwrap();
+        let catalog = Catalog::new(&shape);
+        let chosen = |done: &[bool]| -> Vec<&str> {
+            let picked = named(&catalog, done, HOT_RUNTIME);
+            (0..picked.len())
+                .filter(|&i| picked[i])
+                .map(|i| catalog.name_of[i])
+                .collect()
+        };
+        assert_eq!(chosen(&[false; 4]), ["runtime.mallocgc", "runtime.gcDrain"]);
+        assert_eq!(chosen(&[true, false, false, false]), ["runtime.gcDrain"]);
+        // The list's names are one a line, each once.
+        let listed: Vec<&str> = HOT_RUNTIME
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let unique: std::collections::HashSet<&str> = listed.iter().copied().collect();
+        assert_eq!(unique.len(), listed.len());
+        assert!(listed.iter().all(|n| !n.contains(' ')), "{listed:?}");
     }
 
     /// A part for one of the collector's functions holds the others too, called or not; a

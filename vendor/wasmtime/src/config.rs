@@ -160,6 +160,7 @@ pub struct Config {
     #[cfg(any(feature = "cranelift", feature = "winch"))]
     compiler_config: Option<CompilerConfig>,
     winch_abi: bool,
+    pub(crate) any_inlining: bool,
     pub(crate) host_entries_for_exports_only: bool,
     target: Option<target_lexicon::Triple>,
     #[cfg(feature = "gc")]
@@ -276,6 +277,7 @@ impl Config {
             #[cfg(any(feature = "cranelift", feature = "winch"))]
             compiler_config: Some(CompilerConfig::default()),
             winch_abi: false,
+            any_inlining: false,
             host_entries_for_exports_only: false,
             target: None,
             #[cfg(feature = "gc")]
@@ -1541,6 +1543,15 @@ impl Config {
     /// Winch's code in one store (gojs's patch).
     pub fn cranelift_winch_abi(&mut self, enable: bool) -> &mut Self {
         self.winch_abi = enable;
+        self
+    }
+
+    /// Load compiled code whatever its inlining settings were: inlining only
+    /// decides which code was generated inside an artifact, so code compiled
+    /// with inlining runs in an engine configured without it, and the other
+    /// way round (gojs's patch: Cranelift's code with inlining, beside Winch's).
+    pub fn load_any_inlining(&mut self, enable: bool) -> &mut Self {
+        self.any_inlining = enable;
         self
     }
 

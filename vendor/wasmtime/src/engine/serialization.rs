@@ -205,7 +205,7 @@ impl Metadata<'_> {
         self.check_triple(engine)?;
         self.check_shared_flags(engine)?;
         self.check_isa_flags(engine)?;
-        self.check_tunables(&engine.tunables())?;
+        self.check_tunables(&engine.tunables(), engine.config().any_inlining)?;
         self.check_features(&engine.features())?;
         Ok(())
     }
@@ -291,7 +291,7 @@ impl Metadata<'_> {
         Ok(())
     }
 
-    fn check_tunables(&mut self, other: &Tunables) -> Result<()> {
+    fn check_tunables(&mut self, other: &Tunables, any_inlining: bool) -> Result<()> {
         let Tunables {
             collector,
             memory_reservation,
@@ -407,23 +407,27 @@ impl Metadata<'_> {
             other.memory_init_cow,
             "memory initialization with CoW",
         )?;
-        Self::check_int(
-            inlining_small_callee_size,
-            other.inlining_small_callee_size,
-            "function inlining small-callee size",
-        )?;
-        Self::check_int(
-            inlining_sum_size_threshold,
-            other.inlining_sum_size_threshold,
-            "function inlining sum-size threshold",
-        )?;
+        if !any_inlining {
+            Self::check_int(
+                inlining_small_callee_size,
+                other.inlining_small_callee_size,
+                "function inlining small-callee size",
+            )?;
+            Self::check_int(
+                inlining_sum_size_threshold,
+                other.inlining_sum_size_threshold,
+                "function inlining sum-size threshold",
+            )?;
+        }
         Self::check_bool(
             concurrency_support,
             other.concurrency_support,
             "concurrency support",
         )?;
         Self::check_bool(recording, other.recording, "RR recording support")?;
-        Self::check_inlining(inlining, other.inlining)?;
+        if !any_inlining {
+            Self::check_inlining(inlining, other.inlining)?;
+        }
         Self::check_int(
             gc_heap_reservation,
             other.gc_heap_reservation,
