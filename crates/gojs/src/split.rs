@@ -1788,6 +1788,18 @@ const HOT_MAX: usize = 512 << 10;
 /// ([`HOT_RUNTIME`]).
 const FIRST_PARTS: usize = 4;
 
+/// A program whose own code calls this makes `js.FuncOf` callbacks, each run on a goroutine
+/// of its own that the event loop switches to: the scheduler's part is for it too.
+const CALLBACKS: &str = "syscall_js.FuncOf";
+
+/// Whether a program whose own code calls the functions named `callees` spends its time
+/// switching goroutines: it uses goroutines, channels, timers… or makes callbacks.
+fn switches_goroutines(callees: &[&str]) -> bool {
+    callees
+        .iter()
+        .any(|n| is_concurrency(n) || n.starts_with(CALLBACKS))
+}
+
 /// The runtime functions programs of goroutines spend their time in (switching goroutines,
 /// channels, `select`, starting and ending goroutines, mutexes and `WaitGroup`s): what the
 /// sampled rounds found in such programs, under the names of Go 1.21 to 1.26.
@@ -1860,7 +1872,7 @@ enum Taken {
 impl Hot {
     /// Start compiling, on a thread of its own, a part of `source` (a split module whose
     /// defined functions' slots start at `offset`) for its `own` functions, then, if they use
-    /// goroutines, one for the scheduler's ([`HOT_SCHEDULER`]; once Go runs, at the thread's
+    /// goroutines or callbacks, one for the scheduler's ([`HOT_SCHEDULER`]; once Go runs, at the thread's
     /// priority, inlined), then one for the library functions they call ([`library_callees`])
     /// and one for the runtime's hot paths ([`HOT_RUNTIME`]), for `winch` (the primary's
     /// engine);
@@ -1907,7 +1919,7 @@ impl Hot {
                     // A program of goroutines spends its time switching them from its start,
                     // in code its own part calls through the table: as soon as Go runs.
                     let callees = own_callees(&shape, &catalog, &own).unwrap_or_default();
-                    if !callees.iter().any(|n| is_concurrency(n)) {
+                    if !switches_goroutines(&callees) {
                         me.set(HotCode::Gone);
                         continue;
                     }
@@ -2906,6 +2918,12 @@ mod tests {
                 .map(|i| catalog.name_of[i])
                 .collect()
         };
+        assert!(switches_goroutines(&["main.f", "runtime.newproc"]));
+        assert!(switches_goroutines(&["syscall_js.FuncOf"]));
+        assert!(!switches_goroutines(&[
+            "syscall_js.Value.Get",
+            "fmt.Println"
+        ]));
         let none = vec![false; names.len()];
         assert_eq!(chosen(&none, &["runtime.chansend1"]), ["runtime.gopark"]);
         assert_eq!(
