@@ -1872,12 +1872,11 @@ enum Taken {
 impl Hot {
     /// Start compiling, on a thread of its own, a part of `source` (a split module whose
     /// defined functions' slots start at `offset`) for its `own` functions, then, if they use
-    /// goroutines or callbacks, one for the scheduler's ([`HOT_SCHEDULER`]; once Go runs, at the thread's
-    /// priority, inlined), then one for the library functions they call ([`library_callees`])
-    /// and one for the runtime's hot paths ([`HOT_RUNTIME`]), for `winch` (the primary's
-    /// engine);
-    /// then, with a `profile`, a part a round for the functions its samples find the program
-    /// running in Winch's code.
+    /// goroutines or callbacks, one for the scheduler's ([`HOT_SCHEDULER`]; once Go runs, at
+    /// the thread's priority, inlined), then one for the library functions they call
+    /// ([`library_callees`]) and one for the runtime's hot paths ([`HOT_RUNTIME`]), for
+    /// `winch` (the primary's engine); then, with a `profile`, a part a round for the
+    /// functions its samples find the program running in Winch's code.
     fn start(
         winch: &wasmtime::Engine,
         source: Arc<[u8]>,
