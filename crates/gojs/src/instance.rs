@@ -993,7 +993,7 @@ impl Guest {
         let mut copied = 0;
         for run in runs {
             let t = &mut to[run.clone()];
-            populate(t);
+            crate::fill::populate(t);
             t.copy_from_slice(&from[run]);
             copied += t.len();
         }
@@ -1391,24 +1391,6 @@ impl Drop for Guest {
 /// Cranelift inline only in modules up to 6 MiB, and only after a run of 200 ms?").
 pub(crate) const INLINED_NOTE: &str =
     "\n    (functions inlined into others have no frame here; GOJS_INLINE=off keeps them)";
-
-/// Make `bytes` (page-aligned guest memory about to be written whole) present in one call
-/// instead of one page fault per page. Only a hint: without `MADV_POPULATE_WRITE` (Linux
-/// 5.14) the copy faults the pages in as before.
-fn populate(bytes: &mut [u8]) {
-    if bytes.is_empty() {
-        return;
-    }
-    // SAFETY: the range is memory this process owns and is about to overwrite completely;
-    // populating it changes no byte of it.
-    let _ = unsafe {
-        rustix::mm::madvise(
-            bytes.as_mut_ptr().cast(),
-            bytes.len(),
-            rustix::mm::Advice::LinuxPopulateWrite,
-        )
-    };
-}
 
 /// A trap as one line (the innermost cause first) plus the wasm backtrace with Go's function
 /// names (from the module's name section). Code from `engine` with inlining has no frames for

@@ -632,7 +632,11 @@ fn read(
     };
     // Straight into the JS buffer: reading a file runs no JS.
     realm::with_typed_array_bytes(buf, |b| {
-        host.vfs.borrow().read(fd, &mut b[off..off + n], pos)
+        let dst = &mut b[off..off + n];
+        if n >= crate::fill::POPULATE_MIN {
+            crate::fill::populate(dst);
+        }
+        host.vfs.borrow().read(fd, dst, pos)
     })
     .ok_or_else(|| bad_buffer(ctx))?
     .map_err(|e| io_err(ctx, e, "read", None))

@@ -401,7 +401,12 @@ pub(super) fn copy_bytes_to_go(c: &mut Call) -> wasmtime::Result<()> {
         realm::with_uint8_bytes(src, |bytes| {
             let n = bytes.len().min(dst.len as usize);
             mem.bytes_mut(dst.ptr, n as u64)
-                .map(|d| d.copy_from_slice(&bytes[..n]))
+                .map(|d| {
+                    if n >= crate::fill::POPULATE_MIN {
+                        crate::fill::populate(d);
+                    }
+                    d.copy_from_slice(&bytes[..n])
+                })
                 .map(|()| n)
         })
     });
@@ -419,7 +424,12 @@ pub(super) fn copy_bytes_to_js(c: &mut Call) -> wasmtime::Result<()> {
         realm::with_uint8_bytes(dst, |bytes| {
             let n = bytes.len().min(src.len as usize);
             mem.bytes(src.ptr, n as u64)
-                .map(|s| bytes[..n].copy_from_slice(s))
+                .map(|s| {
+                    if n >= crate::fill::POPULATE_MIN {
+                        crate::fill::populate(&mut bytes[..n]);
+                    }
+                    bytes[..n].copy_from_slice(s)
+                })
                 .map(|()| n)
         })
     });
