@@ -1293,12 +1293,7 @@ fn part_for(source: &[u8], offset: u32, f: usize, chosen: &mut [bool]) -> Option
 /// hold the collector?").
 fn collector() -> &'static std::collections::HashSet<&'static str> {
     static NAMES: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        include_str!("hot_collector.txt")
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect()
-    })
+    NAMES.get_or_init(|| list_lines(include_str!("hot_collector.txt")).collect())
 }
 
 /// The secondary: the whole module again, with the primary's memory, table and globals
@@ -1810,10 +1805,7 @@ const HOT_SCHEDULER: &str = include_str!("hot_scheduler.txt");
 fn scheduler(catalog: &Catalog<'_>, done: &[bool], callees: &[&str]) -> Vec<bool> {
     let mut chosen = vec![false; done.len()];
     let mut wanted = true;
-    for line in HOT_SCHEDULER
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in list_lines(HOT_SCHEDULER) {
         if let Some(prefix) = line.strip_prefix("when ") {
             wanted = callees.iter().any(|n| n.starts_with(prefix));
         } else if wanted
@@ -1831,14 +1823,18 @@ fn scheduler(catalog: &Catalog<'_>, done: &[bool], callees: &[&str]) -> Vec<bool
 /// runtime's allocator and collector early?").
 const HOT_RUNTIME: &str = include_str!("hot_runtime.txt");
 
-/// The functions named in `list` (one a line, `#` comments) that the module has and that
+/// The lines of one of our lists of functions (`hot_*.txt`), without blank lines and `#`
+/// comments.
+fn list_lines(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// The functions named in `list` (one a line, [`list_lines`]) that the module has and that
 /// aren't `done`.
 fn named(catalog: &Catalog<'_>, done: &[bool], list: &str) -> Vec<bool> {
     let mut chosen = vec![false; done.len()];
-    for line in list
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in list_lines(list) {
         if let Some(&i) = catalog.by_name.get(line)
             && let Some(c) = chosen.get_mut(i)
         {
@@ -2960,10 +2956,7 @@ mod tests {
         assert_eq!(chosen(&[false; 4]), ["runtime.mallocgc", "runtime.gcDrain"]);
         assert_eq!(chosen(&[true, false, false, false]), ["runtime.gcDrain"]);
         // The list's names are one a line, each once.
-        let listed: Vec<&str> = HOT_RUNTIME
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect();
+        let listed: Vec<&str> = list_lines(HOT_RUNTIME).collect();
         let unique: std::collections::HashSet<&str> = listed.iter().copied().collect();
         assert_eq!(unique.len(), listed.len());
         assert!(listed.iter().all(|n| !n.contains(' ')), "{listed:?}");
