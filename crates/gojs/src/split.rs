@@ -1279,11 +1279,7 @@ fn part_for(source: &[u8], offset: u32, f: usize, chosen: &mut [bool]) -> Option
     tracing::trace!(
         "split: the part for {}: {}",
         catalog.name_of[f],
-        (0..new.len())
-            .filter(|&i| new[i])
-            .map(|i| catalog.name_of[i])
-            .collect::<Vec<_>>()
-            .join(", ")
+        chosen_names(&catalog, &new).join(", ")
     );
     part(&shape, &new, offset)
 }
@@ -1844,6 +1840,45 @@ fn named(catalog: &Catalog<'_>, done: &[bool], list: &str) -> Vec<bool> {
     chosen
 }
 
+/// Bytes of code of the `chosen` functions of `shape`.
+fn code_size(shape: &Shape<'_>, chosen: &[bool]) -> usize {
+    (0..chosen.len())
+        .filter(|&i| chosen[i])
+        .map(|i| shape.bodies[i].len())
+        .sum()
+}
+
+/// The names of the `chosen` functions.
+fn chosen_names<'a>(catalog: &Catalog<'a>, chosen: &[bool]) -> Vec<&'a str> {
+    (0..chosen.len())
+        .filter(|&i| chosen[i])
+        .map(|i| catalog.name_of[i])
+        .collect()
+}
+
+/// Log a part picked from one of our lists (`what`: whose part) and count its functions as
+/// `done`.
+fn listed_part(
+    what: &str,
+    shape: &Shape<'_>,
+    catalog: &Catalog<'_>,
+    chosen: &[bool],
+    done: &mut [bool],
+) {
+    tracing::debug!(
+        "split: {what} part: {} functions, {} bytes of code",
+        chosen.iter().filter(|&&c| c).count(),
+        code_size(shape, chosen)
+    );
+    tracing::trace!(
+        "split: {what} part: {}",
+        chosen_names(catalog, chosen).join(", ")
+    );
+    for (d, &c) in done.iter_mut().zip(chosen) {
+        *d |= c;
+    }
+}
+
 /// How long a first run lasts before Cranelift compiles the library functions it calls.
 const LIBRARIES_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -1925,41 +1960,13 @@ impl Hot {
                         }
                     }
                     let chosen = scheduler(&catalog, &done, &callees);
-                    tracing::debug!(
-                        "split: the scheduler's part: {} functions, {} bytes of code",
-                        chosen.iter().filter(|&&c| c).count(),
-                        (0..chosen.len())
-                            .filter(|&i| chosen[i])
-                            .map(|i| shape.bodies[i].len())
-                            .sum::<usize>()
-                    );
-                    tracing::trace!(
-                        "split: the scheduler's part: {}",
-                        (0..chosen.len())
-                            .filter(|&i| chosen[i])
-                            .map(|i| catalog.name_of[i])
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    for (d, &c) in done.iter_mut().zip(&chosen) {
-                        *d |= c;
-                    }
+                    listed_part("the scheduler's", &shape, &catalog, &chosen, &mut done);
                     chosen
                 } else if n == 3 {
                     // After the libraries' part (so, like it, only in a run that lasts), the
                     // runtime's hot paths: where most programs' time goes next.
                     let chosen = named(&catalog, &done, HOT_RUNTIME);
-                    tracing::debug!(
-                        "split: the runtime's part: {} functions, {} bytes of code",
-                        chosen.iter().filter(|&&c| c).count(),
-                        (0..chosen.len())
-                            .filter(|&i| chosen[i])
-                            .map(|i| shape.bodies[i].len())
-                            .sum::<usize>()
-                    );
-                    for (d, &c) in done.iter_mut().zip(&chosen) {
-                        *d |= c;
-                    }
+                    listed_part("the runtime's", &shape, &catalog, &chosen, &mut done);
                     chosen
                 } else {
                     // The libraries' only for a run that lasts, and below the program and
@@ -2062,10 +2069,7 @@ fn compile_hot(
     below: bool,
     inline: bool,
 ) -> Option<wasmtime::Module> {
-    let size: usize = (0..chosen.len())
-        .filter(|&i| chosen[i])
-        .map(|i| shape.bodies[i].len())
-        .sum();
+    let size = code_size(shape, chosen);
     if size == 0 || size > HOT_MAX {
         return None;
     }
@@ -2907,11 +2911,7 @@ mod tests {
         let catalog = Catalog::new(&shape);
         let index = |name: &str| catalog.name_of.iter().position(|&n| n == name).unwrap();
         let chosen = |done: &[bool], callees: &[&str]| -> Vec<&str> {
-            let picked = scheduler(&catalog, done, callees);
-            (0..picked.len())
-                .filter(|&i| picked[i])
-                .map(|i| catalog.name_of[i])
-                .collect()
+            chosen_names(&catalog, &scheduler(&catalog, done, callees))
         };
         assert!(switches_goroutines(&["main.f", "runtime.newproc"]));
         assert!(switches_goroutines(&["syscall_js.FuncOf"]));
@@ -2947,11 +2947,7 @@ mod tests {
         let shape = parse(&wasm).unwrap();
         let catalog = Catalog::new(&shape);
         let chosen = |done: &[bool]| -> Vec<&str> {
-            let picked = named(&catalog, done, HOT_RUNTIME);
-            (0..picked.len())
-                .filter(|&i| picked[i])
-                .map(|i| catalog.name_of[i])
-                .collect()
+            chosen_names(&catalog, &named(&catalog, done, HOT_RUNTIME))
         };
         assert_eq!(chosen(&[false; 4]), ["runtime.mallocgc", "runtime.gcDrain"]);
         assert_eq!(chosen(&[true, false, false, false]), ["runtime.gcDrain"]);
