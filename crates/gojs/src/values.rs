@@ -20,30 +20,34 @@ pub(crate) const ID_FALSE: u32 = 4;
 pub(crate) const ID_GLOBAL: u32 = 5;
 pub(crate) const ID_GO: u32 = 6;
 
-/// How a value is recognised when stored again.
-#[derive(Debug)]
-enum Key {
-    /// Objects, functions and symbols: by heap pointer (identity).
-    Ptr(usize),
-    /// Strings by content (their WTF-8 bytes, read again from the value when released).
-    Str,
-    /// Bigints by decimal text.
-    BigInt(Box<str>),
-    /// Preset ids, and prepared strings (never stored again).
-    None,
+/// What an id stands for.
+enum Held {
+    /// A JS value. How it is found when stored again follows from its tag: objects, functions
+    /// and symbols by heap pointer (identity), strings by content (their WTF-8 bytes, read
+    /// again from the value when released), bigints by decimal text (likewise).
+    Value(JsValue),
+    /// The UTF-8 bytes of a prepared string (`valuePrepareString`), which Go copies out
+    /// (`valueLoadString`) and releases at once; never stored again.
+    Prepared(Box<[u8]>),
 }
 
+/// One id's entry: 32 bytes. Go holds every object it was given until its finalizers run,
+/// which a loop that makes objects never lets happen, so the table grows by one slot per
+/// object made; at 80 bytes (the value's lookup key and prepared bytes inline) the slots and
+/// their copies on growth were a third of an `Object.New()` loop's page faults.
 struct Slot {
-    value: JsValue,
+    held: Held,
+    /// Go's references to this id; [`PINNED`] for preset ids (never freed).
+    refs: u32,
     /// The type flag Go sees in its refs (an object can't change whether it is callable).
     flag: TypeFlag,
-    /// Go's references to this id; `u64::MAX` for preset ids (never freed).
-    refs: u64,
-    key: Key,
-    /// The UTF-8 bytes of a prepared string (`valuePrepareString`), which Go copies out
-    /// (`valueLoadString`) and releases at once.
-    utf8: Option<Box<[u8]>>,
 }
+
+/// The count of an id that is never released: the presets, and (saturated) an id Go took
+/// more references to than a count can hold.
+const PINNED: u32 = u32::MAX;
+
+const _: () = assert!(std::mem::size_of::<Option<Slot>>() == 32);
 
 /// The ids Go holds and the values behind them.
 pub(crate) struct ValueTable {
@@ -104,23 +108,17 @@ impl ValueTable {
         };
         for (id, value) in preset.into_iter().enumerate() {
             let id = id as u32;
-            let key = match id {
-                ID_GLOBAL | ID_GO => Key::Ptr(ptr_of(&value)),
-                _ => Key::None,
-            };
-            if let Key::Ptr(p) = key {
-                t.by_ptr.insert(p, id);
-            }
-            let flag = match key {
-                Key::Ptr(_) => TypeFlag::Object,
+            let flag = match id {
+                ID_GLOBAL | ID_GO => {
+                    t.by_ptr.insert(ptr_of(&value), id);
+                    TypeFlag::Object
+                }
                 _ => TypeFlag::None,
             };
             t.slots.push(Some(Slot {
-                value,
+                held: Held::Value(value),
+                refs: PINNED,
                 flag,
-                refs: u64::MAX,
-                key,
-                utf8: None,
             }));
         }
         t
@@ -129,7 +127,10 @@ impl ValueTable {
     /// The value behind an id, or `None` for an id Go doesn't hold (`wasm_exec.js` then yields
     /// `undefined`).
     pub fn get(&self, id: u32) -> Option<&JsValue> {
-        self.slots.get(id as usize)?.as_ref().map(|s| &s.value)
+        match &self.slots.get(id as usize)?.as_ref()?.held {
+            Held::Value(v) => Some(v),
+            Held::Prepared(_) => None,
+        }
     }
 
     /// Store a value for Go as `storeValue` does and return its encoded reference.
@@ -157,7 +158,7 @@ impl ValueTable {
                 let id = crate::realm::with_wtf8(value, |bytes| match self.by_str.get(bytes) {
                     Some(&id) => id,
                     None => {
-                        let id = self.add(value, Key::Str, TypeFlag::String);
+                        let id = self.add(Held::Value(value.clone()), TypeFlag::String);
                         self.by_str.insert(bytes.into(), id);
                         id
                     }
@@ -170,7 +171,7 @@ impl ValueTable {
                 let id = match self.by_bigint.get(&text) {
                     Some(&id) => id,
                     None => {
-                        let id = self.add(value, Key::BigInt(text.clone()), TypeFlag::None);
+                        let id = self.add(Held::Value(value.clone()), TypeFlag::None);
                         self.by_bigint.insert(text, id);
                         id
                     }
@@ -196,7 +197,7 @@ impl ValueTable {
                 } else {
                     TypeFlag::Object
                 };
-                let id = self.add(value, Key::Ptr(p), flag);
+                let id = self.add(Held::Value(value.clone()), flag);
                 self.by_ptr.insert(p, id);
                 id
             }
@@ -206,31 +207,32 @@ impl ValueTable {
 
     /// Store the UTF-8 bytes of a string for `valueLoadString` under a new id (what
     /// `wasm_exec.js` holds as a `Uint8Array`; Go never uses that value otherwise).
-    pub fn store_prepared(&mut self, value: &JsValue, utf8: Box<[u8]>) -> Ref {
-        let id = self.add(value, Key::None, TypeFlag::Object);
-        if let Some(slot) = self.slots[id as usize].as_mut() {
-            slot.utf8 = Some(utf8);
-        }
+    /// (Go's `valueLoadString` reads them; any other use of the id sees `undefined`.)
+    pub fn store_prepared(&mut self, utf8: Box<[u8]>) -> Ref {
+        let id = self.add(Held::Prepared(utf8), TypeFlag::Object);
         self.hold(id)
     }
 
     /// The bytes [`ValueTable::store_prepared`] holds under `id`, if it is such an id.
     pub fn prepared(&self, id: u32) -> Option<&[u8]> {
-        self.slots.get(id as usize)?.as_ref()?.utf8.as_deref()
+        match &self.slots.get(id as usize)?.as_ref()?.held {
+            Held::Prepared(bytes) => Some(bytes),
+            Held::Value(_) => None,
+        }
     }
 
-    /// A new id for `value`, with no references yet.
-    fn add(&mut self, value: &JsValue, key: Key, flag: TypeFlag) -> u32 {
+    /// A new id for `held`, with no references yet.
+    fn add(&mut self, held: Held, flag: TypeFlag) -> u32 {
         let slot = Some(Slot {
-            value: value.clone(),
-            flag,
+            held,
             refs: 0,
-            key,
-            utf8: None,
+            flag,
         });
         match self.pool.pop() {
             Some(id) => {
-                self.slots[id as usize] = slot;
+                if let Some(free) = self.slots.get_mut(id as usize) {
+                    *free = slot;
+                }
                 id
             }
             None => {
@@ -242,8 +244,9 @@ impl ValueTable {
 
     /// One more reference from Go to `id`.
     fn hold(&mut self, id: u32) -> Ref {
-        match self.slots[id as usize].as_mut() {
+        match self.slots.get_mut(id as usize).and_then(Option::as_mut) {
             Some(slot) => {
+                // Saturating at PINNED: an id referenced that often is never released.
                 slot.refs = slot.refs.saturating_add(1);
                 Ref::boxed(slot.flag, id)
             }
@@ -256,7 +259,7 @@ impl ValueTable {
     pub fn finalize(&mut self, id: u32) -> Option<JsValue> {
         let slot_ref = self.slots.get_mut(id as usize)?;
         let slot = slot_ref.as_mut()?;
-        if slot.refs == u64::MAX {
+        if slot.refs == PINNED {
             return None;
         }
         slot.refs -= 1;
@@ -264,13 +267,23 @@ impl ValueTable {
             return None;
         }
         let slot = slot_ref.take()?;
-        match &slot.key {
-            Key::Ptr(p) => {
-                self.by_ptr.remove(p);
-            }
-            Key::Str => {
+        self.pool.push(id);
+        let Held::Value(value) = slot.held else {
+            return None;
+        };
+        self.forget(&value, id);
+        // The caller drops the value outside any borrow of the table: freeing a JS object can
+        // run finalizers.
+        Some(value)
+    }
+
+    /// Remove the lookup entry that finds `id` by `value` (its pointer, bytes or text).
+    fn forget(&mut self, value: &JsValue, id: u32) {
+        let tag = unsafe { qjs::JS_VALUE_GET_NORM_TAG(value.as_raw()) };
+        match tag {
+            qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
                 let removed =
-                    crate::realm::with_wtf8(&slot.value, |bytes| match self.by_str.get(bytes) {
+                    crate::realm::with_wtf8(value, |bytes| match self.by_str.get(bytes) {
                         Some(&found) if found == id => self.by_str.remove(bytes),
                         _ => None,
                     });
@@ -280,15 +293,21 @@ impl ValueTable {
                     self.by_str.retain(|_, &mut found| found != id);
                 }
             }
-            Key::BigInt(b) => {
-                self.by_bigint.remove(b);
+            qjs::JS_TAG_SYMBOL | qjs::JS_TAG_OBJECT => {
+                self.by_ptr.remove(&ptr_of(value));
             }
-            Key::None => {}
+            qjs::JS_TAG_BIG_INT | qjs::JS_TAG_SHORT_BIG_INT => {
+                let text = crate::realm::to_string_lossy(value);
+                match self.by_bigint.get(text.as_str()) {
+                    Some(&found) if found == id => {
+                        self.by_bigint.remove(text.as_str());
+                    }
+                    // As for strings: the text came out differently (out of memory).
+                    _ => self.by_bigint.retain(|_, &mut found| found != id),
+                }
+            }
+            _ => {}
         }
-        self.pool.push(id);
-        // The caller drops the value outside any borrow of the table: freeing a JS object can
-        // run finalizers.
-        Some(slot.value)
     }
 
     /// How many ids are in use (presets included): what Go currently holds.
@@ -358,5 +377,84 @@ mod address_hash_tests {
         let tags: std::collections::HashSet<u64> =
             (0..64).map(|k| h(base + 16 * k) >> 57).collect();
         assert!(tags.len() > 16, "tags barely vary: {tags:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::Decoded;
+    use crate::realm::JsEngine;
+
+    fn id(r: Ref) -> u32 {
+        match r.decode() {
+            Decoded::Id(id) => id,
+            other => panic!("not an id: {other:?}"),
+        }
+    }
+
+    /// Every kind of value is found again while held, and forgotten (its id reused for a
+    /// different value) once Go's last reference goes.
+    #[test]
+    fn values_are_found_while_held_and_forgotten_after() {
+        let engine = JsEngine::new().unwrap();
+        let ctx = engine.ctx();
+        let presets: [JsValue; PRESET_IDS as usize] =
+            std::array::from_fn(|_| ctx.globals().into_value());
+        let mut t = ValueTable::new(presets);
+        for src in [
+            "({})",
+            "'text'",
+            "123456789012345678901234567890n",
+            "Symbol('s')",
+        ] {
+            let v: JsValue = ctx.eval(src).unwrap();
+            let first = t.store(&v);
+            assert_eq!(t.store(&v), first, "{src} stored twice, one id");
+            let i = id(first);
+            assert!(t.get(i).is_some());
+            assert!(t.finalize(i).is_none(), "{src}: one reference left");
+            let released = t
+                .finalize(i)
+                .expect("the last reference releases the value");
+            drop(released);
+            assert!(t.get(i).is_none());
+            // The lookup entry went with it: the same value gets a new id (the freed one,
+            // from the pool), and a different value that reuses an id isn't found by it.
+            let again = t.store(&v);
+            assert_eq!(id(again), i);
+            assert!(t.finalize(i).is_some());
+            let other: JsValue = ctx.eval("({other: 1})").unwrap();
+            assert_eq!(id(t.store(&other)), i);
+            let fresh = t.store(&v);
+            assert_ne!(
+                id(fresh),
+                i,
+                "{src} found under an id that now holds another value"
+            );
+            t.finalize(id(fresh));
+            t.finalize(i);
+        }
+        t.clear();
+    }
+
+    /// A prepared string's bytes are readable under its id until Go releases it; the id holds
+    /// no JS value.
+    #[test]
+    fn prepared_strings_hold_bytes_only() {
+        let engine = JsEngine::new().unwrap();
+        let ctx = engine.ctx();
+        let presets: [JsValue; PRESET_IDS as usize] =
+            std::array::from_fn(|_| ctx.globals().into_value());
+        let mut t = ValueTable::new(presets);
+        let i = id(t.store_prepared(b"h\xc3\xa9llo".to_vec().into_boxed_slice()));
+        assert_eq!(t.prepared(i), Some(&b"h\xc3\xa9llo"[..]));
+        assert!(t.get(i).is_none());
+        assert!(t.finalize(i).is_none(), "no JS value to hand back");
+        assert_eq!(t.prepared(i), None);
+        assert_eq!(t.live(), PRESET_IDS as usize);
+        // Presets are never released.
+        assert!(t.finalize(ID_GLOBAL).is_none());
+        assert!(t.get(ID_GLOBAL).is_some());
     }
 }

@@ -318,10 +318,7 @@ pub(super) fn value_prepare_string(c: &mut Call) -> wasmtime::Result<()> {
     match c.run_js(|| realm::to_utf8(&v))? {
         Ok(bytes) => {
             let len = bytes.len();
-            let r = c
-                .state()
-                .values
-                .store_prepared(&v, bytes.into_boxed_slice());
+            let r = c.state().values.store_prepared(bytes.into_boxed_slice());
             c.with_mem(|m, f| {
                 f.set_ref(m, 16, r)?;
                 f.set_i64(m, 24, len as i64)
