@@ -765,9 +765,6 @@ fn split_for_first_run(
     let mut split = match mode.as_deref() {
         Ok("off") => return None,
         Ok("all-cold") => crate::split::split(wasm, crate::split::Pick::ExportsOnly)?,
-        // A test binary is compiled whole (RATIONALE.md), named or not: `go test` strips the
-        // name section, but `testing.MainStart` is still in Go's own table of function names.
-        _ if is_go_test(wasm) => return None,
         _ => {
             // A run before the whole module's code is cached: the split an earlier run made.
             if let Some(resumed) = winch_entry.and_then(|w| resume_split(engine, w, wasm)) {
@@ -777,7 +774,15 @@ fn split_for_first_run(
                 );
                 return Some(resumed);
             }
-            default_split(wasm)?
+            // A test binary is compiled whole, its table open to Cranelift's parts
+            // (RATIONALE.md, "Why does a test binary's first run get Cranelift's parts?"),
+            // named or not: `go test` strips the name section, but `testing.MainStart` is
+            // still in Go's own table of function names.
+            if is_go_test(wasm) {
+                crate::split::split(wasm, crate::split::Pick::Whole)?
+            } else {
+                default_split(wasm)?
+            }
         }
     };
     split.start_hot(engine);

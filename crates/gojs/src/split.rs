@@ -69,9 +69,11 @@ impl Split {
     /// Start compiling with Cranelift, for `winch`'s store ([`Hot`]), the program's own
     /// functions, and then the library functions they call (not the runtime's) with theirs,
     /// the runtime's hot paths ([`HOT_RUNTIME`]) and those samples find the time in:
-    /// on a thread of its own, from picking the functions on.
+    /// on a thread of its own, from picking the functions on. A split of a program without
+    /// own code gets none; one with nothing cold (a test binary's) the last two.
     pub fn start_hot(&mut self, winch: &wasmtime::Engine) {
-        if std::env::var_os("GOJS_HOT").is_some_and(|v| v == "off") || !self.own.iter().any(|&o| o)
+        if std::env::var_os("GOJS_HOT").is_some_and(|v| v == "off")
+            || (!self.own.iter().any(|&o| o) && !self.cold.is_empty())
         {
             return;
         }
@@ -251,6 +253,9 @@ pub(crate) enum Pick<'h> {
     Predicted(&'h dyn Fn(&str, Uses) -> bool),
     /// Only the exported functions (to test the secondary's path).
     ExportsOnly,
+    /// Every function: nothing is left for a secondary, and the table's slots are there for
+    /// Cranelift's parts of what samples find hot (a test binary's first run).
+    Whole,
 }
 
 /// What a program uses, for [`Pick::Predicted`] to choose from its lists.
@@ -284,7 +289,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
     if let Pick::Predicted(hot) = pick {
         let catalog = Catalog::new(&shape);
         // A test binary runs its tests through the table, a few functions each, for as long
-        // as they take: its first run is best compiled whole.
+        // as they take: its first run is best compiled whole ([`Pick::Whole`]).
         if catalog.by_name.contains_key("testing.MainStart") {
             return None;
         }
@@ -330,6 +335,9 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
         let spent = catalog.expand(&shape, seeds, &mut is_hot, PRIMARY_BUDGET)?;
         tracing::debug!("split: {spent} bytes of code added to the hot list's");
     }
+    if matches!(pick, Pick::Whole) {
+        is_hot.iter_mut().for_each(|h| *h = true);
+    }
     let offset = shape.elem_offset?;
     // Every slot fits in a u32 (a valid module's table holds them all).
     offset.checked_add(u32::try_from(defined).ok()?)?;
@@ -341,7 +349,7 @@ pub(crate) fn split(wasm: &[u8], pick: Pick<'_>) -> Option<Split> {
             ty: shape.func_types[i],
         })
         .collect();
-    if cold.is_empty() {
+    if cold.is_empty() && !matches!(pick, Pick::Whole) {
         return None;
     }
     let primary = primary(&shape, &is_hot, offset)?;
@@ -442,7 +450,6 @@ impl Plan {
         let shape = parse(named.as_ref())?;
         let fits = shape.func_types.len() == self.functions
             && shape.elem_offset == Some(self.offset)
-            && !self.cold.is_empty()
             && self.cold.windows(2).all(|w| w[0].slot < w[1].slot)
             && self.cold.iter().all(|c| {
                 c.slot
@@ -452,7 +459,13 @@ impl Plan {
             });
         let mut own = vec![false; shape.func_types.len()];
         let imported = shape.imported_funcs as usize;
-        for &(index, name) in &shape.names {
+        // A split with nothing cold is a test binary's ([`Pick::Whole`]): no own code first.
+        let names = if self.cold.is_empty() {
+            &[][..]
+        } else {
+            &shape.names[..]
+        };
+        for &(index, name) in names {
             if let Some(o) = (index as usize)
                 .checked_sub(imported)
                 .and_then(|i| own.get_mut(i))
@@ -1965,6 +1978,16 @@ impl Hot {
                 } else if n == 3 {
                     // After the libraries' part (so, like it, only in a run that lasts), the
                     // runtime's hot paths: where most programs' time goes next.
+                    // A test binary's (no own code) once its tests run: its whole module's
+                    // Winch compile, on both cores, comes first.
+                    if !own.iter().any(|&o| o)
+                        && let Some(samples) = profile.as_ref().and_then(|p| p.samples())
+                    {
+                        while !samples.has_started() && begun.elapsed().as_secs() < 10 {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                        std::thread::sleep(LIBRARIES_AFTER);
+                    }
                     let chosen = named(&catalog, &done, HOT_RUNTIME);
                     listed_part("the runtime's", &shape, &catalog, &chosen, &mut done);
                     chosen
@@ -2619,7 +2642,14 @@ mod tests {
         let mut reversed = s.cold.clone();
         reversed.reverse();
         assert!(plan(reversed, s.functions).resume(&wasm).is_none());
-        assert!(plan(Vec::new(), s.functions).resume(&wasm).is_none());
+        // Nothing cold: a test binary's split (`Pick::Whole`), resumed with no own code to
+        // compile first.
+        let with_main = go_shaped(false, ["run", "main.main", "cold_a", "cold_b"]);
+        let m = split(&with_main, Pick::ExportsOnly).expect("split");
+        let own = |p: Plan| p.resume(&with_main).expect("resumed").own;
+        assert!(own(plan(m.cold.clone(), m.functions)).iter().any(|&o| o));
+        let whole = own(plan(Vec::new(), m.functions));
+        assert!(!whole.iter().any(|&o| o), "{whole:?}");
         // A module of a shape the split refuses (a start function) isn't resumed either.
         assert!(split(&other, Pick::Predicted(&|n, _| n == "hot")).is_none());
         assert!(plan(s.cold.clone(), s.functions).resume(&other).is_none());
