@@ -811,7 +811,7 @@ fn split_for_first_run(
             if let Some(m) = winch_entry.and_then(|w| crate::cache::load(engine, w)) {
                 return Some(Compiled::whole(m));
             }
-            let module = compile_go(engine, &split.primary, Code::WinchPart).ok()?;
+            let module = compile_go(engine, split.first_part(), Code::WinchPart).ok()?;
             if let (Some(entry), Some(whole)) = (entry, winch_entry) {
                 let code = module.clone();
                 let whole = whole.to_owned();
@@ -855,7 +855,7 @@ fn primary_entry(winch_entry: &Path, split: &crate::split::Split) -> PathBuf {
             .version()
             .as_bytes(),
     );
-    h.update(&split.primary);
+    h.update(split.first_part());
     h.update(&(split.functions as u64).to_le_bytes());
     h.update(&split.offset.to_le_bytes());
     for c in &split.cold {

@@ -193,18 +193,28 @@ pub(crate) const POPULATE_MIN: usize = 1 << 20;
 /// instead of one page fault per page. Only a hint: without `MADV_POPULATE_WRITE` (Linux
 /// 5.14) the writes fault the pages in as before.
 pub(crate) fn populate(bytes: &mut [u8]) {
+    populate_uninit(bytes.as_mut_ptr().cast(), bytes.len());
+}
+
+/// [`populate`] for a vector's spare capacity (about to be written).
+pub(crate) fn populate_spare(v: &mut Vec<u8>) {
+    let spare = v.spare_capacity_mut();
+    populate_uninit(spare.as_mut_ptr(), spare.len());
+}
+
+fn populate_uninit(ptr: *mut std::mem::MaybeUninit<u8>, len: usize) {
     let page = page_size();
-    let start = bytes.as_ptr() as usize;
+    let start = ptr as usize;
     let head = start.next_multiple_of(page) - start;
-    let tail = (start + bytes.len()) / page * page;
+    let tail = (start + len) / page * page;
     if start + head >= tail {
         return;
     }
-    // SAFETY: whole pages inside `bytes`, memory this process owns and is about to overwrite
-    // completely; populating them changes no byte.
+    // SAFETY: whole pages inside the `len` bytes at `ptr`, memory this process owns and is
+    // about to overwrite completely; populating them changes no byte.
     let _ = unsafe {
         rustix::mm::madvise(
-            bytes.as_mut_ptr().add(head).cast(),
+            ptr.add(head).cast(),
             tail - start - head,
             rustix::mm::Advice::LinuxPopulateWrite,
         )
@@ -241,6 +251,13 @@ mod tests {
         let mut z = vec![0u8; 4 << 20];
         populate(&mut z[1..]);
         assert!(z.iter().all(|&b| b == 0));
+        // A vector's spare room: its contents and length stay, and it fills as usual.
+        let mut w = Vec::with_capacity(3 << 20);
+        w.extend_from_slice(&before[..5000]);
+        populate_spare(&mut w);
+        assert_eq!(w.len(), 5000);
+        w.extend_from_slice(&before[5000..]);
+        assert!(w == before);
     }
 
     /// An anonymous mapping, as wasmtime makes guest memory.
