@@ -1851,6 +1851,9 @@ const ROUND_BUDGET: usize = 160 << 10;
 const ROUNDS: usize = 12;
 /// A round is skipped when fewer than one in this many of its samples were in Winch's code.
 const ROUND_SKIP: usize = 5;
+/// A round's functions take with them the functions they call directly up to this size
+/// (bytes of body): RATIONALE.md, "Why compile where a first run spends its time?".
+const ROUND_CALLEE_MAX: usize = 300;
 
 /// Own code up to this many bytes is waited for before Go starts (Cranelift: ~1 ms a KB).
 const HOT_WAIT_MAX: usize = 48 << 10;
@@ -2276,8 +2279,26 @@ fn sampled_rounds(
         for &i in &hot {
             chosen[i] = true;
         }
+        // And the small functions they call directly, even ones compiled already: called in
+        // the part, not through a stub and the table.
+        let imported = shape.imported_funcs as usize;
+        let mut small = 0;
+        for &i in &hot {
+            for (_, _, callee) in calls(shape.bodies[i]).unwrap_or_default() {
+                if let Some(c) = (callee as usize).checked_sub(imported)
+                    && c < chosen.len()
+                    && !chosen[c]
+                    && shape.bodies[c].len() <= ROUND_CALLEE_MAX
+                    && !catalog.unlikely[c]
+                {
+                    chosen[c] = true;
+                    small += 1;
+                }
+            }
+        }
         tracing::debug!(
-            "split: round {}: {} functions sampled hot ({in_winch} of {} samples in Winch's code), {}",
+            "split: round {}: {} functions sampled hot and {small} small ones they call \
+             ({in_winch} of {} samples in Winch's code), {}",
             next + 1,
             hot.len(),
             window.len(),
