@@ -1164,20 +1164,25 @@ fn build(s: &Shape<'_>, is_hot: &[bool], offset: u32, shared: bool) -> Option<Ve
     };
     let first_caller = next;
     let first_caller_type = s.types.len() as u32;
-    // Written into room for all of it at once: growing a test binary's 16 MB primary by
-    // doubling copied and faulted in twice that.
-    let room: usize = s
-        .sections
-        .iter()
-        .map(|x| match *x {
-            Section::Raw(_, d)
-            | Section::Custom(_, d)
-            | Section::Element(_, d)
-            | Section::Code(_, d) => d.len(),
-            Section::Export => 0,
-        })
-        .sum();
-    let mut m = Sink::with_capacity(room + (64 << 10));
+    // The module again: written into room for all of it, made present at once (growing a
+    // test binary's 16 MB by doubling copied and faulted in twice that). Other primaries and
+    // parts are a fraction of the module, grown as they go.
+    let room: usize = if same {
+        s.sections
+            .iter()
+            .map(|x| match *x {
+                Section::Raw(_, d)
+                | Section::Custom(_, d)
+                | Section::Element(_, d)
+                | Section::Code(_, d) => d.len(),
+                Section::Export => 0,
+            })
+            .sum::<usize>()
+            + (64 << 10)
+    } else {
+        0
+    };
+    let mut m = Sink::with_capacity(room);
     for section in &s.sections {
         match *section {
             Section::Raw(1, _) if !callers.is_empty() => {
