@@ -393,15 +393,18 @@ mod tests {
         }
     }
 
+    /// A table whose presets are all `globalThis` (what they are doesn't matter here).
+    fn table(ctx: &crate::realm::JsCtx) -> ValueTable {
+        ValueTable::new(std::array::from_fn(|_| ctx.globals().into_value()))
+    }
+
     /// Every kind of value is found again while held, and forgotten (its id reused for a
     /// different value) once Go's last reference goes.
     #[test]
     fn values_are_found_while_held_and_forgotten_after() {
         let engine = JsEngine::new().unwrap();
         let ctx = engine.ctx();
-        let presets: [JsValue; PRESET_IDS as usize] =
-            std::array::from_fn(|_| ctx.globals().into_value());
-        let mut t = ValueTable::new(presets);
+        let mut t = table(&ctx);
         for src in [
             "({})",
             "'text'",
@@ -444,9 +447,7 @@ mod tests {
     fn prepared_strings_hold_bytes_only() {
         let engine = JsEngine::new().unwrap();
         let ctx = engine.ctx();
-        let presets: [JsValue; PRESET_IDS as usize] =
-            std::array::from_fn(|_| ctx.globals().into_value());
-        let mut t = ValueTable::new(presets);
+        let mut t = table(&ctx);
         let i = id(t.store_prepared(b"h\xc3\xa9llo".to_vec().into_boxed_slice()));
         assert_eq!(t.prepared(i), Some(&b"h\xc3\xa9llo"[..]));
         assert!(t.get(i).is_none());
