@@ -290,9 +290,15 @@ pub(crate) fn drain_microtasks(ctx: &JsCtx) -> Option<JsValue> {
 /// instructions. Leaving at least this much headroom makes them rare (see [`GcSlack`]).
 const GC_SLACK: usize = 8 << 20;
 
-/// Keeps [`GC_SLACK`] of headroom above the live JS heap, checked every [`GcSlack::EVERY`]
-/// entries into JS (a check is two calls into QuickJS; between two checks the heap can grow by
-/// no more than that many bridge calls' worth of objects).
+/// After a collection that freed less than 1/[`GC_FUTILE`] of the heap, the next waits until
+/// the heap is [`GC_FUTILE_GROWTH`] times its live size instead of QuickJS's 1.5
+/// (RATIONALE.md, "Why does the JS heap grow further after a futile collection?").
+const GC_FUTILE: usize = 4;
+const GC_FUTILE_GROWTH: usize = 3;
+
+/// Keeps [`GC_SLACK`] of headroom above the live JS heap, and more after futile collections,
+/// checked every [`GcSlack::EVERY`] entries into JS (a check is two calls into QuickJS; between
+/// two checks the heap can grow by no more than that many bridge calls' worth of objects).
 #[derive(Default)]
 pub(crate) struct GcSlack {
     /// The threshold set last time: a different one means QuickJS collected since and computed
@@ -320,11 +326,24 @@ impl GcSlack {
             if t == self.last.get() {
                 return;
             }
-            let live = t / 3 * 2;
-            let wanted = t.max(live + GC_SLACK);
+            let wanted = next_gc_threshold(self.last.get(), t);
             qjs::JS_SetGCThreshold(rt, wanted as qjs::size_t);
             self.last.set(wanted);
         }
+    }
+}
+
+/// The threshold to set after QuickJS collected at about `before` bytes (the threshold set
+/// last, 0 at first) and set `t` (1.5× the heap it left).
+fn next_gc_threshold(before: usize, t: usize) -> usize {
+    let live = t / 3 * 2;
+    let wanted = t.max(live + GC_SLACK);
+    // The collection freed next to nothing: the heap is the objects Go holds, which only its
+    // finalizers release, so collecting at 1.5× would walk them all again for as little.
+    if before.saturating_sub(live) < before / GC_FUTILE {
+        wanted.max(live.saturating_mul(GC_FUTILE_GROWTH))
+    } else {
+        wanted
     }
 }
 
@@ -1386,6 +1405,22 @@ mod tests {
     thread_local! {
         /// Blocks `JsAllocator` handed QuickJS on this thread.
         pub(super) static BACKING_ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// QuickJS's 1.5× after a collection that freed much; after one that freed little (the
+    /// heap is what Go holds), 3× the live heap; never under [`GC_SLACK`] of headroom.
+    #[test]
+    fn futile_collections_leave_the_heap_more_room() {
+        const MB: usize = 1 << 20;
+        // The first collection, at QuickJS's default 256 KiB: headroom.
+        assert_eq!(next_gc_threshold(0, 384 << 10), (256 << 10) + GC_SLACK);
+        // 100 MB collected down to 40: QuickJS's 60 stands (above 40 + 8).
+        assert_eq!(next_gc_threshold(100 * MB, 60 * MB), 60 * MB);
+        // 100 MB collected down to 90: futile, 270.
+        assert_eq!(next_gc_threshold(100 * MB, 135 * MB), 270 * MB);
+        // Small heaps keep the slack: 10 MB down to 9.
+        assert_eq!(next_gc_threshold(10 * MB, 27 * MB / 2), 27 * MB);
+        assert_eq!(next_gc_threshold(4 * MB, 6 * MB), 4 * MB + GC_SLACK);
     }
 
     /// A small block made and freed again, in any size class, takes nothing from the backing
