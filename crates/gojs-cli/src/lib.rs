@@ -12,6 +12,8 @@ pub struct RunOptions {
     pub no_cache: bool,
     pub compiler: gojs::Compiler,
     pub grants: Vec<gojs::Grant>,
+    /// [`gojs::Config::max_memory`], if set.
+    pub max_memory: Option<usize>,
 }
 
 /// The binaries' allocator: mimalloc, except for blocks of [`LARGE`] bytes or more, which come
@@ -236,6 +238,9 @@ fn prepare(
     }
     for g in options.grants {
         config = config.grant(g);
+    }
+    if let Some(bytes) = options.max_memory {
+        config = config.max_memory(bytes);
     }
     Ok((module, config))
 }

@@ -77,6 +77,7 @@ pub struct Config {
     pub(crate) globals: Vec<(String, crate::Value)>,
     pub(crate) wasm_imports: Vec<(String, String, crate::convert::DynHostFn)>,
     pub(crate) start_time: Option<std::time::SystemTime>,
+    pub(crate) max_memory: Option<usize>,
 }
 
 impl Default for Config {
@@ -95,6 +96,7 @@ impl Default for Config {
             globals: Vec::new(),
             wasm_imports: Vec::new(),
             start_time: None,
+            max_memory: None,
         }
     }
 }
@@ -221,6 +223,20 @@ impl Config {
     /// ```
     pub fn start_time(mut self, start: std::time::SystemTime) -> Self {
         self.start_time = Some(start);
+        self
+    }
+    /// Limit the memory the guest holds to `bytes`: its linear memory (Go's heap, stacks and
+    /// data) and its JS heap (the objects, strings and buffers it made through `syscall/js`)
+    /// together. Past it, linear memory doesn't grow (Go's runtime reports `out of memory` and
+    /// the program exits with code 2) and JS allocations fail (an out-of-memory error thrown
+    /// in JS, which Go's `syscall/js` turns into a panic). Without a limit, linear memory
+    /// stops at wasm32's 4 GiB and the JS heap at 4 GiB.
+    ///
+    /// ```
+    /// let config = gojs::Config::new().max_memory(256 << 20);
+    /// ```
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = Some(bytes);
         self
     }
     /// Set `process.argv0` (Go's net/http disables `fetch` when it starts with "node").
@@ -482,21 +498,30 @@ impl MemView {
     }
 }
 
-/// The store's [`wasmtime::ResourceLimiter`]: it grants every growth and notes memory growth.
+/// The store's [`wasmtime::ResourceLimiter`]: it grants memory growth within the guest's
+/// memory limit ([`Config::max_memory`]), every table growth, and notes memory growth.
 #[derive(Default)]
 struct Growth {
     memory_grew: bool,
     /// Told how far memory reaches, for the tier-up watcher ([`crate::tier::Shared::grew`]).
     tier: Option<std::sync::Arc<crate::tier::Shared>>,
+    /// The guest's memory limit, shared with its JS heap.
+    budget: Option<std::sync::Arc<crate::realm::MemoryBudget>>,
 }
 
 impl wasmtime::ResourceLimiter for Growth {
     fn memory_growing(
         &mut self,
         current: usize,
-        _desired: usize,
+        desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if let Some(b) = &self.budget
+            && !b.grow_wasm(desired)
+        {
+            // `memory.grow` returns -1: Go's runtime reports it is out of memory.
+            return Ok(false);
+        }
         // Set even if the growth then fails: a needless re-read is harmless.
         self.memory_grew = true;
         if let Some(t) = &self.tier {
@@ -653,7 +678,8 @@ impl Guest {
                 .and_then(|d| crate::vfs::Vfs::guest_dir_of(&config.grants, &d))
                 .unwrap_or_else(|| "/".into())
         });
-        let js = JsEngine::new()?;
+        let budget = config.max_memory.map(crate::realm::MemoryBudget::new);
+        let js = JsEngine::with_budget(budget.clone())?;
         let ctx = js.ctx();
         let inherited = [
             matches!(config.stdin, Input::Inherit),
@@ -720,7 +746,8 @@ impl Guest {
         let state = HostState::new(host.clone(), ctx, presets, usize::MAX)?;
         let inner = &module.inner;
         // The module's own engine: with `Compiler::Auto` it may be Winch's.
-        let store = HostState::store(inner.module.engine(), state);
+        let mut store = HostState::store(inner.module.engine(), state);
+        store.data_mut().growth.budget = budget;
         let mut guest = Guest {
             store,
             host,
@@ -1018,7 +1045,10 @@ impl Guest {
         // Parts of Cranelift's code belong with the store left behind: all of it is here.
         state.hot_linker = None;
         state.view = MemView::unset();
-        state.growth = Growth::default();
+        state.growth = Growth {
+            budget: state.growth.budget.take(),
+            ..Growth::default()
+        };
         drop(std::mem::replace(&mut self.store, store));
         Ok(copied)
     }

@@ -8,6 +8,8 @@
 
 use rquickjs::{Context, Ctx, Function, Object, Runtime, Value, qjs};
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// A JS value usable from the store (see the module docs for why `'static`).
 pub(crate) type JsValue = Value<'static>;
@@ -77,7 +79,66 @@ impl Drop for ArenaPins {
 /// from the C library, which maps each on its own and unmaps it when freed, so a program that
 /// reads a big file holds no freed buffer in its resident memory. Sizes no allocation can have
 /// get a null pointer, as from `malloc`.
-struct JsAllocator;
+struct JsAllocator {
+    /// The guest's memory limit, if it has one: every block counts against it.
+    budget: Option<Arc<MemoryBudget>>,
+}
+
+/// The JS heap's size without a memory limit ([`crate::Config::max_memory`]): as much as a
+/// wasm32 guest's linear memory can be, so that nothing a guest does grows the host without
+/// bound (RATIONALE.md, "Why a memory limit, and what does it count?").
+pub(crate) const JS_HEAP_MAX: usize = 4 << 30;
+
+/// The memory a guest with a limit ([`crate::Config::max_memory`]) holds: its JS heap (the
+/// blocks [`JsAllocator`] hands QuickJS, with their headers) and its linear memory (what the
+/// store's limiter last let it grow to). Either fails to grow past `limit` together.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    limit: usize,
+    js: AtomicUsize,
+    wasm: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            js: AtomicUsize::new(0),
+            wasm: AtomicUsize::new(0),
+        })
+    }
+
+    /// Count `n` more bytes of JS heap, unless that would pass the limit. (One thread runs a
+    /// guest: its JS and its memory's growth; the atomics are for the limiter's `Send`.)
+    fn take_js(&self, n: usize) -> bool {
+        let js = self.js.load(Relaxed).saturating_add(n);
+        if js.saturating_add(self.wasm.load(Relaxed)) > self.limit {
+            return false;
+        }
+        self.js.store(js, Relaxed);
+        true
+    }
+
+    fn give_js(&self, n: usize) {
+        self.js
+            .store(self.js.load(Relaxed).saturating_sub(n), Relaxed);
+    }
+
+    /// Let linear memory grow to `desired` bytes, unless that would pass the limit.
+    pub fn grow_wasm(&self, desired: usize) -> bool {
+        if desired.saturating_add(self.js.load(Relaxed)) > self.limit {
+            return false;
+        }
+        self.wasm.store(desired, Relaxed);
+        true
+    }
+
+    /// Bytes of JS heap counted now.
+    #[cfg(test)]
+    fn js(&self) -> usize {
+        self.js.load(Relaxed)
+    }
+}
 
 /// No single allocation is larger.
 const JS_ALLOC_MAX: usize = isize::MAX as usize / 2;
@@ -126,6 +187,37 @@ impl JsAllocator {
         }
     }
 
+    /// Count a block of `size` bytes (and its header) against the budget, if there is one.
+    fn take(&self, size: usize) -> bool {
+        self.take_bytes(size.saturating_add(JS_HEADER))
+    }
+
+    fn give(&self, size: usize) {
+        self.give_bytes(size.saturating_add(JS_HEADER));
+    }
+
+    fn take_bytes(&self, n: usize) -> bool {
+        self.budget.as_ref().is_none_or(|b| b.take_js(n))
+    }
+
+    fn give_bytes(&self, n: usize) {
+        if let Some(b) = &self.budget {
+            b.give_js(n);
+        }
+    }
+
+    /// A new block, counted against the budget (null past it, or if allocation fails).
+    fn allocate_counted(&self, size: usize, zeroed: bool) -> *mut u8 {
+        if size > JS_ALLOC_MAX || !self.take(size) {
+            return std::ptr::null_mut();
+        }
+        let p = Self::allocate(size, zeroed);
+        if p.is_null() {
+            self.give(size);
+        }
+        p
+    }
+
     fn allocate(size: usize, zeroed: bool) -> *mut u8 {
         if size > JS_ALLOC_MAX {
             return std::ptr::null_mut();
@@ -160,12 +252,12 @@ impl JsAllocator {
 // SAFETY: every block is allocated and freed here, by the allocator its header names.
 unsafe impl rquickjs::allocator::Allocator for JsAllocator {
     fn alloc(&mut self, size: usize) -> *mut u8 {
-        Self::allocate(size, false)
+        self.allocate_counted(size, false)
     }
 
     fn calloc(&mut self, count: usize, size: usize) -> *mut u8 {
         match count.checked_mul(size) {
-            Some(n) => Self::allocate(n, true),
+            Some(n) => self.allocate_counted(n, true),
             None => std::ptr::null_mut(),
         }
     }
@@ -174,11 +266,8 @@ unsafe impl rquickjs::allocator::Allocator for JsAllocator {
         // SAFETY: `ptr` is live and ours (the trait's contract); its header says whose it is.
         unsafe {
             let (base, size, large) = Self::block(ptr);
-            if large {
-                libc::free(base.cast());
-            } else if let Some(layout) = Self::small_layout(size) {
-                std::alloc::dealloc(base, layout);
-            }
+            self.give(size);
+            Self::free_block(base, size, large);
         }
     }
 
@@ -190,6 +279,56 @@ unsafe impl rquickjs::allocator::Allocator for JsAllocator {
         // it as it was.
         unsafe {
             let (base, size, large) = Self::block(ptr);
+            // Growth counts first (given back if it fails); shrinking once done.
+            let grows = new_size > size;
+            if grows && !self.take_bytes(new_size - size) {
+                return std::ptr::null_mut();
+            }
+            let q = Self::reallocate(ptr, base, size, large, new_size);
+            match (q.is_null(), grows) {
+                (true, true) => self.give_bytes(new_size - size),
+                (false, false) => self.give_bytes(size - new_size),
+                _ => {}
+            }
+            q
+        }
+    }
+
+    unsafe fn usable_size(ptr: *mut u8) -> usize {
+        // SAFETY: `ptr` is live and ours (the trait's contract).
+        unsafe { Self::block(ptr).1 }
+    }
+}
+
+impl JsAllocator {
+    /// Free the block at `base` of `size` bytes (`large`: from the C library), not counted.
+    ///
+    /// # Safety
+    /// `base` is a live block of this allocator, as [`JsAllocator::block`] read it.
+    unsafe fn free_block(base: *mut u8, size: usize, large: bool) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if large {
+                libc::free(base.cast());
+            } else if let Some(layout) = Self::small_layout(size) {
+                std::alloc::dealloc(base, layout);
+            }
+        }
+    }
+
+    /// `realloc` of the block `ptr` (at `base`, of `size` bytes, `large` or not), not counted.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this allocator, at `base`, as [`JsAllocator::block`] read it.
+    unsafe fn reallocate(
+        ptr: *mut u8,
+        base: *mut u8,
+        size: usize,
+        large: bool,
+        new_size: usize,
+    ) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe {
             match (large, new_size >= JS_LARGE) {
                 (true, true) => {
                     let nb = libc::realloc(base.cast(), new_size + JS_HEADER);
@@ -207,23 +346,30 @@ unsafe impl rquickjs::allocator::Allocator for JsAllocator {
                     let q = Self::allocate(new_size, false);
                     if !q.is_null() {
                         std::ptr::copy_nonoverlapping(ptr, q, size.min(new_size));
-                        self.dealloc(ptr);
+                        Self::free_block(base, size, large);
                     }
                     q
                 }
             }
         }
     }
-
-    unsafe fn usable_size(ptr: *mut u8) -> usize {
-        // SAFETY: `ptr` is live and ours (the trait's contract).
-        unsafe { Self::block(ptr).1 }
-    }
 }
 
 impl JsEngine {
+    /// A realm without a memory limit (its heap still stops at [`JS_HEAP_MAX`]).
+    #[cfg(test)]
     pub fn new() -> rquickjs::Result<Self> {
-        let runtime = Runtime::new_with_alloc(JsAllocator)?;
+        Self::with_budget(None)
+    }
+
+    /// A realm whose heap counts against `budget`, or, without one, stops at [`JS_HEAP_MAX`].
+    /// Past either, allocations fail: QuickJS throws an out-of-memory `InternalError`.
+    pub fn with_budget(budget: Option<Arc<MemoryBudget>>) -> rquickjs::Result<Self> {
+        let unlimited = budget.is_none();
+        let runtime = Runtime::new_with_alloc(JsAllocator { budget })?;
+        if unlimited {
+            runtime.set_memory_limit(JS_HEAP_MAX);
+        }
         runtime.set_max_stack_size(JS_MAX_STACK);
         let context = Context::full(&runtime)?;
         let pins = ArenaPins::new(&context);
@@ -1568,7 +1714,7 @@ mod tests {
     #[test]
     fn js_allocator_keeps_blocks_and_refuses_impossible_sizes() {
         use rquickjs::allocator::Allocator;
-        let mut a = JsAllocator;
+        let mut a = JsAllocator { budget: None };
         assert!(a.alloc(usize::MAX).is_null());
         assert!(a.alloc(usize::MAX - 7).is_null());
         assert!(a.calloc(usize::MAX, 2).is_null());
@@ -1605,6 +1751,46 @@ mod tests {
             .ctx()
             .eval("new Uint8Array(3 << 20).fill(5).reduce((a, b) => a + b, 0)");
         assert_eq!(r.ok(), Some(15.0 * (1 << 20) as f64));
+    }
+
+    /// A budget counts every block of the JS heap while it lives, refuses what would pass the
+    /// limit (QuickJS throws), and shares the limit with linear memory.
+    #[test]
+    fn a_memory_budget_counts_the_js_heap_and_refuses_past_it() {
+        const MB: usize = 1 << 20;
+        let budget = MemoryBudget::new(64 * MB);
+        let engine = JsEngine::with_budget(Some(budget.clone())).unwrap();
+        let ctx = engine.ctx();
+        let base = budget.js();
+        assert!(base > 0 && base < 8 * MB, "a new realm: {base}");
+        ctx.eval::<(), _>("globalThis.b = new Uint8Array(16 << 20)")
+            .unwrap();
+        assert!(budget.js() >= base + 16 * MB);
+        // Grown and shrunk in place: counted both ways.
+        ctx.eval::<(), _>("globalThis.s = 'x'.repeat(3 << 20); globalThis.s = null")
+            .unwrap();
+        ctx.eval::<(), _>("globalThis.b = null").unwrap();
+        assert!(budget.js() < base + MB, "freed: {} of {base}", budget.js());
+        // Past the limit: an exception, and the heap as it was.
+        let r: rquickjs::Result<JsValue> = ctx.eval("new Uint8Array(80 << 20)");
+        assert!(r.is_err());
+        let _ = ctx.catch();
+        assert!(budget.js() < base + MB);
+        // Linear memory takes from the same limit.
+        assert!(budget.grow_wasm(40 * MB));
+        let r: rquickjs::Result<JsValue> = ctx.eval("new Uint8Array(30 << 20)");
+        assert!(r.is_err());
+        let _ = ctx.catch();
+        assert!(!budget.grow_wasm(64 * MB));
+        assert!(budget.grow_wasm(48 * MB));
+        // Without a budget, the heap stops at JS_HEAP_MAX (untouched pages: no memory used).
+        let unlimited = JsEngine::new().unwrap();
+        let ctx = unlimited.ctx();
+        ctx.eval::<(), _>("globalThis.a = [1, 2].map(() => new ArrayBuffer(1.5 * 2 ** 30))")
+            .unwrap();
+        let r: rquickjs::Result<JsValue> = ctx.eval("new ArrayBuffer(1.5 * 2 ** 30)");
+        assert!(r.is_err());
+        let _ = ctx.catch();
     }
 
     #[test]

@@ -38,6 +38,8 @@ fn main() -> ExitCode {
             .and_then(|c| c.parse().ok())
             .unwrap_or(gojs::Compiler::Auto),
         grants: vec![gojs::Grant::host_filesystem()],
+        // Like Node's runner: no limit of its own.
+        max_memory: None,
     };
     let code = gojs_cli::run(&module, options);
     gojs_cli::exit_now(code)

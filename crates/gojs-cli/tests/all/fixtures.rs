@@ -32,7 +32,7 @@ macro_rules! fixtures {
 }
 
 fixtures! {
-    bigargs, bigclear, byteloops, bytes, callback_panic, callbacks, calls, clock, cpu, deadlock, deep_callbacks, env, exit_in_callback, exitcode, fs, fsprobe, greeter, host_functions,
+    bigargs, bigclear, byteloops, bytes, callback_panic, callbacks, calls, clock, cpu, deadlock, deep_callbacks, env, exit_in_callback, exitcode, fs, fsprobe, greeter, host_functions, memlimit,
     goroutines, hello, host_globals, hotcall, hotlib, hotmain, panic, process, realm, refcount_soak, stdin, strings, subscribe, tieridle, tierup, timers, trap, unhandled_rejection, values, wasmexport, wasmexport_after_exit, wasmimport,
 }
 

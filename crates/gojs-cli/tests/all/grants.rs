@@ -267,3 +267,65 @@ fn a_failing_program_is_told_which_path_it_was_refused() {
     let out = run_probe(&["read:/data/file.txt", "exit:2"]);
     assert_eq!((out.code, out.stderr()), (Some(2), String::new()));
 }
+
+/// `memlimit` under `gojs run --max-memory=64` holding `mib` mebibytes in `place` ("go" or
+/// "js").
+fn memlimit(flags: &[&str], place: &str, mib: u32) -> crate::harness::Outcome {
+    let wasm = Go::path().build("memlimit");
+    let mut cmd = Command::new(gojs());
+    cmd.env_remove("RUST_BACKTRACE")
+        .arg("run")
+        .args(flags)
+        .arg(&wasm)
+        .arg(place)
+        .arg(mib.to_string());
+    run(cmd, b"")
+}
+
+/// Go's heap grows within `--max-memory`: past it, Go's runtime is out of memory (exit 2), as
+/// when a wasm32 guest reaches 4 GiB.
+#[test]
+fn max_memory_stops_go_s_heap() {
+    let o = memlimit(&["--max-memory=64"], "go", 200);
+    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr());
+    assert!(o.stdout.is_empty(), "{}", o.stdout());
+    assert!(
+        o.stderr().contains("fatal error: out of memory"),
+        "{}",
+        o.stderr()
+    );
+    assert!(!o.stderr().contains("panicked"), "{}", o.stderr());
+    let o = memlimit(&[], "go", 200);
+    assert_eq!(
+        (o.code, o.stdout().as_str()),
+        (Some(0), "held 200 MiB in Go\n")
+    );
+}
+
+/// The JS heap counts against the same limit: past it, JS throws, and Go's `syscall/js`
+/// panics with that error (the fixture recovers and says so).
+#[test]
+fn max_memory_stops_the_js_heap() {
+    let o = memlimit(&["--max-memory=64"], "js", 200);
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr());
+    let out = o.stdout();
+    let held: u32 = out
+        .strip_prefix("refused after ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The rest of the 64 MiB is Go's memory and the realm's own objects.
+    assert!((48..64).contains(&held), "{out}");
+    assert!(
+        out.ends_with("MiB: JavaScript error: out of memory\n"),
+        "{out}"
+    );
+    let o = memlimit(&[], "js", 200);
+    assert_eq!(
+        (o.code, o.stdout().as_str()),
+        (Some(0), "held 200 MiB in JS\n")
+    );
+    // Not a number of MiB, or none: refused by the command line.
+    let o = memlimit(&["--max-memory=0"], "js", 1);
+    assert_eq!(o.code, Some(2), "{}", o.stderr());
+}
