@@ -52,6 +52,15 @@ pub enum Error {
     /// A value had the wrong type for the Rust side of a call.
     #[error("{0}")]
     Conversion(#[from] crate::ConversionError),
+    /// The program can't start within its memory limit
+    /// ([`Config::max_memory`](crate::Config::max_memory)): its initial linear memory and JS
+    /// realm need `needed` bytes.
+    #[error(
+        "the program needs {} to start, more than its memory limit of {}",
+        mib(*needed),
+        mib(*limit)
+    )]
+    MemoryLimit { needed: usize, limit: usize },
     /// Setting up the engine or the JS realm failed.
     #[error("{0}")]
     Host(String),
@@ -61,6 +70,11 @@ impl From<rquickjs::Error> for Error {
     fn from(e: rquickjs::Error) -> Self {
         Error::Host(format!("JS realm: {e}"))
     }
+}
+
+/// `n` bytes in MiB, to a tenth.
+fn mib(n: usize) -> String {
+    format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
 }
 
 fn exited_message(code: Option<i32>, panic: Option<&str>) -> String {

@@ -507,6 +507,8 @@ struct Growth {
     tier: Option<std::sync::Arc<crate::tier::Shared>>,
     /// The guest's memory limit, shared with its JS heap.
     budget: Option<std::sync::Arc<crate::realm::MemoryBudget>>,
+    /// The size of the last growth the limit refused.
+    refused: Option<usize>,
 }
 
 impl wasmtime::ResourceLimiter for Growth {
@@ -520,6 +522,7 @@ impl wasmtime::ResourceLimiter for Growth {
             && !b.grow_wasm(desired)
         {
             // `memory.grow` returns -1: Go's runtime reports it is out of memory.
+            self.refused = Some(desired);
             return Ok(false);
         }
         // Set even if the growth then fails: a needless re-read is harmless.
@@ -679,7 +682,14 @@ impl Guest {
                 .unwrap_or_else(|| "/".into())
         });
         let budget = config.max_memory.map(crate::realm::MemoryBudget::new);
-        let js = JsEngine::with_budget(budget.clone())?;
+        let js = JsEngine::with_budget(budget.clone()).map_err(|e| match &budget {
+            // The realm's own objects didn't fit.
+            Some(b) => Error::MemoryLimit {
+                needed: b.limit() + 1,
+                limit: b.limit(),
+            },
+            None => e.into(),
+        })?;
         let ctx = js.ctx();
         let inherited = [
             matches!(config.stdin, Input::Inherit),
@@ -771,7 +781,27 @@ impl Guest {
         let started = std::time::Instant::now();
         let instance = linker
             .instantiate(&mut guest.store, &inner.module)
-            .map_err(|e| Error::NotGoJs(format!("cannot instantiate: {e:#}")))?;
+            .map_err(|e| match guest.store.data().growth.refused {
+                // The module's initial memory didn't fit beside the realm.
+                Some(needed) => Error::MemoryLimit {
+                    needed: needed
+                        + guest
+                            .store
+                            .data()
+                            .growth
+                            .budget
+                            .as_ref()
+                            .map_or(0, |b| b.js()),
+                    limit: guest
+                        .store
+                        .data()
+                        .growth
+                        .budget
+                        .as_ref()
+                        .map_or(0, |b| b.limit()),
+                },
+                None => Error::NotGoJs(format!("cannot instantiate: {e:#}")),
+            })?;
         tracing::debug!("instantiated ({:.1?})", started.elapsed());
         if let Some(secondary) = &inner.secondary {
             let started = std::time::Instant::now();

@@ -134,9 +134,12 @@ impl MemoryBudget {
     }
 
     /// Bytes of JS heap counted now.
-    #[cfg(test)]
-    fn js(&self) -> usize {
+    pub fn js(&self) -> usize {
         self.js.load(Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 }
 

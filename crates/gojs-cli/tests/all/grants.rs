@@ -329,3 +329,18 @@ fn max_memory_stops_the_js_heap() {
     let o = memlimit(&["--max-memory=0"], "js", 1);
     assert_eq!(o.code, Some(2), "{}", o.stderr());
 }
+
+/// A limit below what the module needs to start (its initial memory, the realm) is a one-line
+/// error saying so, not Go's out-of-memory crash.
+#[test]
+fn max_memory_below_the_start_is_one_line() {
+    let o = memlimit(&["--max-memory=1"], "js", 1);
+    assert_eq!(o.code, Some(1), "{}", o.stderr());
+    let err = o.stderr();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("gojs: the program needs ")
+            && err.ends_with(" MiB to start, more than its memory limit of 1.0 MiB\n"),
+        "{err}"
+    );
+}
