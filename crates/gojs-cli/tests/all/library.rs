@@ -35,6 +35,41 @@ fn refcount_soak_keeps_the_values_table_bounded() {
     assert!(live < 2_000, "{live} ids still live at exit");
 }
 
+/// `Config::max_memory` limits each instance on its own: two instances of one module, one
+/// limited (its JS allocations refused past the limit), one not.
+#[test]
+fn a_memory_limit_is_per_instance() {
+    let engine = gojs::Engine::new().unwrap();
+    let module = gojs::Module::from_file(&engine, Go::path().build("memlimit")).unwrap();
+    let run = |limit: Option<usize>| {
+        let out = Buffer::default();
+        let mut config = gojs::Config::new()
+            .args(["memlimit", "js", "100"])
+            .stdout(gojs::Output::Writer(Box::new(out.clone())));
+        if let Some(bytes) = limit {
+            config = config.max_memory(bytes);
+        }
+        let code = module.run(config).unwrap();
+        let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+        (code, text)
+    };
+    let (code, text) = run(Some(48 << 20));
+    assert_eq!(code, 0);
+    assert!(
+        text.starts_with("refused after ") && text.ends_with("JavaScript error: out of memory\n"),
+        "{text}"
+    );
+    assert_eq!(run(None), (0, "held 100 MiB in JS\n".to_string()));
+    // Too little to start: an error before Go runs.
+    let e = module
+        .run(gojs::Config::new().max_memory(1 << 20))
+        .unwrap_err();
+    assert!(
+        matches!(e, gojs::Error::MemoryLimit { limit, .. } if limit == 1 << 20),
+        "{e}"
+    );
+}
+
 #[test]
 fn captures_output_and_feeds_stdin() {
     let engine = gojs::Engine::new().unwrap();
