@@ -54,7 +54,9 @@
 //! [`Config`]'s defaults deny: no environment, no files, empty stdin. A guest reaches only what
 //! the embedder grants ([`Config::dir`], [`Config::ro_dir`], [`Config::env`],
 //! [`Config::func`], …); wild pointers and bad values from the guest become JS exceptions or
-//! traps with a clear message ([`Error`]), never a host crash.
+//! traps with a clear message ([`Error`]), never a host crash. Its memory is bounded: linear
+//! memory by wasm32's 4 GiB and its JS heap by 4 GiB, or both together by
+//! [`Config::max_memory`].
 //!
 //! # Values
 //!
