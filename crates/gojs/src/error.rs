@@ -54,11 +54,11 @@ pub enum Error {
     Conversion(#[from] crate::ConversionError),
     /// The program can't start within its memory limit
     /// ([`Config::max_memory`](crate::Config::max_memory)): its initial linear memory and JS
-    /// realm need `needed` bytes.
+    /// realm need at least `needed` bytes.
     #[error(
-        "the program needs {} to start, more than its memory limit of {}",
-        mib(*needed),
-        mib(*limit)
+        "the program needs at least {} to start, more than its memory limit of {}",
+        size(*needed),
+        size(*limit)
     )]
     MemoryLimit { needed: usize, limit: usize },
     /// Setting up the engine or the JS realm failed.
@@ -72,9 +72,13 @@ impl From<rquickjs::Error> for Error {
     }
 }
 
-/// `n` bytes in MiB, to a tenth.
-fn mib(n: usize) -> String {
-    format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+/// `n` bytes in MiB to a tenth, or in bytes under a MiB.
+fn size(n: usize) -> String {
+    if n < 1 << 20 {
+        format!("{n} bytes")
+    } else {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    }
 }
 
 fn exited_message(code: Option<i32>, panic: Option<&str>) -> String {

@@ -682,14 +682,7 @@ impl Guest {
                 .unwrap_or_else(|| "/".into())
         });
         let budget = config.max_memory.map(crate::realm::MemoryBudget::new);
-        let js = JsEngine::with_budget(budget.clone()).map_err(|e| match &budget {
-            // The realm's own objects didn't fit.
-            Some(b) => Error::MemoryLimit {
-                needed: b.limit() + 1,
-                limit: b.limit(),
-            },
-            None => e.into(),
-        })?;
+        let js = JsEngine::with_budget(budget.clone())?;
         let ctx = js.ctx();
         let inherited = [
             matches!(config.stdin, Input::Inherit),
@@ -756,6 +749,16 @@ impl Guest {
         let state = HostState::new(host.clone(), ctx, presets, usize::MAX)?;
         let inner = &module.inner;
         // The module's own engine: with `Compiler::Auto` it may be Winch's.
+        // The realm is set up, counted: from here on the limit holds.
+        if let Some(b) = &budget {
+            if b.js() > b.limit() {
+                return Err(Error::MemoryLimit {
+                    needed: b.js(),
+                    limit: b.limit(),
+                });
+            }
+            b.arm();
+        }
         let mut store = HostState::store(inner.module.engine(), state);
         store.data_mut().growth.budget = budget;
         let mut guest = Guest {

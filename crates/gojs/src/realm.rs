@@ -92,11 +92,14 @@ pub(crate) const JS_HEAP_MAX: usize = 4 << 30;
 /// The memory a guest with a limit ([`crate::Config::max_memory`]) holds: its JS heap (the
 /// blocks [`JsAllocator`] hands QuickJS, with their headers) and its linear memory (what the
 /// store's limiter last let it grow to). Either fails to grow past `limit` together.
+/// It refuses nothing until [`MemoryBudget::arm`]ed: the realm is made before (QuickJS and
+/// rquickjs don't all survive an allocation failing while they set up), then checked.
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
     limit: usize,
     js: AtomicUsize,
     wasm: AtomicUsize,
+    armed: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryBudget {
@@ -105,14 +108,20 @@ impl MemoryBudget {
             limit,
             js: AtomicUsize::new(0),
             wasm: AtomicUsize::new(0),
+            armed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, refuse what would pass the limit.
+    pub fn arm(&self) {
+        self.armed.store(true, Relaxed);
     }
 
     /// Count `n` more bytes of JS heap, unless that would pass the limit. (One thread runs a
     /// guest: its JS and its memory's growth; the atomics are for the limiter's `Send`.)
     fn take_js(&self, n: usize) -> bool {
         let js = self.js.load(Relaxed).saturating_add(n);
-        if js.saturating_add(self.wasm.load(Relaxed)) > self.limit {
+        if js.saturating_add(self.wasm.load(Relaxed)) > self.limit && self.armed.load(Relaxed) {
             return false;
         }
         self.js.store(js, Relaxed);
@@ -126,7 +135,7 @@ impl MemoryBudget {
 
     /// Let linear memory grow to `desired` bytes, unless that would pass the limit.
     pub fn grow_wasm(&self, desired: usize) -> bool {
-        if desired.saturating_add(self.js.load(Relaxed)) > self.limit {
+        if desired.saturating_add(self.js.load(Relaxed)) > self.limit && self.armed.load(Relaxed) {
             return false;
         }
         self.wasm.store(desired, Relaxed);
@@ -1763,6 +1772,7 @@ mod tests {
         const MB: usize = 1 << 20;
         let budget = MemoryBudget::new(64 * MB);
         let engine = JsEngine::with_budget(Some(budget.clone())).unwrap();
+        budget.arm();
         let ctx = engine.ctx();
         let base = budget.js();
         assert!(base > 0 && base < 8 * MB, "a new realm: {base}");

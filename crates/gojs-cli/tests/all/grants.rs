@@ -339,7 +339,7 @@ fn max_memory_below_the_start_is_one_line() {
     let err = o.stderr();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("gojs: the program needs ")
+        err.starts_with("gojs: the program needs at least ")
             && err.ends_with(" MiB to start, more than its memory limit of 1.0 MiB\n"),
         "{err}"
     );

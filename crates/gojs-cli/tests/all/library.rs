@@ -68,6 +68,16 @@ fn a_memory_limit_is_per_instance() {
         matches!(e, gojs::Error::MemoryLimit { limit, .. } if limit == 1 << 20),
         "{e}"
     );
+    // Too little even for the JS realm (set up first, then checked): the same error.
+    let e = module
+        .run(gojs::Config::new().max_memory(1000))
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("the program needs at least ")
+            && text.ends_with(" bytes to start, more than its memory limit of 1000 bytes"),
+        "{text}"
+    );
 }
 
 #[test]
